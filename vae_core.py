@@ -23,6 +23,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 PROJECT_DIR = Path(__file__).resolve().parent
+# Recorded in every run's config; bump it when a change alters what training computes, so that
+# finished runs made by the older code are not reused.
+CODE_VERSION = 1
 LOG_2PI = math.log(2 * math.pi)
 
 # ----------------------------------------------------------------------------------------------
@@ -353,11 +356,9 @@ class TrainingDiverged(RuntimeError):
     pass
 
 
-def log_spaced_points(total, first=10_000, per_decade=8):
-    """Training-sample counts for a log-spaced x-axis (Kingma's Figure 2), ending at `total`."""
-    if total <= first:
-        return [int(total)]
-    n = max(2, int(round(per_decade * math.log10(total / first))) + 1)
+def log_spaced_points(total, n=20, first=10_000):
+    """About n training-sample counts, log-spaced from `first` to `total` (Kingma's Figure 2 x-axis)."""
+    first = min(first, max(1, total // 10))
     return sorted({int(round(v)) for v in np.geomspace(first, total, n)})
 
 

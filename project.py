@@ -1,0 +1,92 @@
+"""What the notebooks share beyond vae_core: paths, parameter checks, run reuse, figure files.
+
+vae_core knows models and training; this module knows the project's folders and its figures.
+"""
+import json
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+
+# Every figure `make paper` produces: file stem -> (what it reproduces, notebook that makes it).
+# The index page, the README and the tests all read this table.
+FIGURES = {
+    "report_fig1_aevb_samples": ("Replication report, Figure 1: random samples from AEVB (Nz = 20)", "replication_report"),
+    "report_fig2_wake_sleep_samples": ("Replication report, Figure 2: random samples from wake-sleep (Nz = 20), here the true algorithm", "replication_report"),
+    "report_fig3_performance_vs_latent_dim": ("Replication report, Figure 3: final loss (-ELBO) against latent dimension", "replication_report"),
+    "report_fig4_training_loss": ("Replication report, Figure 4: training loss of AEVB and wake-sleep (Nz = 20) per epoch", "replication_report"),
+    "report_fig5_samples_by_latent_dim": ("Replication report, Figure 5: random samples for each latent dimension", "replication_report"),
+    "report_table1": ("Replication report, Table 1: test loss, BCE and KL of wake-sleep and AEVB (Nz = 20) beside the published values", "replication_report"),
+    "kingma_fig2_lower_bound": ("Kingma & Welling, Figure 2: lower bound against training samples evaluated, AEVB vs wake-sleep (train solid, test dashed)", "kingma2013"),
+    "kingma_fig4_manifold_mnist": ("Kingma & Welling, Figure 4(b): learned MNIST manifold, Nz = 2", "kingma2013"),
+    "kingma_fig4_manifold_frey": ("Kingma & Welling, Figure 4(a): learned Frey Face manifold, Nz = 2", "kingma2013"),
+    "kingma_fig5_samples": ("Kingma & Welling, Figure 5: random MNIST samples for Nz = 2, 5, 10, 20", "kingma2013"),
+    "latent_scatter_mnist": ("Beyond the papers: MNIST test codes (Nz = 2, posterior means) coloured by digit", "kingma2013"),
+    "reconstructions_mnist": ("Beyond the papers: MNIST test digits and their AEVB and wake-sleep reconstructions (Nz = 20)", "kingma2013"),
+    "interpolation_mnist": ("Beyond the papers: decoded linear interpolations between test codes (Nz = 20)", "kingma2013"),
+}
+TABLES = {"report_table1"}  # written as CSV (and a PNG/PDF rendering of the table)
+
+
+def enter_project():
+    """Make paths from the repository root work the same under papermill and in JupyterLab."""
+    os.chdir(ROOT)
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    return ROOT
+
+
+# ---- parameter checks: fail before any work, naming the parameter, its value and what is allowed
+
+def check_choice(name, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"parameter {name}={value!r} is not allowed; expected one of {list(allowed)}")
+
+
+def check_positive(name, value, allow_zero=False, integer=True):
+    kind = int if integer else (int, float)
+    ok = isinstance(value, kind) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        what = "an integer" if integer else "a number"
+        raise ValueError(f"parameter {name}={value!r} is not allowed; expected {what} "
+                         f"{'>= 0' if allow_zero else '> 0'}")
+
+
+# ---- runs
+
+def finished_run_matches(run_dir, config):
+    """True if run_dir holds a finished run with exactly this config; raise if it holds another one."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "metrics.json").exists():
+        return False
+    saved = json.loads((run_dir / "config.json").read_text())
+    if saved == config:
+        return True
+    changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
+    detail = ", ".join(f"{k}: {saved.get(k)!r} -> {config.get(k)!r}" for k in changed)
+    raise RuntimeError(f"{run_dir} holds a finished run with another config ({detail}). Delete that folder "
+                       "to retrain it, or give this run another run_dir.")
+
+
+# ---- figures
+
+def save_figure(fig, name, figures_dir="figures", dpi=110):
+    """Write figures_dir/name.png and .pdf, each atomically (a later run never sees half a file)."""
+    if name not in FIGURES:
+        raise KeyError(f"{name} is not in project.FIGURES; add it there with its caption")
+    figures_dir = Path(figures_dir)
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    for ext in ("png", "pdf"):
+        final = figures_dir / f"{name}.{ext}"
+        tmp = figures_dir / f".{name}.{os.getpid()}.tmp.{ext}"
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+        os.replace(tmp, final)
+    return figures_dir / f"{name}.png"
+
+
+def image_grid(images, image_shape, nrow, pad=1):
+    """A [H, W] numpy array tiling `images` ([N, D] in [0, 1]) with torchvision's make_grid."""
+    from torchvision.utils import make_grid
+    images = images.detach().cpu().reshape(-1, 1, *image_shape)
+    return make_grid(images, nrow=nrow, padding=pad, pad_value=1.0)[0].numpy()
