@@ -1,7 +1,13 @@
 # The map of the project: data -> runs -> figures -> HTML (see README.md).
-#   make setup   .venv with requirements.txt and a Jupyter kernel named "aevb"
-#   make data    data files into $(VAE_DATA_DIR), checksums verified
-#   make test    the tests
+#
+#   make paper [PROFILE=smoke|default|paper] [-j N]   everything below, in order
+#   make setup    .venv with requirements.txt and a Jupyter kernel named "aevb"
+#   make data     data files into $(VAE_DATA_DIR), checksums verified
+#   make runs     one executed notebooks/train.ipynb per run of the sweeps -> $(RUNS)/<dataset>/<run>/
+#   make figures  the figure notebooks, which only read runs     -> $(FIGURES)/*.png|pdf|csv
+#   make html     every executed notebook as HTML, and index.html -> $(BUILD)/html/
+#   make test     the tests (pytest, including a smoke `make paper` into a temporary folder)
+#   make lab      JupyterLab in the project's environment
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3
@@ -10,7 +16,59 @@ PY := $(VENV)/bin/python
 KERNEL := aevb
 export VAE_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: setup data test
+PROFILE ?= default
+RUNS ?= runs/$(PROFILE)
+FIGURES ?= figures
+BUILD ?= build
+NB := $(BUILD)/notebooks
+
+# ---- profiles change budgets, never code -----------------------------------------------------
+ifeq ($(PROFILE),smoke)  # every notebook end to end in minutes: tiny data, few steps
+MNIST_BUDGET := -p samples 2000 -p train_size 1000 -p test_size 200 -p eval_points 3
+FREY_BUDGET := -p samples 2000 -p test_size 100 -p eval_points 3
+else ifeq ($(PROFILE),default)  # the report's 50 epochs (3x10^6 samples) for MNIST
+MNIST_BUDGET := -p samples 3000000
+FREY_BUDGET := -p samples 1000000
+else ifeq ($(PROFILE),paper)  # Kingma & Welling's 10^8 samples per run: a machine with a GPU
+MNIST_BUDGET := -p samples 100000000 -p checkpoint_every 5000000
+FREY_BUDGET := -p samples 100000000 -p checkpoint_every 5000000
+else
+$(error PROFILE=$(PROFILE) is not known; expected smoke, default or paper)
+endif
+
+# ---- protocols: the setups the papers describe ----------------------------------------------
+# report: the replication report's notebook as it ran (continuous MNIST, 784-500-Nz tanh, Adam 1e-3)
+PROTOCOL_report := -p dataset mnist -p binarize none -p hidden "[500]" -p optimizer adam -p lr 0.001 \
+	-p weight_prior False -p protocol report
+# kingma: Kingma & Welling's Frey Face setup (200 tanh units, Gaussian decoder, Adagrad, N(0, I) prior)
+PROTOCOL_kingma := -p dataset frey -p hidden "[200]" -p optimizer adagrad -p lr 0.02 \
+	-p weight_prior True -p protocol kingma
+
+# ---- the sweeps: run folders are <algorithm>_z<Nz>_<protocol>_s<seed> -------------------------
+ALGORITHMS := aevb wake_sleep
+MNIST_Z := 2 3 5 10 20 200
+FREY_Z := 2 5 10 20
+MNIST_RUNS := $(foreach a,$(ALGORITHMS),$(foreach z,$(MNIST_Z),mnist/$(a)_z$(z)_report_s1))
+FREY_RUNS := $(foreach a,$(ALGORITHMS),$(foreach z,$(FREY_Z),frey/$(a)_z$(z)_kingma_s1))
+RUN_DONE := $(addprefix $(RUNS)/,$(addsuffix /metrics.json,$(MNIST_RUNS) $(FREY_RUNS)))
+
+# fields of a run name: aevb_z20_report_s1 -> aevb, 20, report, 1
+run_algorithm = $(firstword $(subst _z, ,$1))
+run_fields = $(subst _, ,$(word 2,$(subst _z, ,$1)))
+run_params = -p algorithm $(call run_algorithm,$1) -p latent_dim $(word 1,$(call run_fields,$1)) \
+	-p seed $(patsubst s%,%,$(word 3,$(call run_fields,$1)))
+run_protocol = $(PROTOCOL_$(word 2,$(call run_fields,$1)))
+
+# Under make -j N each job gets nproc/N PyTorch threads, so N jobs share the cores.
+NPROC := $(shell nproc 2>/dev/null || echo 1)
+JOBS = $(if $(filter -j,$(MAKEFLAGS)),$(NPROC),$(or $(patsubst -j%,%,$(filter -j%,$(MAKEFLAGS))),1))
+THREADS = $(shell echo $$(( $(NPROC) / $(JOBS) > 0 ? $(NPROC) / $(JOBS) : 1 )))
+RUN_NOTEBOOK = OMP_NUM_THREADS=$(THREADS) $(PY) scripts/run_notebook.py
+
+.PHONY: paper setup data runs figures html test lab clean-build
+
+paper: html
+	@echo "make paper ($(PROFILE)): figures in $(FIGURES)/, open $(BUILD)/html/index.html"
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
@@ -22,5 +80,36 @@ $(VENV)/.installed: requirements.txt
 data: setup
 	$(PY) scripts/fetch_data.py
 
+# A run is finished when its metrics.json exists (the notebook writes it last); an existing one is
+# never retrained by Make, and the notebook itself refuses a finished run with another config.
+runs: $(RUN_DONE)
+$(RUNS)/mnist/%/metrics.json: | setup data
+	$(RUN_NOTEBOOK) notebooks/train.ipynb $(NB)/train_mnist_$*.ipynb $(call run_protocol,$*) $(MNIST_BUDGET) \
+		$(call run_params,$*) -p run_dir $(RUNS)/mnist/$* -p threads $(THREADS) -p progress lines
+$(RUNS)/frey/%/metrics.json: | setup data
+	$(RUN_NOTEBOOK) notebooks/train.ipynb $(NB)/train_frey_$*.ipynb $(call run_protocol,$*) $(FREY_BUDGET) \
+		$(call run_params,$*) -p run_dir $(RUNS)/frey/$* -p threads $(THREADS) -p progress lines
+
+# Figure notebooks read runs only. notebooks/replication_report.ipynb -> report_fig1..5, report_table1;
+# notebooks/kingma2013.ipynb -> kingma_fig2, kingma_fig4 (MNIST, Frey), kingma_fig5,
+# latent_scatter_mnist, reconstructions_mnist, interpolation_mnist. (Captions: project.FIGURES.)
+FIGURE_NOTEBOOKS := replication_report kingma2013
+FIGURE_DONE := $(FIGURE_NOTEBOOKS:%=$(BUILD)/done/%)
+figures: $(FIGURE_DONE)
+$(BUILD)/done/%: notebooks/%.ipynb project.py $(RUN_DONE) | setup
+	$(RUN_NOTEBOOK) $< $(NB)/$*.ipynb -p runs_dir $(RUNS) -p figures_dir $(FIGURES)
+	mkdir -p $(@D) && touch $@
+
+html: $(BUILD)/html/index.html
+$(BUILD)/html/index.html: $(RUN_DONE) $(FIGURE_DONE) scripts/build_html.py project.py | setup
+	$(PY) scripts/build_html.py --profile $(PROFILE) --runs $(RUNS) --figures $(FIGURES) \
+		--notebooks $(NB) --html $(BUILD)/html
+
 test: setup data
 	$(PY) -m pytest -q tests
+
+lab: setup data
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean-build:
+	rm -rf $(BUILD)
