@@ -65,7 +65,7 @@ JOBS = $(if $(filter -j,$(MAKEFLAGS)),$(NPROC),$(or $(patsubst -j%,%,$(filter -j
 THREADS = $(shell echo $$(( $(NPROC) / $(JOBS) > 0 ? $(NPROC) / $(JOBS) : 1 )))
 RUN_NOTEBOOK = OMP_NUM_THREADS=$(THREADS) $(PY) scripts/run_notebook.py
 
-.PHONY: paper setup data runs figures html test lab clean-build
+.PHONY: paper setup data runs figures html test browser lab clean-build
 
 paper: html
 	@echo "make paper ($(PROFILE)): figures in $(FIGURES)/, open $(BUILD)/html/index.html"
@@ -80,15 +80,29 @@ $(VENV)/.installed: requirements.txt
 data: setup
 	$(PY) scripts/fetch_data.py
 
-# A run is finished when its metrics.json exists (the notebook writes it last); an existing one is
-# never retrained by Make, and the notebook itself refuses a finished run with another config.
+# A run is finished when its metrics.json exists (the notebook writes it last). Each run also has a
+# params file holding its exact parameters and vae_core's CODE_VERSION, rewritten only when they
+# change: a run whose parameters changed is retrained (replace_stale), an unchanged one never is.
+# (A reused run's metrics.json is touched so that Make sees it up to date.)
+CODE_VERSION := $(shell sed -n 's/^CODE_VERSION = //p' vae_core.py)
+mnist_params = $(call run_protocol,$1) $(MNIST_BUDGET) $(call run_params,$1)
+frey_params = $(call run_protocol,$1) $(FREY_BUDGET) $(call run_params,$1)
+write_params = $(shell mkdir -p $(dir $1) && p='$2 code_version=$(CODE_VERSION)' && \
+	{ [ "$$(cat $1 2>/dev/null)" = "$$p" ] || printf '%s' "$$p" > $1; })
+ifeq ($(filter setup data test browser lab clean-build,$(MAKECMDGOALS)),)
+$(foreach r,$(MNIST_RUNS),$(call write_params,$(RUNS)/$r.params,$(call mnist_params,$(notdir $r))))
+$(foreach r,$(FREY_RUNS),$(call write_params,$(RUNS)/$r.params,$(call frey_params,$(notdir $r))))
+endif
+
 runs: $(RUN_DONE)
-$(RUNS)/mnist/%/metrics.json: | setup data
-	$(RUN_NOTEBOOK) notebooks/train.ipynb $(NB)/train_mnist_$*.ipynb $(call run_protocol,$*) $(MNIST_BUDGET) \
-		$(call run_params,$*) -p run_dir $(RUNS)/mnist/$* -p threads $(THREADS) -p progress lines
-$(RUNS)/frey/%/metrics.json: | setup data
-	$(RUN_NOTEBOOK) notebooks/train.ipynb $(NB)/train_frey_$*.ipynb $(call run_protocol,$*) $(FREY_BUDGET) \
-		$(call run_params,$*) -p run_dir $(RUNS)/frey/$* -p threads $(THREADS) -p progress lines
+$(RUNS)/mnist/%/metrics.json: $(RUNS)/mnist/%.params | setup data
+	$(RUN_NOTEBOOK) notebooks/train.ipynb $(NB)/train_mnist_$*.ipynb $(call mnist_params,$*) \
+		-p run_dir $(RUNS)/mnist/$* -p replace_stale True -p threads $(THREADS) -p progress lines
+	touch $@
+$(RUNS)/frey/%/metrics.json: $(RUNS)/frey/%.params | setup data
+	$(RUN_NOTEBOOK) notebooks/train.ipynb $(NB)/train_frey_$*.ipynb $(call frey_params,$*) \
+		-p run_dir $(RUNS)/frey/$* -p replace_stale True -p threads $(THREADS) -p progress lines
+	touch $@
 
 # Figure notebooks read runs only. notebooks/replication_report.ipynb -> report_fig1..5, report_table1;
 # notebooks/kingma2013.ipynb -> kingma_fig2, kingma_fig4 (MNIST, Frey), kingma_fig5,
@@ -105,8 +119,13 @@ $(BUILD)/html/index.html: $(RUN_DONE) $(FIGURE_DONE) scripts/build_html.py proje
 	$(PY) scripts/build_html.py --profile $(PROFILE) --runs $(RUNS) --figures $(FIGURES) \
 		--notebooks $(NB) --html $(BUILD)/html
 
-test: setup data
+test: setup data browser
 	$(PY) -m pytest -q tests
+
+# Headless Chromium and its driver for the rendered-page test: Debian's packages (CI runs as root).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
 
 lab: setup data
 	$(VENV)/bin/jupyter lab notebooks/

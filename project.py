@@ -2,9 +2,12 @@
 
 vae_core knows models and training; this module knows the project's folders and its figures.
 """
+import fcntl
+import hashlib
 import json
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -55,23 +58,57 @@ def check_positive(name, value, allow_zero=False, integer=True):
 
 # ---- runs
 
-def finished_run_matches(run_dir, config):
-    """True if run_dir holds a finished run with exactly this config; raise if it holds another one."""
+def config_hash(config):
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def prepare_run(run_dir, config, replace_stale=False):
+    """Decide what to do with run_dir for this config: return (finished, checkpoint_path).
+
+    A finished run (metrics.json present) with exactly this config is reused. One with another
+    config is refused, or with replace_stale=True (what `make` passes when a run's parameters in
+    the Makefile changed) marked unfinished so that it is retrained. Checkpoints are named after
+    the config, so a checkpoint of another config is never resumed.
+    """
     run_dir = Path(run_dir)
-    if not (run_dir / "metrics.json").exists():
-        return False
-    saved = json.loads((run_dir / "config.json").read_text())
-    if saved == config:
-        return True
-    changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
-    detail = ", ".join(f"{k}: {saved.get(k)!r} -> {config.get(k)!r}" for k in changed)
-    raise RuntimeError(f"{run_dir} holds a finished run with another config ({detail}). Delete that folder "
-                       "to retrain it, or give this run another run_dir.")
+    metrics = run_dir / "metrics.json"
+    if metrics.exists():
+        saved = json.loads((run_dir / "config.json").read_text())
+        if saved == config:
+            return True, None
+        changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
+        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {config.get(k)!r}" for k in changed)
+        if not replace_stale:
+            raise RuntimeError(f"{run_dir} holds a finished run with another config ({detail}). Delete that "
+                               "folder to retrain it, or give this run another run_dir.")
+        print(f"{run_dir} holds a finished run with another config ({detail}): retraining it")
+        metrics.unlink()  # first, so that an interrupted retraining never looks finished
+    checkpoint = run_dir / f"checkpoint-{config_hash(config)}.pt"
+    for stale in run_dir.glob("checkpoint-*.pt"):
+        if stale != checkpoint:
+            stale.unlink()
+    return False, checkpoint
+
+
+@contextmanager
+def run_lock(run_dir):
+    """Hold an exclusive lock on run_dir while training, so two processes never write one run."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"another process is training {run_dir}; wait for it to finish") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 # ---- figures
 
-def save_figure(fig, name, figures_dir="figures", dpi=110):
+def save_figure(fig, name, figures_dir="figures", dpi=90):
     """Write figures_dir/name.png and .pdf, each atomically (a later run never sees half a file)."""
     if name not in FIGURES:
         raise KeyError(f"{name} is not in project.FIGURES; add it there with its caption")

@@ -1,0 +1,131 @@
+"""Render every executed notebook to HTML and write index.html (`make html`).
+
+index.html is self-contained: each figure is embedded (base64 PNG) with a caption saying what it
+reproduces and which notebook made it; it links every rendered notebook and states the profile,
+device, versions and wall times.
+"""
+import argparse
+import base64
+import csv
+import html
+import json
+import platform
+import re
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import nbformat
+from nbconvert import HTMLExporter
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+import project  # noqa: E402
+import vae_core  # noqa: E402
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+figure { margin: 2em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
+figcaption { font-size: 0.95em; color: #444; margin-top: 0.4em; }
+table { border-collapse: collapse; font-size: 0.9em; } td, th { border: 1px solid #ccc; padding: 3px 8px; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; } code { background: #f4f4f4; }
+"""
+
+
+def render_notebooks(notebooks_dir, html_dir):
+    """Convert each executed notebook whose HTML is missing or older; return {stem: duration s}."""
+    exporter = HTMLExporter(template_name="lab")
+    durations = {}
+    for path in sorted(notebooks_dir.glob("*.ipynb")):
+        target = html_dir / f"{path.stem}.html"
+        nb = nbformat.read(path, as_version=4)
+        durations[path.stem] = nb.metadata.get("papermill", {}).get("duration")
+        if not target.exists() or target.stat().st_mtime < path.stat().st_mtime:
+            body, _ = exporter.from_notebook_node(nb)
+            vae_core.atomic_write_text(target, body)
+    return durations
+
+
+NUMBER = re.compile(r"-?[0-9][0-9,.]*( min)?")
+
+
+def table(header, rows):
+    """An HTML table of cells that are already HTML; numbers are right-aligned."""
+    cell = lambda c, tag: f'<{tag} class="num">{c}</{tag}>' if NUMBER.fullmatch(c) else f"<{tag}>{c}</{tag}>"
+    lines = ["<tr>" + "".join(cell(c, tag) for c in row) + "</tr>" for row, tag in
+             [(header, "th")] + [(r, "td") for r in rows]]
+    return "<table>" + "".join(lines) + "</table>"
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    for name in ("profile", "runs", "figures", "notebooks", "html"):
+        parser.add_argument(f"--{name}", required=True)
+    args = parser.parse_args()
+    runs_dir, figures_dir = Path(args.runs), Path(args.figures)
+    notebooks_dir, html_dir = Path(args.notebooks), Path(args.html)
+    html_dir.mkdir(parents=True, exist_ok=True)
+    durations = render_notebooks(notebooks_dir, html_dir)
+
+    runs = []
+    for metrics_path in sorted(runs_dir.glob("*/*/metrics.json")):
+        run_dir = metrics_path.parent
+        config = json.loads((run_dir / "config.json").read_text())
+        runs.append((run_dir, config, json.loads(metrics_path.read_text())))
+    devices = sorted({m["device"] for _, _, m in runs})
+    torch_versions = sorted({m["torch_version"] for _, _, m in runs})
+    training_time = sum(m["wall_time"] for _, _, m in runs)
+    notebook_time = sum(d for d in durations.values() if d)
+
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>AEVB reproduction</title>"
+             f"<style>{STYLE}</style></head><body>",
+             "<h1>Auto-Encoding Variational Bayes, reproduced</h1>",
+             "<p>Kingma &amp; Welling (2013) and the replication report by Andriciuc (2025), with a true "
+             "wake-sleep baseline. Every figure below was made by <code>make paper</code> from the run "
+             "folders; each caption names the notebook that made it.</p>",
+             table(["", ""], [
+                 ["profile", html.escape(args.profile)],
+                 ["device(s)", html.escape(", ".join(devices) or "none")],
+                 ["PyTorch", html.escape(", ".join(torch_versions) or "none")],
+                 ["Python, platform", html.escape(f"{platform.python_version()}, {platform.platform()}")],
+                 ["runs", f"{len(runs)}"],
+                 ["training wall time (sum over runs)", f"{training_time / 60:.1f} min"],
+                 ["notebook execution time (sum)", f"{notebook_time / 60:.1f} min"],
+                 ["built", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")]]),
+             "<h2>Figures</h2>"]
+    for name, (caption, notebook) in project.FIGURES.items():
+        png = figures_dir / f"{name}.png"
+        if not png.exists():
+            sys.exit(f"{png} is missing: notebooks/{notebook}.ipynb should have made it")
+        data = base64.b64encode(png.read_bytes()).decode()
+        made_by = f'made by <a href="{notebook}.html">notebooks/{notebook}.ipynb</a>'
+        extra = ""
+        if name in project.TABLES:
+            with open(figures_dir / f"{name}.csv", newline="") as f:
+                rows = list(csv.reader(f))
+            escaped = [[html.escape(c) for c in row] for row in rows]
+            extra = table(escaped[0], escaped[1:])
+        parts.append(f'<figure id="{name}"><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
+                     f"{extra}<figcaption><b>{name}</b>: {html.escape(caption)}; {made_by}.</figcaption></figure>")
+
+    parts.append("<h2>Runs</h2>")
+    rows = []
+    for run_dir, config, metrics in runs:
+        stem = f"train_{config['dataset']}_{run_dir.name}"
+        link = f'<a href="{stem}.html">{html.escape(run_dir.name)}</a>' if stem in durations else html.escape(run_dir.name)
+        rows.append([html.escape(config["dataset"]), link, html.escape(config["protocol"]), f"{config['latent_dim']}",
+                     f"{metrics['samples']:,}", f"{metrics['train_elbo']:.2f}", f"{metrics['test_elbo']:.2f}",
+                     f"{metrics['wall_time']:.0f}", html.escape(metrics["device"])])
+    parts.append(table(["dataset", "run (executed notebook)", "protocol", "Nz", "training samples",
+                        "train ELBO", "test ELBO", "wall time (s)", "device"], rows))
+    parts.append("<h2>Notebooks</h2><ul>")
+    for stem, duration in durations.items():
+        seconds = f" ({duration:.0f} s)" if duration else ""
+        parts.append(f'<li><a href="{stem}.html">{html.escape(stem)}.ipynb</a>{seconds}</li>')
+    parts.append("</ul></body></html>\n")
+    vae_core.atomic_write_text(html_dir / "index.html", "\n".join(parts))
+    print(f"wrote {html_dir / 'index.html'} ({len(project.FIGURES)} figures, {len(durations)} notebooks)")
+
+
+if __name__ == "__main__":
+    main()

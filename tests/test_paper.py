@@ -1,0 +1,117 @@
+"""`make paper PROFILE=smoke` end to end into a temporary folder: every figure, notebook and page."""
+import base64
+import csv
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import nbformat
+import pytest
+
+import project
+
+ROOT = Path(__file__).resolve().parent.parent
+N_RUNS = 2 * 6 + 2 * 4  # MNIST Nz {2,3,5,10,20,200} and Frey Nz {2,5,10,20}, AEVB and wake-sleep
+
+
+def make_paper(out, *extra):
+    cmd = ["make", "-C", str(ROOT), "paper", "PROFILE=smoke", f"RUNS={out}/runs", f"FIGURES={out}/figures",
+           f"BUILD={out}/build", *extra]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def paper(tmp_path_factory):
+    out = tmp_path_factory.mktemp("paper")
+    log = make_paper(out, "-j2")
+    return out, log
+
+
+def test_every_figure_is_a_valid_png_and_pdf(paper):
+    out, _ = paper
+    for name in project.FIGURES:
+        png, pdf = out / "figures" / f"{name}.png", out / "figures" / f"{name}.pdf"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+        import matplotlib.image
+        height, width = matplotlib.image.imread(png).shape[:2]
+        assert height > 50 and width > 50, png
+        data = pdf.read_bytes()
+        assert data.startswith(b"%PDF") and b"%%EOF" in data[-64:], pdf
+    leftovers = [p.name for p in (out / "figures").iterdir() if ".tmp" in p.name]
+    assert not leftovers
+
+
+def test_every_run_finished_and_executed_notebooks_have_no_errors(paper):
+    out, _ = paper
+    assert len(list((out / "runs").glob("*/*/metrics.json"))) == N_RUNS
+    notebooks = sorted((out / "build" / "notebooks").glob("*.ipynb"))
+    assert len(notebooks) == N_RUNS + 2
+    for path in notebooks:
+        nb = nbformat.read(path, as_version=4)
+        errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                  if o.output_type == "error"]
+        assert not errors, f"{path.name}: {errors[0]['ename']}"
+        assert all(c.get("execution_count") for c in nb.cells if c.cell_type == "code"), path.name
+
+
+def test_report_table1_has_the_reports_rows_and_finite_values(paper):
+    out, _ = paper
+    with open(out / "figures" / "report_table1.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert [r[0] for r in rows[1:]] == ["average loss", "average BCE", "average KLD"]
+    values = [float(v) for r in rows[1:] for v in r[1:]]
+    assert len(values) == 12 and all(math.isfinite(v) for v in values)
+    assert "101.1053" in {f"{v:.4f}" for v in values}  # the report's AEVB loss stands beside ours
+
+
+def test_index_embeds_every_figure_and_links_every_notebook(paper):
+    out, _ = paper
+    html_dir = out / "build" / "html"
+    page = (html_dir / "index.html").read_text()
+    for name, (caption, notebook) in project.FIGURES.items():
+        match = re.search(rf'<figure id="{name}"><img src="data:image/png;base64,([^"]+)"', page)
+        assert match, name
+        assert base64.b64decode(match.group(1)) == (out / "figures" / f"{name}.png").read_bytes()
+        assert f'href="{notebook}.html"' in page
+    for path in (out / "build" / "notebooks").glob("*.ipynb"):
+        assert f'href="{path.stem}.html"' in page, path.stem
+        assert (html_dir / f"{path.stem}.html").stat().st_size > 10_000
+    assert "smoke" in page and "cpu" in page
+
+
+def test_second_make_paper_reuses_finished_runs(paper):
+    out, _ = paper
+    finished = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/*/*")}
+    log = make_paper(out)
+    assert "notebooks/train.ipynb" not in log, log[-2000:]
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/*/*")} == finished
+
+
+def test_index_renders_in_headless_chromium(paper):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    out, _ = paper
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", f"--user-data-dir={out / 'chromium-profile'}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"),
+                              options=options)
+    try:
+        driver.get((out / "build" / "html" / "index.html").as_uri())
+        widths = driver.execute_script(
+            "return Array.from(document.images).map(i => i.complete ? i.naturalWidth : 0)")
+        assert len(widths) == len(project.FIGURES) and min(widths) > 0, widths
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert not errors, errors
+    finally:
+        driver.quit()
