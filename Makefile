@@ -8,6 +8,7 @@
 #   make html     every executed notebook as HTML, and index.html -> $(BUILD)/html/
 #   make test     the tests (pytest, including a smoke `make paper` into a temporary folder)
 #   make lab      JupyterLab in the project's environment
+#   make bench    training and evaluation throughput vs the matmul ceiling -> bench/results.json|md
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3
@@ -65,7 +66,7 @@ JOBS = $(if $(filter -j,$(MAKEFLAGS)),$(NPROC),$(or $(patsubst -j%,%,$(filter -j
 THREADS = $(shell echo $$(( $(NPROC) / $(JOBS) > 0 ? $(NPROC) / $(JOBS) : 1 )))
 RUN_NOTEBOOK = OMP_NUM_THREADS=$(THREADS) $(PY) scripts/run_notebook.py
 
-.PHONY: paper setup data runs figures html test browser lab clean-build
+.PHONY: paper setup data runs figures html test browser lab clean-build bench
 
 paper: html
 	@echo "make paper ($(PROFILE)): figures in $(FIGURES)/, open $(BUILD)/html/index.html"
@@ -89,7 +90,7 @@ mnist_params = $(call run_protocol,$1) $(MNIST_BUDGET) $(call run_params,$1)
 frey_params = $(call run_protocol,$1) $(FREY_BUDGET) $(call run_params,$1)
 write_params = $(shell mkdir -p $(dir $1) && p='$2 code_version=$(CODE_VERSION)' && \
 	{ [ "$$(cat $1 2>/dev/null)" = "$$p" ] || printf '%s' "$$p" > $1; })
-ifeq ($(filter setup data test browser lab clean-build,$(MAKECMDGOALS)),)
+ifeq ($(filter setup data test browser lab clean-build bench,$(MAKECMDGOALS)),)
 $(foreach r,$(MNIST_RUNS),$(call write_params,$(RUNS)/$r.params,$(call mnist_params,$(notdir $r))))
 $(foreach r,$(FREY_RUNS),$(call write_params,$(RUNS)/$r.params,$(call frey_params,$(notdir $r))))
 endif
@@ -126,6 +127,12 @@ test: setup data browser
 browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+
+# Samples/s of vae_core's loops beside a pytorch/examples-style loop, at batch 100, on this machine;
+# run it on an otherwise idle machine. BENCH_ARGS="--threads 1" times one core's worth (a make -j job).
+BENCH_ARGS ?=
+bench: setup data
+	$(PY) bench/bench.py $(BENCH_ARGS)
 
 lab: setup data
 	$(VENV)/bin/jupyter lab notebooks/

@@ -1,0 +1,339 @@
+"""Throughput of vae_core's loops on this machine, beside a pytorch/examples-style reference loop and
+the matmul ceiling of the same layer shapes.
+
+    python bench/bench.py [--quick] [--threads N] [--out bench/results.json]
+
+For each model (the report's 784-500-20 and a 784-500-500-20 variant, tanh, Bernoulli decoder,
+batch 100, L = 1) it times, median of REPEATS after a warm-up:
+  1. reference       torchvision MNIST + ToTensor through a DataLoader (pytorch/examples vae/main.py)
+  2. tensor_loader   a DataLoader over a TensorDataset of the preloaded [60000, 784] tensor
+  3. aevb            vae_core.train(..., "aevb")
+  4. wake_sleep      vae_core.train(..., "wake_sleep")
+  5. log_likelihood  vae_core.log_likelihood (importance sampling), in datapoint-samples/s (N * k per s)
+Loops 1-3 make the same step (vae_core.aevb_loss, vae_core.make_optimizer's Adam): they differ only in
+how batches are made. Writes results.json and results.md next to --out, atomically; CPU only.
+"""
+import argparse
+import inspect
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torchvision
+from torch.utils.data import DataLoader, TensorDataset
+from torchvision import datasets, transforms
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import vae_core as vc  # noqa: E402
+
+# ---- settings: a full run takes a few minutes on 2 cores ----------------------------------------
+MODELS = {"784-500-20": (500,), "784-500-500-20": (500, 500)}  # the report's model, and a deeper one
+Z_DIM = 20  # Nz of the report's Table 1
+BATCH = 100  # M in Kingma & Welling, and the report's batch size
+N_SAMPLES = 1  # L, samples of z per datapoint
+SAMPLES = 10_000  # training samples per timed repeat (100 steps)
+WARMUP = 2_000  # training samples before timing: allocator, MKL kernel choice, Adam state
+REPEATS = 5  # the median of these is reported
+IS_POINTS = 100  # datapoints for the log-likelihood timing
+IS_K = 1000  # importance samples per datapoint (the papers use 5000; the chunk shapes are the same)
+GEMM_MIN_TIME = 0.05  # seconds per timing block of one GEMM shape in the ceiling
+PAPER_SAMPLES = 10**8  # PROFILE=paper: Kingma & Welling's 10^8 training samples per run
+QUICK = dict(SAMPLES=300, WARMUP=100, REPEATS=1, IS_POINTS=10, IS_K=20, GEMM_MIN_TIME=0.001)
+
+LOOPS = {  # key: what the table says
+    "reference": "1 reference: MNIST+ToTensor DataLoader",
+    "tensor_loader": "2 DataLoader(TensorDataset)",
+    "aevb": "3 vae_core.train aevb",
+    "wake_sleep": "4 vae_core.train wake_sleep",
+    "log_likelihood": "5 vae_core.log_likelihood (IS)",
+}
+
+
+# ---- loops: each is run(n) doing n units of work (training samples, or the whole IS evaluation) --
+
+def reference_loop(model, dataset):
+    """pytorch/examples vae/main.py's train(): per-item PIL -> ToTensor, default collate."""
+    loader = DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=0)
+    opt = vc.make_optimizer(model.parameters(), "adam", 1e-3, 0.0, torch.device("cpu"))
+
+    def run(n):
+        model.train()
+        seen, train_loss = 0, 0.0
+        for data, _ in loader:
+            data = data.view(-1, 784)
+            opt.zero_grad()
+            loss, _, _ = vc.aevb_loss(model, data, N_SAMPLES)
+            loss.backward()
+            train_loss += loss.item()  # as the reference does: one host read per step
+            opt.step()
+            seen += len(data)
+            if seen >= n:
+                break
+    return run
+
+
+def tensor_loader_loop(model, x):
+    """The same step, batches from a DataLoader over the preloaded tensor (still per-item collate)."""
+    loader = DataLoader(TensorDataset(x), batch_size=BATCH, shuffle=True, num_workers=0)
+    opt = vc.make_optimizer(model.parameters(), "adam", 1e-3, 0.0, torch.device("cpu"))
+
+    def run(n):
+        model.train()
+        seen = 0
+        for (data,) in loader:
+            opt.zero_grad()
+            loss, _, _ = vc.aevb_loss(model, data, N_SAMPLES)
+            loss.backward()
+            opt.step()
+            seen += len(data)
+            if seen >= n:
+                break
+    return run
+
+
+def vae_core_loop(model, x, algorithm):
+    # eval_at=[n] evaluates once, at the end, on eval_size=BATCH points: one forward pass of 100 points
+    # beside n / 100 training steps, so evaluation is negligible in the timing.
+    def run(n):
+        vc.train(model, x, algorithm, samples=n, batch_size=BATCH, n_samples=N_SAMPLES, eval_at=[n],
+                 test_x=None, eval_size=BATCH, progress="none", device="cpu")
+    return run
+
+
+def log_likelihood_loop(model, x):
+    def run(n):  # n is fixed by x and IS_K
+        vc.log_likelihood(model, x, k=IS_K)
+    return run
+
+
+def time_loop(run, units, warmup_units, repeats):
+    run(warmup_units)
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run(units)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+# ---- FLOPs, counted analytically ------------------------------------------------------------------
+# A GEMM is (layer, op, M, K, N, count) for a Linear layer W [N, K] (K inputs, N outputs) at batch M:
+#   fwd: Y = X @ W^T   [M, K] x [K, N]
+#   dX:  dX = dY @ W   [M, N] x [N, K]   (skipped when the layer's input needs no gradient)
+#   dW:  dW = dY^T @ X [N, M] x [M, K]
+# each 2*M*N*K FLOPs. Bias adds and gradients, activations, the loss and Adam are not counted: they
+# are O(M*N), not O(M*N*K), and are exactly the overhead that separates a loop from its ceiling.
+
+def linear_shapes(net):
+    return [(m.in_features, m.out_features) for m in net if isinstance(m, nn.Linear)]
+
+
+def forward(layers, m, tag, count=1):
+    return [(f"{tag}{i}", "fwd", m, k, n, count) for i, (k, n) in enumerate(layers)]
+
+
+def backward(layers, m, tag, input_grad):
+    gemms = []
+    for i, (k, n) in enumerate(layers):
+        gemms.append((f"{tag}{i}", "dW", m, k, n, 1))
+        if i > 0 or input_grad:
+            gemms.append((f"{tag}{i}", "dX", m, k, n, 1))
+    return gemms
+
+
+def aevb_gemms(enc, dec):
+    """One AEVB step: x has no gradient, z does (reparameterization), so the decoder's first dX is needed."""
+    m = BATCH * N_SAMPLES
+    return forward(enc, BATCH, "enc") + forward(dec, m, "dec") + \
+        backward(enc, BATCH, "enc", input_grad=False) + backward(dec, m, "dec", input_grad=True)
+
+
+def wake_sleep_gemms(enc, dec):
+    """One wake-sleep step as vae_core does it: wake encoder forward without grad, decoder forward and
+    backward (z drawn without a gradient path: no first dX); sleep decoder forward to dream x, encoder
+    forward and backward (the dream has no gradient path: no first dX)."""
+    m = BATCH * N_SAMPLES
+    wake = forward(enc, BATCH, "enc") + forward(dec, m, "dec") + backward(dec, m, "dec", input_grad=False)
+    sleep = forward(dec, m, "dec") + forward(enc, m, "enc") + backward(enc, m, "enc", input_grad=False)
+    return wake + sleep
+
+
+def log_likelihood_gemms(enc, dec, n, k):
+    """vae_core.log_likelihood's chunks: encoder on each chunk of points, decoder on each chunk of draws
+    (its chunk rule, copied here; max_elements read from its signature)."""
+    max_elements = inspect.signature(vc.log_likelihood).parameters["max_elements"].default
+    x_dim = dec[-1][1]
+    n_points = max(1, min(n, max_elements // x_dim))
+    n_draws = max(1, min(k, max_elements // (n_points * x_dim)))
+    shapes = Counter()
+    for i in range(0, n, n_points):
+        p = min(n_points, n - i)
+        shapes[("enc", p)] += 1
+        for j in range(0, k, n_draws):
+            shapes[("dec", min(n_draws, k - j) * p)] += 1
+    return [g for (tag, m), c in shapes.items() for g in forward(enc if tag == "enc" else dec, m, tag, c)]
+
+
+def gemm_flops(gemms):
+    return sum(2 * m * k * n * c for _, _, m, k, n, c in gemms)
+
+
+# ---- the matmul ceiling: each GEMM shape alone, same threads ------------------------------------
+
+def gemm_gflops(op, m, k, n, min_time, repeats):
+    """GFLOP/s of one GEMM shape: torch.mm into a preallocated output, median of `repeats` blocks."""
+    w = torch.randn(n, k)
+    if op == "fwd":
+        a, b = torch.randn(m, k), w.t()
+    elif op == "dX":
+        a, b = torch.randn(m, n), w
+    else:
+        a, b = torch.randn(m, n).t(), torch.randn(m, k)
+    out = torch.empty(a.shape[0], b.shape[1])
+    torch.mm(a, b, out=out)  # warm-up
+    start = time.perf_counter()
+    torch.mm(a, b, out=out)
+    reps = max(1, int(min_time / max(time.perf_counter() - start, 1e-7)))
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(reps):
+            torch.mm(a, b, out=out)
+        seconds.append((time.perf_counter() - start) / reps)
+    return 2 * m * k * n / statistics.median(seconds) / 1e9
+
+
+def ceiling(gemms, rates):
+    """GFLOP/s if the loop did only its GEMMs, each at its measured rate."""
+    seconds = sum(2 * m * k * n * c / (rates[(op, m, k, n)] * 1e9) for _, op, m, k, n, c in gemms)
+    return gemm_flops(gemms) / seconds / 1e9
+
+
+# ---- report -------------------------------------------------------------------------------------
+
+def machine_info():
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "threads": torch.get_num_threads(),
+            "mkl": torch.backends.mkl.is_available(), "python": platform.python_version(),
+            "platform": platform.platform(),
+            "loadavg_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None}
+
+
+def markdown(results):
+    m = results["machine"]
+    lines = [f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} threads, torch {m['torch']}; "
+             f"batch {BATCH}, L = {N_SAMPLES}, median of {results['settings']['repeats']} repeats.", "",
+             "| model | loop | unit | samples/s | x loop 1 | GFLOP/s | ceiling GFLOP/s | % of ceiling |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    for name, model in results["models"].items():
+        for key, r in model["loops"].items():
+            lines.append(f"| {name} | {LOOPS[key]} | {r['unit']} | {r['samples_per_s']:,.0f} | "
+                         f"{r['ratio_to_reference']:.2f} | {r['gflops']:.1f} | {r['ceiling_gflops']:.1f} | "
+                         f"{100 * r['fraction_of_ceiling']:.0f}% |")
+    lines += ["", "Training samples are datapoints; IS samples are datapoint-samples (N * k), so its "
+              "'x loop 1' compares unlike units. "
+              "GFLOP/s counts only the GEMMs (2*M*N*K each; forward, and backward where taken); the ceiling "
+              "is the same GEMMs timed alone at the same shapes and threads.", "",
+              f"PROFILE=paper ({PAPER_SAMPLES:.0e} training samples per run), training only, "
+              "evaluation not included:"]
+    for name, model in results["models"].items():
+        hours = model["paper_profile_hours"]
+        lines.append(f"- {name}: AEVB {hours['aevb']:,.1f} h, wake-sleep {hours['wake_sleep']:,.1f} h per run")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny settings for the test (seconds, 1 repeat)")
+    parser.add_argument("--threads", type=int, default=0, help="PyTorch CPU threads (0: PyTorch's default)")
+    parser.add_argument("--out", default="bench/results.json", help="results.json; results.md goes beside it")
+    args = parser.parse_args()
+    if args.quick:  # like nanoGPT's configurator: the flag overrides the settings block
+        globals().update(QUICK)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    machine = machine_info()  # before the work, so the load average says how busy the machine was
+    out = Path(args.out)
+
+    x = vc.load_mnist(None, "train")[0]  # verifies the files; torchvision then reads the same ones
+    mnist = datasets.MNIST(str(vc.default_data_dir()), train=True, transform=transforms.ToTensor())
+    x_is = vc.load_mnist(None, "test")[0][:IS_POINTS]
+
+    results = {"machine": machine,
+               "settings": {"batch_size": BATCH, "z_dim": Z_DIM, "n_samples": N_SAMPLES,
+                            "samples_per_repeat": SAMPLES, "warmup_samples": WARMUP, "repeats": REPEATS,
+                            "is_points": IS_POINTS, "is_k": IS_K, "quick": args.quick, "device": "cpu",
+                            "paper_samples": PAPER_SAMPLES},
+               "units": {"samples_per_s": "training datapoints per second; log_likelihood: datapoint-samples "
+                                          "(points * k) per second",
+                         "gflops": "GEMM FLOPs only (2*M*N*K per GEMM, see gemms) per second",
+                         "ceiling_gflops": "the same GEMMs, each timed alone at its shape with the same threads",
+                         "paper_profile_hours": "paper_samples / samples_per_s, training only"},
+               "models": {}}
+    rates = {}  # (op, M, K, N) -> GFLOP/s, shared by the models
+    for name, hidden in MODELS.items():
+        def fresh():  # every loop starts from the same initial model
+            torch.manual_seed(0)
+            return vc.VAE(784, Z_DIM, hidden=hidden)
+        model = fresh()
+        enc, dec = linear_shapes(model.encoder), linear_shapes(model.decoder)
+        is_units = len(x_is) * IS_K
+        loops = {  # key: (run, units per repeat, warm-up units, GEMMs done per `per` units, per)
+            "reference": (reference_loop(fresh(), mnist), SAMPLES, WARMUP, aevb_gemms(enc, dec), BATCH),
+            "tensor_loader": (tensor_loader_loop(fresh(), x), SAMPLES, WARMUP, aevb_gemms(enc, dec), BATCH),
+            "aevb": (vae_core_loop(fresh(), x, "aevb"), SAMPLES, WARMUP, aevb_gemms(enc, dec), BATCH),
+            "wake_sleep": (vae_core_loop(fresh(), x, "wake_sleep"), SAMPLES, WARMUP,
+                           wake_sleep_gemms(enc, dec), BATCH),
+            "log_likelihood": (log_likelihood_loop(fresh(), x_is), is_units, is_units,
+                               log_likelihood_gemms(enc, dec, len(x_is), IS_K), is_units),
+        }
+        for _, _, _, gemms, _ in loops.values():
+            for _, op, m, k, n, _ in gemms:
+                if (op, m, k, n) not in rates:
+                    rates[(op, m, k, n)] = gemm_gflops(op, m, k, n, GEMM_MIN_TIME, REPEATS)
+
+        rows = {}
+        for key, (run, units, warmup, gemms, per) in loops.items():
+            seconds = time_loop(run, units, warmup, REPEATS)
+            samples_per_s = units / statistics.median(seconds)
+            gflop_per_sample = gemm_flops(gemms) / per / 1e9
+            rows[key] = {"unit": "datapoint-samples/s" if key == "log_likelihood" else "samples/s",
+                         "samples_per_s": samples_per_s, "seconds": seconds, "units_per_repeat": units,
+                         "gflop_per_sample": gflop_per_sample, "gflops": gflop_per_sample * samples_per_s,
+                         "ceiling_gflops": ceiling(gemms, rates),
+                         "gemms": [dict(zip(("layer", "op", "M", "K", "N", "count"), g)) for g in gemms]}
+            rows[key]["fraction_of_ceiling"] = rows[key]["gflops"] / rows[key]["ceiling_gflops"]
+            rows[key]["ceiling_samples_per_s"] = rows[key]["ceiling_gflops"] / gflop_per_sample
+            print(f"{name} {key}: {samples_per_s:,.0f} {rows[key]['unit']}", file=sys.stderr, flush=True)
+        for r in rows.values():
+            r["ratio_to_reference"] = r["samples_per_s"] / rows["reference"]["samples_per_s"]
+        results["models"][name] = {
+            "hidden": list(hidden), "loops": rows,
+            "paper_profile_hours": {a: PAPER_SAMPLES / rows[a]["samples_per_s"] / 3600 for a in ("aevb", "wake_sleep")}}
+
+    results["ceiling"] = [{"op": op, "M": m, "K": k, "N": n, "gflops": g} for (op, m, k, n), g in rates.items()]
+    assert all(math.isfinite(r["samples_per_s"]) for mod in results["models"].values() for r in mod["loops"].values())
+    table = markdown(results)
+    vc.atomic_write_text(out, json.dumps(results, indent=2) + "\n")
+    vc.atomic_write_text(out.with_suffix(".md"), table)
+    print(table, end="")
+
+
+if __name__ == "__main__":
+    main()

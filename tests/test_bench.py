@@ -1,0 +1,36 @@
+"""bench/bench.py --quick end to end: every loop for both models, a ceiling, the table. No timing is asserted."""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ("784-500-20", "784-500-500-20")
+LOOPS = ("reference", "tensor_loader", "aevb", "wake_sleep", "log_likelihood")
+
+
+def test_quick_bench_writes_every_loop_and_the_table(tmp_path):
+    out = tmp_path / "results.json"
+    # One thread: fast and steady even when other jobs hold the cores; it also exercises --threads.
+    cmd = [sys.executable, str(ROOT / "bench" / "bench.py"), "--quick", "--threads", "1", "--out", str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+
+    results = json.loads(out.read_text())
+    assert results["machine"]["threads"] == 1 and results["machine"]["cpu"] and results["machine"]["torch"]
+    assert results["ceiling"] and all(g["gflops"] > 0 for g in results["ceiling"])
+    table = (tmp_path / "results.md").read_text()
+    assert table in result.stdout  # the table printed is the table written
+    for name in MODELS:
+        model = results["models"][name]
+        assert list(model["loops"]) == list(LOOPS)
+        for key, loop in model["loops"].items():
+            for field in ("samples_per_s", "gflops", "ceiling_gflops", "fraction_of_ceiling", "ratio_to_reference"):
+                assert math.isfinite(loop[field]) and loop[field] > 0, (name, key, field, loop[field])
+            assert loop["gemms"]
+        assert model["loops"]["reference"]["ratio_to_reference"] == 1
+        assert all(math.isfinite(h) and h > 0 for h in model["paper_profile_hours"].values())
+        rows = [line for line in table.splitlines() if line.startswith(f"| {name} |")]
+        assert len(rows) == len(LOOPS), rows
+    assert not list(tmp_path.glob("*.tmp"))  # written atomically: no leftovers
