@@ -200,9 +200,8 @@ class VAE(nn.Module):
 
     def log_px_given_z(self, x, decoded):
         """log p(x|z) summed over pixels; for grey-level x the Bernoulli case is the (negated) BCE."""
-        if self.likelihood == "bernoulli":
-            logits, x = torch.broadcast_tensors(decoded, x)
-            return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+        if self.likelihood == "bernoulli":  # x log sigmoid(l) + (1 - x) log sigmoid(-l), stably
+            return (x * decoded - F.softplus(decoded)).sum(-1)
         x_loc, x_logvar = decoded
         return -0.5 * (LOG_2PI + x_logvar + (x - x_loc).pow(2) * torch.exp(-x_logvar)).sum(-1)
 
@@ -298,7 +297,7 @@ def evaluate(model, x, n_samples=1, batch_size=10_000, seed=0):
 
 
 @torch.inference_mode()
-def log_likelihood(model, x, k=5000, seed=0, max_elements=1 << 24):
+def log_likelihood(model, x, k=5000, seed=0, max_elements=1 << 20):
     """Importance-sampled log p(x) per datapoint with q(z|x) as proposal (Burda et al., 2015):
     log (1/k) sum_i p(x, z_i) / q(z_i|x). Works in chunks of samples and datapoints so that memory
     stays near `max_elements` floats whatever k and N; a running logsumexp combines the chunks.
