@@ -1,5 +1,6 @@
-"""Auto-Encoding Variational Bayes (Kingma & Welling, 2013) and its wake-sleep baseline
-(Hinton, Dayan, Frey & Neal, 1995) in one small module: data, model, training, evaluation, runs.
+"""Auto-Encoding Variational Bayes (Kingma & Welling, 2013) and its baselines, wake-sleep
+(Hinton, Dayan, Frey & Neal, 1995) and Monte Carlo EM with HMC (Kingma & Welling, App. E), in one
+small module: data, model, training, evaluation, runs.
 
 Conventions: every per-datapoint quantity is in nats; `elbo`, `recon` (= E_q log p(x|z)) and
 `log_px` are log-likelihoods (higher is better); `kl` = KL(q(z|x) || p(z)) >= 0.
@@ -265,7 +266,71 @@ def wake_sleep_losses(model, x, n_samples=1):
     return wake_loss, sleep_loss, log_px_given_z.detach(), kl
 
 
-ALGORITHMS = ("aevb", "wake_sleep")
+def _log_density_and_grad(log_density, z):
+    with torch.enable_grad():  # also under no_grad: HMC needs d log p / dz
+        z = z.detach().requires_grad_(True)
+        log_p = log_density(z)
+        (grad,) = torch.autograd.grad(log_p.sum(), z)
+    return log_p.detach(), grad
+
+
+def hmc(log_density, z, step_size, n_transitions=1, n_leapfrog=10, adapt=False, target_accept=0.9,
+        adapt_rate=1.0):
+    """Hamiltonian Monte Carlo (Neal, 2011) for a batch of independent chains, one per row of z.
+
+    log_density: z [..., Nz] -> [...], each chain's unnormalized log target (gradients by autograd;
+    do not call this under torch.inference_mode). z [..., Nz]: the chains' states. step_size: a
+    float or [...], each chain's leapfrog step size. A transition draws momentum p ~ N(0, I), makes
+    n_leapfrog leapfrog steps and accepts with the Metropolis probability min(1, exp(-dH)).
+    adapt: after each transition multiply each chain's step size by
+    exp(adapt_rate * (accept_prob - target_accept)), which drives its acceptance rate towards
+    target_accept (Kingma & Welling, App. E: 10 leapfrog steps, step size tuned to ~90% acceptance);
+    from a poor start it settles within ~30 transitions.
+    Adapting breaks exact invariance: use it for burn-in and MCEM, not for samples that must be exact.
+    Returns (z, acceptance probability averaged over the transitions [...], step_size [...]), detached.
+    """
+    z = z.detach()
+    step_size = torch.as_tensor(step_size, dtype=z.dtype, device=z.device).expand(z.shape[:-1]).clone()
+    log_p, grad = _log_density_and_grad(log_density, z)
+    accept_prob_sum = torch.zeros_like(log_p)
+    for _ in range(n_transitions):
+        eps = step_size.unsqueeze(-1)
+        momentum = torch.randn_like(z)
+        z_new, p = z, momentum + 0.5 * eps * grad  # leapfrog: half step, full steps, half step
+        for i in range(n_leapfrog):
+            z_new = z_new + eps * p
+            log_p_new, grad_new = _log_density_and_grad(log_density, z_new)
+            p = p + (eps if i < n_leapfrog - 1 else 0.5 * eps) * grad_new
+        # Metropolis correction for the leapfrog's energy error, H(z, p) = -log p(z) + |p|^2 / 2;
+        # a non-finite proposal (a step size far too large) is rejected.
+        log_accept = log_p_new - log_p - 0.5 * (p.pow(2).sum(-1) - momentum.pow(2).sum(-1))
+        accept_prob = torch.nan_to_num(log_accept, nan=-math.inf).clamp(max=0).exp()
+        accept = torch.rand_like(accept_prob) < accept_prob
+        z = torch.where(accept.unsqueeze(-1), z_new, z)
+        log_p = torch.where(accept, log_p_new, log_p)
+        grad = torch.where(accept.unsqueeze(-1), grad_new, grad)
+        accept_prob_sum += accept_prob
+        if adapt:
+            step_size = step_size * torch.exp(adapt_rate * (accept_prob - target_accept))
+    return z, accept_prob_sum / n_transitions, step_size
+
+
+def log_joint_fn(model, x):
+    """z [..., N, Nz] -> log p(x|z) + log p(z) [..., N]: the unnormalized log posterior of each x."""
+    return lambda z: model.log_px_given_z(x, model.decode(z)) + log_standard_normal(z)
+
+
+HMC_INIT_STEP_SIZE = 0.1  # where each chain's step size starts; adaptation tunes it within ~30 transitions
+
+
+def init_mcem_chains(n_train, z_dim, device):
+    """Monte Carlo EM's persistent state: one HMC chain per training point, started from the prior."""
+    return {"z": torch.randn(n_train, z_dim, device=device),
+            "step_size": torch.full((n_train,), HMC_INIT_STEP_SIZE, device=device),
+            "accept_prob": torch.full((n_train,), math.nan, device=device)}  # at its latest visit; nan: none yet
+
+
+ALGORITHMS = ("aevb", "wake_sleep", "mcem")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -318,6 +383,76 @@ def log_likelihood(model, x, k=5000, seed=0, max_elements=1 << 20):
                 log_w = (model.log_px_given_z(xb, model.decode(z)) + log_standard_normal(z)
                          - log_normal(z, z_loc, z_logvar))
                 log_sum_w = torch.logaddexp(log_sum_w, torch.logsumexp(log_w.double(), dim=0))
+            out.append((log_sum_w - math.log(k)).cpu())
+    return torch.cat(out)
+
+
+def log_likelihood_hmc(model, x, k=1000, n_chains=4, n_burnin=100, n_hmc_samples=25, z_init=None,
+                       proposal_scale=1.5, prior_weight=0.1, seed=0, max_elements=1 << 22):
+    """log p(x) per datapoint without an encoder, after Kingma & Welling's Appendix D (for small Nz):
+
+    1. posterior samples by HMC: n_chains chains per point on p(z|x) ∝ p(x|z) p(z), started from
+       the prior (or from z_init [N, Nz], e.g. MCEM's chain states), n_burnin transitions with step
+       sizes tuned to ~90% acceptance, then n_hmc_samples transitions with fixed step sizes, each
+       state kept;
+    2. a proposal fitted to those samples: r(z) = (1 - prior_weight) N(z; mean, proposal_scale^2 cov)
+       + prior_weight p(z), a widened Gaussian mixed with the prior (defensive importance sampling,
+       Hesterberg 1995), so that every weight p(x, z) / r(z) <= p(x|z) / prior_weight stays bounded;
+    3. log p(x) ~= log (1/k) sum_i p(x|z_i) p(z_i) / r(z_i), z_i ~ r.
+    Appendix D plugs the fitted density into the harmonic-mean-like identity
+    1/p(x) = E_{p(z|x)}[q(z) / p(x, z)] with new posterior samples; importance sampling from r instead
+    gives an unbiased estimate of p(x) whose weights cannot blow up. Works in chunks of datapoints
+    (and of draws) so that memory stays near `max_elements` floats. Uses its own seeded RNG.
+    Returns a float64 tensor [N] on the CPU.
+    """
+    if min(k, n_chains, n_hmc_samples) < 1 or n_burnin < 0 or not 0 < prior_weight < 1:
+        raise ValueError(f"need k, n_chains, n_hmc_samples >= 1, n_burnin >= 0 and 0 < prior_weight < 1 "
+                         f"(got {k}, {n_chains}, {n_hmc_samples}, {n_burnin}, {prior_weight})")
+    if z_init is not None and tuple(z_init.shape) != (len(x), model.z_dim):
+        raise ValueError(f"z_init has shape {tuple(z_init.shape)}, expected {(len(x), model.z_dim)}")
+    device = next(model.parameters()).device
+    n_points = max(1, min(len(x), max_elements // (n_chains * model.x_dim)))
+    n_draws = max(1, min(k, max_elements // (n_points * model.x_dim)))
+    eye = torch.eye(model.z_dim, device=device, dtype=torch.float64)
+    out = []
+    with seeded_rng(device, seed):
+        for i in range(0, len(x), n_points):
+            xb = x[i:i + n_points].to(device)
+            log_joint = log_joint_fn(model, xb)
+            # 1. HMC on the posterior, chains [n_chains, B, Nz]
+            if z_init is None:
+                z = torch.randn(n_chains, len(xb), model.z_dim, device=device)
+            else:
+                z = z_init[i:i + n_points].to(device).expand(n_chains, -1, -1)
+            z, _, step_size = hmc(log_joint, z, HMC_INIT_STEP_SIZE, n_transitions=n_burnin, adapt=True)
+            samples = []
+            for _ in range(n_hmc_samples):
+                z, _, _ = hmc(log_joint, z, step_size)
+                samples.append(z)
+            samples = torch.cat(samples).transpose(0, 1).double()  # [B, n_hmc_samples * n_chains, Nz]
+            # 2. the proposal: the samples' mean and covariance (jitter keeps it positive definite)
+            z_loc = samples.mean(1)
+            centered = samples - z_loc[:, None]
+            z_cov = centered.transpose(1, 2) @ centered / max(1, samples.shape[1] - 1)
+            scale_tril = torch.linalg.cholesky(proposal_scale ** 2 * z_cov + 1e-6 * eye).float()
+            z_loc = z_loc.float()
+            log_det = scale_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+            # 3. importance sampling from r, a running logsumexp over chunks of draws
+            log_sum_w = torch.full((len(xb),), -math.inf, device=device, dtype=torch.float64)
+            with torch.no_grad():
+                for j in range(0, k, n_draws):
+                    m = min(n_draws, k - j)
+                    eps = torch.randn(m, len(xb), model.z_dim, 1, device=device)
+                    z = z_loc + (scale_tril @ eps).squeeze(-1)
+                    from_prior = torch.rand(m, len(xb), 1, device=device) < prior_weight
+                    z = torch.where(from_prior, torch.randn_like(z), z)
+                    # log N(z; z_loc, L L^T) = log N(L^-1 (z - z_loc); 0, I) - log det L
+                    whitened = torch.linalg.solve_triangular(scale_tril, (z - z_loc).unsqueeze(-1), upper=False)
+                    log_fitted = log_standard_normal(whitened.squeeze(-1)) - log_det
+                    log_r = torch.logaddexp(math.log1p(-prior_weight) + log_fitted,
+                                            math.log(prior_weight) + log_standard_normal(z))
+                    log_w = log_joint(z) - log_r
+                    log_sum_w = torch.logaddexp(log_sum_w, torch.logsumexp(log_w.double(), dim=0))
             out.append((log_sum_w - math.log(k)).cpu())
     return torch.cat(out)
 
@@ -382,14 +517,18 @@ def _check_finite(model, sums, samples_from, samples_to):
 def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_size=100, n_samples=1,
           optimizer="adam", lr=1e-3, weight_prior=False, seed=0, device="auto", eval_at=None,
           test_x=None, eval_size=10_000, dynamic_binarization=False, checkpoint_path=None,
-          checkpoint_every=None, progress="lines"):
-    """Train `model` on `train_x` [N, D] with AEVB or wake-sleep; return the history (a list of rows).
+          checkpoint_every=None, progress="lines", hmc_transitions=1, eval_fn=None):
+    """Train `model` on `train_x` [N, D] with AEVB, wake-sleep or MCEM; return the history (a list of rows).
 
     Budget: `samples` (training samples evaluated, Kingma's x-axis) or `epochs` (passes over train_x).
     weight_prior: add log p(theta) with p(theta) = N(0, I), i.e. weight decay 1/N on the
     per-datapoint objective (Kingma & Welling, Sec. 5). eval_at: the sample counts at which train
     (first `eval_size` points) and test lower bounds are logged; the final count is always one.
-    checkpoint_path: save model, optimizer, RNG and history there at epoch ends (every
+    MCEM has no meaningful lower bound (its encoder is unused), so its rows carry no ELBO but the
+    mean acceptance probability and step size of its chains; hmc_transitions: its HMC transitions
+    per minibatch. eval_fn(model) -> dict: extra values logged at every evaluation (e.g. an estimated
+    log p(x), see log_likelihood_hmc), called in eval mode on its own seeded RNG stream.
+    checkpoint_path: save model, optimizer, RNG, MCEM chains and history there at epoch ends (every
     `checkpoint_every` samples, default each epoch) and resume from it when it exists.
     progress: "lines" (one line per evaluation), "bar" (tqdm) or "none".
     """
@@ -404,6 +543,9 @@ def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_
     if total < batch_size or n_samples < 1 or lr <= 0:
         raise ValueError(f"need samples >= batch_size, n_samples >= 1 and lr > 0 "
                          f"(got {total}, {n_samples}, {lr})")
+    if algorithm == "mcem" and (n_samples != 1 or hmc_transitions < 1):
+        raise ValueError(f"mcem needs n_samples=1 (one chain state per datapoint) and hmc_transitions >= 1 "
+                         f"(got {n_samples}, {hmc_transitions})")
     device = select_device(device)
     torch.manual_seed(seed)
     model.to(device)
@@ -413,11 +555,15 @@ def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_
         eval_train_x = torch.bernoulli(eval_train_x, generator=torch.Generator(device).manual_seed(seed))
     test_x = None if test_x is None else test_x.to(device)
     points = sorted({int(p) for p in (eval_at or log_spaced_points(total)) if 0 < p < total} | {total})
-    opt = make_optimizer(model.parameters(), optimizer, lr, 1.0 / n_train if weight_prior else 0.0, device)
+    # MCEM learns only the decoder (theta); the weight prior is on theta alone
+    params = model.decoder.parameters() if algorithm == "mcem" else model.parameters()
+    opt = make_optimizer(params, optimizer, lr, 1.0 / n_train if weight_prior else 0.0, device)
     steps_per_epoch = n_train // batch_size  # drop the last partial batch: every step sees M points
+    chains = init_mcem_chains(n_train, model.z_dim, device) if algorithm == "mcem" else None
 
     history, samples_seen, wall_offset = [], 0, 0.0
-    sums = torch.zeros(2, device=device, dtype=torch.float64)  # sum of log p(x|z), KL since last eval
+    # sums since the last eval: log p(x|z) and KL (MCEM: log p(x|z) and -log p(z) at the chain states)
+    sums = torch.zeros(2, device=device, dtype=torch.float64)
     sums_from = 0
     if checkpoint_path is not None and Path(checkpoint_path).exists():
         state = torch.load(checkpoint_path, map_location=device, weights_only=False)
@@ -428,10 +574,11 @@ def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_
             torch.get_device_module(device.type).set_rng_state(state["rng_device"])
         history, samples_seen, wall_offset = state["history"], state["samples_seen"], state["wall_time"]
         sums, sums_from = state["sums"].to(device), state["sums_from"]
+        chains = state.get("chains", chains)
         points = [p for p in points if p > samples_seen]
     checkpoint_every = checkpoint_every or n_train
     last_checkpoint = samples_seen
-    step = {"aevb": _aevb_step, "wake_sleep": _wake_sleep_step}[algorithm]
+    step = {"aevb": _aevb_step, "wake_sleep": _wake_sleep_step}.get(algorithm)  # MCEM's also needs idx
     bar = None
     if progress == "bar":
         from tqdm.auto import tqdm
@@ -441,21 +588,35 @@ def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_
     while samples_seen < total:
         order = torch.randperm(n_train, device=device)  # a fresh shuffle each epoch
         for i in range(steps_per_epoch):
-            xb = train_x[order[i * batch_size:(i + 1) * batch_size]]
+            idx = order[i * batch_size:(i + 1) * batch_size]
+            xb = train_x[idx]
             if dynamic_binarization:
                 xb = torch.bernoulli(xb)
-            sums += step(model, opt, xb, n_samples)  # stays on the device: no host sync per step
+            if algorithm == "mcem":
+                sums += _mcem_step(model, opt, xb, chains, idx, hmc_transitions)
+            else:
+                sums += step(model, opt, xb, n_samples)  # stays on the device: no host sync per step
             samples_seen += batch_size
             if samples_seen >= points[0]:
                 n_seen = samples_seen - sums_from
                 _check_finite(model, sums, sums_from, samples_seen)
-                row = {"samples": samples_seen, "epoch": samples_seen / n_train,
-                       "running_elbo": (sums[0] - sums[1]).item() / n_seen}
+                row = {"samples": samples_seen, "epoch": samples_seen / n_train}
                 model.eval()
-                for prefix, data in (("train", eval_train_x), ("test", test_x)):
-                    if data is not None:
-                        for key, value in evaluate(model, data, seed=seed).items():
-                            row[f"{prefix}_{key}"] = value
+                if algorithm == "mcem":
+                    row["running_log_joint"] = (sums[0] - sums[1]).item() / n_seen
+                    row["hmc_accept_prob"] = chains["accept_prob"].nanmean().item()  # over chains visited
+                    row["hmc_step_size"] = chains["step_size"].mean().item()
+                else:
+                    row["running_elbo"] = (sums[0] - sums[1]).item() / n_seen
+                    for prefix, data in (("train", eval_train_x), ("test", test_x)):
+                        if data is not None:
+                            for key, value in evaluate(model, data, seed=seed).items():
+                                row[f"{prefix}_{key}"] = value
+                extra = {}
+                if eval_fn is not None:
+                    with seeded_rng(device, seed):  # whatever eval_fn draws, training's stream is untouched
+                        extra = {key: float(value) for key, value in eval_fn(model).items()}
+                    row.update(extra)
                 model.train()
                 row["wall_time"] = wall_offset + time.perf_counter() - start
                 history.append(row)
@@ -464,19 +625,22 @@ def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_
                 while points and points[0] <= samples_seen:
                     points.pop(0)
                 if progress == "lines":
-                    print(_format_row(row, total, algorithm), flush=True)
+                    print(_format_row(row, total, algorithm, extra), flush=True)
                 elif bar is not None:
                     bar.update(samples_seen - bar.n)
-                    bar.set_postfix(train_elbo=f"{row['train_elbo']:.2f}")
+                    bar.set_postfix({k: f"{row[k]:.2f}" for k in ("train_elbo", *extra) if k in row})
             if samples_seen >= total:
                 break
         if checkpoint_path is not None and samples_seen < total and samples_seen - last_checkpoint >= checkpoint_every:
             _check_finite(model, sums, sums_from, samples_seen)  # never checkpoint a diverged model
-            atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                         "rng_cpu": torch.get_rng_state(),
-                         "rng_device": None if device.type == "cpu" else torch.get_device_module(device.type).get_rng_state(),
-                         "history": history, "samples_seen": samples_seen, "sums": sums, "sums_from": sums_from,
-                         "wall_time": wall_offset + time.perf_counter() - start}, checkpoint_path)
+            state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                     "rng_cpu": torch.get_rng_state(),
+                     "rng_device": None if device.type == "cpu" else torch.get_device_module(device.type).get_rng_state(),
+                     "history": history, "samples_seen": samples_seen, "sums": sums, "sums_from": sums_from,
+                     "wall_time": wall_offset + time.perf_counter() - start}
+            if chains is not None:
+                state["chains"] = chains
+            atomic_save(state, checkpoint_path)
             last_checkpoint = samples_seen
     if bar is not None:
         bar.close()
@@ -501,6 +665,24 @@ def _wake_sleep_step(model, opt, xb, n_samples):
     return torch.stack([log_px_given_z.sum(), kl.sum()])
 
 
+def _mcem_step(model, opt, xb, chains, idx, hmc_transitions):
+    """Monte Carlo EM (Kingma & Welling, App. E) on one minibatch; chains[...][idx] are its points' chains.
+
+    E-step: move each point's persistent chain on p(z|x) under the current decoder by HMC (10 leapfrog
+    steps per transition, step size adapted to ~90% acceptance). M-step: one gradient step on theta
+    ascending log p(x|z) + log p(z) at the chain states (log p(z) has no parameters, so only
+    log p(x|z) carries a gradient).
+    """
+    z, accept_prob, step_size = hmc(log_joint_fn(model, xb), chains["z"][idx], chains["step_size"][idx],
+                                    n_transitions=hmc_transitions, adapt=True)
+    chains["z"][idx], chains["step_size"][idx], chains["accept_prob"][idx] = z, step_size, accept_prob
+    log_px_given_z = model.log_px_given_z(xb, model.decode(z))
+    opt.zero_grad(set_to_none=True)
+    (-log_px_given_z.mean()).backward()
+    opt.step()
+    return torch.stack([log_px_given_z.detach().sum(), -log_standard_normal(z).sum()])
+
+
 def train_aevb(model, train_x, **kwargs):
     """Auto-Encoding VB (Kingma & Welling, Algorithm 1): ascend the SGVB estimate of the ELBO
     in encoder and decoder jointly. Keywords as in `train`."""
@@ -513,11 +695,23 @@ def train_wake_sleep(model, train_x, **kwargs):
     return train(model, train_x, "wake_sleep", **kwargs)
 
 
-def _format_row(row, total, algorithm):
-    text = f"[{algorithm}] {row['samples']:>11,}/{total:,} samples  epoch {row['epoch']:6.2f}  " \
-           f"train ELBO {row['train_elbo']:9.2f}"
+def train_mcem(model, train_x, **kwargs):
+    """Monte Carlo EM with HMC (Kingma & Welling, App. E; their Figure 3 baseline): see `_mcem_step`.
+    Learns the decoder only; judge it by an estimated log p(x), e.g.
+    eval_fn=lambda m: {"test_log_px": log_likelihood_hmc(m, test_x).mean()}. Keywords as in `train`."""
+    return train(model, train_x, "mcem", **kwargs)
+
+
+def _format_row(row, total, algorithm, extra=()):
+    text = f"[{algorithm}] {row['samples']:>11,}/{total:,} samples  epoch {row['epoch']:6.2f}"
+    if "train_elbo" in row:
+        text += f"  train ELBO {row['train_elbo']:9.2f}"
     if "test_elbo" in row:
         text += f"  test ELBO {row['test_elbo']:9.2f} (recon {row['test_recon']:8.2f}, KL {row['test_kl']:6.2f})"
+    if "hmc_accept_prob" in row:
+        text += f"  HMC acceptance {row['hmc_accept_prob']:.2f}, step size {row['hmc_step_size']:.3g}"
+    for key in extra:
+        text += f"  {key} {row[key]:9.2f}"
     return text + f"  {row['wall_time']:7.1f}s"
 
 
