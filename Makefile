@@ -24,15 +24,19 @@ BUILD ?= build
 NB := $(BUILD)/notebooks
 
 # ---- profiles change budgets, never code -----------------------------------------------------
+# FIG3_BUDGET also sizes the log p(x) estimates: on the first log_px_points train and test points.
 ifeq ($(PROFILE),smoke)  # every notebook end to end in minutes: tiny data, few steps
 MNIST_BUDGET := -p samples 2000 -p train_size 1000 -p test_size 200 -p eval_points 3
 FREY_BUDGET := -p samples 2000 -p test_size 100 -p eval_points 3
+FIG3_BUDGET := -p samples 2000 -p test_size 200 -p eval_points 2 -p log_px_points 10 -p log_px_k 100
 else ifeq ($(PROFILE),default)  # the report's 50 epochs (3x10^6 samples) for MNIST
 MNIST_BUDGET := -p samples 3000000
 FREY_BUDGET := -p samples 1000000
+FIG3_BUDGET := -p samples 300000 -p eval_points 6 -p log_px_points 100 -p log_px_k 500
 else ifeq ($(PROFILE),paper)  # Kingma & Welling's 10^8 samples per run: a machine with a GPU
 MNIST_BUDGET := -p samples 100000000 -p checkpoint_every 5000000
 FREY_BUDGET := -p samples 100000000 -p checkpoint_every 5000000
+FIG3_BUDGET := -p samples 60000000 -p checkpoint_every 5000000 -p log_px_points 1000 -p log_px_k 5000
 else
 $(error PROFILE=$(PROFILE) is not known; expected smoke, default or paper)
 endif
@@ -44,6 +48,14 @@ PROTOCOL_report := -p dataset mnist -p binarize none -p hidden "[500]" -p optimi
 # kingma: Kingma & Welling's Frey Face setup (200 tanh units, Gaussian decoder, Adagrad, N(0, I) prior)
 PROTOCOL_kingma := -p dataset frey -p hidden "[200]" -p optimizer adagrad -p lr 0.02 \
 	-p weight_prior True -p protocol kingma
+# fig3n<N>: Kingma & Welling's Figure 3 (Nz 3, 100 tanh units, Adagrad, N(0, I) prior, N training points)
+FIG3 := -p dataset mnist -p binarize none -p hidden "[100]" -p optimizer adagrad -p lr 0.02 -p weight_prior True
+PROTOCOL_fig3n1000 := $(FIG3) -p train_size 1000 -p protocol fig3n1000
+PROTOCOL_fig3n50000 := $(FIG3) -p train_size 50000 -p protocol fig3n50000
+BUDGET_report = $(MNIST_BUDGET)
+BUDGET_kingma = $(FREY_BUDGET)
+BUDGET_fig3n1000 = $(FIG3_BUDGET)
+BUDGET_fig3n50000 = $(FIG3_BUDGET)
 
 # ---- the sweeps: run folders are <algorithm>_z<Nz>_<protocol>_s<seed> -------------------------
 ALGORITHMS := aevb wake_sleep
@@ -51,14 +63,18 @@ MNIST_Z := 2 3 5 10 20 200
 FREY_Z := 2 5 10 20
 MNIST_RUNS := $(foreach a,$(ALGORITHMS),$(foreach z,$(MNIST_Z),mnist/$(a)_z$(z)_report_s1))
 FREY_RUNS := $(foreach a,$(ALGORITHMS),$(foreach z,$(FREY_Z),frey/$(a)_z$(z)_kingma_s1))
-RUN_DONE := $(addprefix $(RUNS)/,$(addsuffix /metrics.json,$(MNIST_RUNS) $(FREY_RUNS)))
+FIG3_RUNS := $(foreach n,1000 50000,$(foreach a,$(ALGORITHMS) mcem,mnist/$(a)_z3_fig3n$(n)_s1))
+ALL_RUNS := $(MNIST_RUNS) $(FREY_RUNS) $(FIG3_RUNS)
+done = $(addprefix $(RUNS)/,$(addsuffix /metrics.json,$1))
+RUN_DONE := $(call done,$(ALL_RUNS))
 
 # fields of a run name: aevb_z20_report_s1 -> aevb, 20, report, 1
 run_algorithm = $(firstword $(subst _z, ,$1))
 run_fields = $(subst _, ,$(word 2,$(subst _z, ,$1)))
 run_params = -p algorithm $(call run_algorithm,$1) -p latent_dim $(word 1,$(call run_fields,$1)) \
 	-p seed $(patsubst s%,%,$(word 3,$(call run_fields,$1)))
-run_protocol = $(PROTOCOL_$(word 2,$(call run_fields,$1)))
+run_protocol = $(word 2,$(call run_fields,$1))
+params = $(PROTOCOL_$(call run_protocol,$1)) $(BUDGET_$(call run_protocol,$1)) $(call run_params,$1)
 
 # Under make -j N each job gets nproc/N PyTorch threads, so N jobs share the cores.
 NPROC := $(shell nproc 2>/dev/null || echo 1)
@@ -86,32 +102,30 @@ data: setup
 # change: a run whose parameters changed is retrained (replace_stale), an unchanged one never is.
 # (A reused run's metrics.json is touched so that Make sees it up to date.)
 CODE_VERSION := $(shell sed -n 's/^CODE_VERSION = //p' vae_core.py)
-mnist_params = $(call run_protocol,$1) $(MNIST_BUDGET) $(call run_params,$1)
-frey_params = $(call run_protocol,$1) $(FREY_BUDGET) $(call run_params,$1)
 write_params = $(shell mkdir -p $(dir $1) && p='$2 code_version=$(CODE_VERSION)' && \
 	{ [ "$$(cat $1 2>/dev/null)" = "$$p" ] || printf '%s' "$$p" > $1; })
 ifeq ($(filter setup data test browser lab clean-build bench,$(MAKECMDGOALS)),)
-$(foreach r,$(MNIST_RUNS),$(call write_params,$(RUNS)/$r.params,$(call mnist_params,$(notdir $r))))
-$(foreach r,$(FREY_RUNS),$(call write_params,$(RUNS)/$r.params,$(call frey_params,$(notdir $r))))
+$(foreach r,$(ALL_RUNS),$(call write_params,$(RUNS)/$r.params,$(call params,$(notdir $r))))
 endif
 
 runs: $(RUN_DONE)
-$(RUNS)/mnist/%/metrics.json: $(RUNS)/mnist/%.params | setup data
-	$(RUN_NOTEBOOK) notebooks/train.ipynb $(NB)/train_mnist_$*.ipynb $(call mnist_params,$*) \
-		-p run_dir $(RUNS)/mnist/$* -p replace_stale True -p threads $(THREADS) -p progress lines
-	touch $@
-$(RUNS)/frey/%/metrics.json: $(RUNS)/frey/%.params | setup data
-	$(RUN_NOTEBOOK) notebooks/train.ipynb $(NB)/train_frey_$*.ipynb $(call frey_params,$*) \
-		-p run_dir $(RUNS)/frey/$* -p replace_stale True -p threads $(THREADS) -p progress lines
+$(RUNS)/%/metrics.json: $(RUNS)/%.params | setup data
+	$(RUN_NOTEBOOK) notebooks/train.ipynb $(NB)/train_$(subst /,_,$*).ipynb $(call params,$(notdir $*)) \
+		-p run_dir $(RUNS)/$* -p replace_stale True -p threads $(THREADS) -p progress lines
 	touch $@
 
-# Figure notebooks read runs only. notebooks/replication_report.ipynb -> report_fig1..5, report_table1;
-# notebooks/kingma2013.ipynb -> kingma_fig2, kingma_fig4 (MNIST, Frey), kingma_fig5,
-# latent_scatter_mnist, reconstructions_mnist, interpolation_mnist. (Captions: project.FIGURES.)
-FIGURE_NOTEBOOKS := replication_report kingma2013
+# Figure notebooks read runs only; each depends on the runs it reads. (Captions: project.FIGURES.)
+#   notebooks/replication_report.ipynb   report_fig1..5, report_table1
+#   notebooks/kingma2013.ipynb           kingma_fig2, kingma_fig4 (MNIST, Frey), kingma_fig5,
+#                                        latent_scatter_mnist, reconstructions_mnist, interpolation_mnist
+#   notebooks/marginal_likelihood.ipynb  kingma_fig3_marginal_likelihood
+FIGURE_NOTEBOOKS := replication_report kingma2013 marginal_likelihood
 FIGURE_DONE := $(FIGURE_NOTEBOOKS:%=$(BUILD)/done/%)
+$(BUILD)/done/replication_report: $(call done,$(MNIST_RUNS))
+$(BUILD)/done/kingma2013: $(call done,$(MNIST_RUNS) $(FREY_RUNS))
+$(BUILD)/done/marginal_likelihood: $(call done,$(FIG3_RUNS))
 figures: $(FIGURE_DONE)
-$(BUILD)/done/%: notebooks/%.ipynb project.py $(RUN_DONE) | setup
+$(BUILD)/done/%: notebooks/%.ipynb project.py | setup
 	$(RUN_NOTEBOOK) $< $(NB)/$*.ipynb -p runs_dir $(RUNS) -p figures_dir $(FIGURES)
 	mkdir -p $(@D) && touch $@
 

@@ -22,6 +22,7 @@ FIGURES = {
     "report_fig5_samples_by_latent_dim": ("Replication report, Figure 5: random samples for each latent dimension", "replication_report"),
     "report_table1": ("Replication report, Table 1: test loss, BCE and KL of wake-sleep and AEVB (Nz = 20) beside the published values", "replication_report"),
     "kingma_fig2_lower_bound": ("Kingma & Welling, Figure 2: lower bound against training samples evaluated, AEVB vs wake-sleep (train solid, test dashed)", "kingma2013"),
+    "kingma_fig3_marginal_likelihood": ("Kingma & Welling, Figure 3: estimated marginal log-likelihood of AEVB, wake-sleep and Monte Carlo EM (Nz = 3, N_train 1000 and 50000)", "marginal_likelihood"),
     "kingma_fig4_manifold_mnist": ("Kingma & Welling, Figure 4(b): learned MNIST manifold, Nz = 2", "kingma2013"),
     "kingma_fig4_manifold_frey": ("Kingma & Welling, Figure 4(a): learned Frey Face manifold, Nz = 2", "kingma2013"),
     "kingma_fig5_samples": ("Kingma & Welling, Figure 5: random MNIST samples for Nz = 2, 5, 10, 20", "kingma2013"),
