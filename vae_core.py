@@ -492,6 +492,8 @@ class TrainingDiverged(RuntimeError):
 
 def log_spaced_points(total, n=20, first=10_000):
     """About n training-sample counts, log-spaced from `first` to `total` (Kingma's Figure 2 x-axis)."""
+    if n <= 1:
+        return [int(total)]
     first = min(first, max(1, total // 10))
     return sorted({int(round(v)) for v in np.geomspace(first, total, n)})
 
