@@ -113,11 +113,12 @@ def main():
     for run_dir, config, metrics in runs:
         stem = f"train_{config['dataset']}_{run_dir.name}"
         link = f'<a href="{stem}.html">{html.escape(run_dir.name)}</a>' if stem in durations else html.escape(run_dir.name)
+        value = lambda key: f"{metrics[key]:.2f}" if key in metrics else ""  # MCEM has no ELBO
         rows.append([html.escape(config["dataset"]), link, html.escape(config["protocol"]), f"{config['latent_dim']}",
-                     f"{metrics['samples']:,}", f"{metrics['train_elbo']:.2f}", f"{metrics['test_elbo']:.2f}",
+                     f"{metrics['samples']:,}", value("train_elbo"), value("test_elbo"), value("test_log_px"),
                      f"{metrics['wall_time']:.0f}", html.escape(metrics["device"])])
     parts.append(table(["dataset", "run (executed notebook)", "protocol", "Nz", "training samples",
-                        "train ELBO", "test ELBO", "wall time (s)", "device"], rows))
+                        "train ELBO", "test ELBO", "test log p(x)", "wall time (s)", "device"], rows))
     parts.append("<h2>Notebooks</h2><ul>")
     for stem, duration in durations.items():
         seconds = f" ({duration:.0f} s)" if duration else ""
