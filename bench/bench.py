@@ -20,6 +20,7 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -47,6 +48,7 @@ IS_K = 1000  # importance samples per datapoint (the papers use 5000; the chunk 
 GEMM_MIN_TIME = 0.05  # seconds per timing block of one GEMM shape in the ceiling
 PAPER_SAMPLES = 10**8  # PROFILE=paper: Kingma & Welling's 10^8 training samples per run
 QUICK = dict(SAMPLES=300, WARMUP=100, REPEATS=1, IS_POINTS=10, IS_K=20, GEMM_MIN_TIME=0.001)
+QUICK_MODE = False
 
 LOOPS = {  # key: what the table says
     "reference": "1 reference: MNIST+ToTensor DataLoader",
@@ -250,7 +252,10 @@ def markdown(results):
               "'x loop 1' compares unlike units. "
               "GFLOP/s counts only the GEMMs (2*M*N*K each; forward, and backward where taken); the ceiling "
               "is the same GEMMs timed alone at the same shapes and threads.", "",
-              f"PROFILE=paper ({PAPER_SAMPLES:.0e} training samples per run), training only, "
+              "Whole-machine AEVB throughput (784-500-20) with N concurrent training jobs, as `make -j N` runs them:"]
+    for r in results["parallel_jobs"].values():
+        lines.append(f"- {r['jobs']} job(s) x {r['threads_per_job']} thread(s): {r['samples_per_s']:,.0f} samples/s")
+    lines += ["", f"PROFILE=paper ({PAPER_SAMPLES:.0e} training samples per run), training only, "
               "evaluation not included:"]
     for name, model in results["models"].items():
         hours = model["paper_profile_hours"]
@@ -258,14 +263,42 @@ def markdown(results):
     return "\n".join(lines) + "\n"
 
 
+def worker(samples, threads):
+    """One AEVB training job, as one `make -j` job runs it: print its samples/s after a warm-up."""
+    torch.set_num_threads(threads)
+    x = vc.load_mnist(None, "train")[0]
+    run = vae_core_loop(vc.VAE(784, Z_DIM, hidden=MODELS["784-500-20"]), x, "aevb")
+    run(WARMUP)
+    start = time.perf_counter()
+    run(samples)
+    print(samples / (time.perf_counter() - start))
+
+
+def parallel_jobs(cores):
+    """Aggregate AEVB samples/s of `jobs` concurrent processes with cores/jobs threads each: what
+    `make -j jobs paper` gets from the machine (jobs = 1 is plain `make paper`)."""
+    out = {}
+    for jobs in sorted({1, cores}):
+        cmd = [sys.executable, __file__, "--worker", str(SAMPLES * 2), str(max(1, cores // jobs))]
+        if QUICK_MODE:
+            cmd.append("--quick")
+        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(jobs)]
+        rates = [float(p.communicate()[0].split()[-1]) for p in procs]
+        out[str(jobs)] = {"jobs": jobs, "threads_per_job": max(1, cores // jobs), "samples_per_s": sum(rates)}
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny settings for the test (seconds, 1 repeat)")
     parser.add_argument("--threads", type=int, default=0, help="PyTorch CPU threads (0: PyTorch's default)")
     parser.add_argument("--out", default="bench/results.json", help="results.json; results.md goes beside it")
+    parser.add_argument("--worker", nargs=2, type=int, metavar=("SAMPLES", "THREADS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:  # like nanoGPT's configurator: the flag overrides the settings block
-        globals().update(QUICK)
+        globals().update(QUICK, QUICK_MODE=True)
+    if args.worker:
+        return worker(*args.worker)
     if args.threads:
         torch.set_num_threads(args.threads)
     machine = machine_info()  # before the work, so the load average says how busy the machine was
@@ -328,6 +361,7 @@ def main():
             "paper_profile_hours": {a: PAPER_SAMPLES / rows[a]["samples_per_s"] / 3600 for a in ("aevb", "wake_sleep")}}
 
     results["ceiling"] = [{"op": op, "M": m, "K": k, "N": n, "gflops": g} for (op, m, k, n), g in rates.items()]
+    results["parallel_jobs"] = parallel_jobs(os.cpu_count())
     assert all(math.isfinite(r["samples_per_s"]) for mod in results["models"].values() for r in mod["loops"].values())
     table = markdown(results)
     vc.atomic_write_text(out, json.dumps(results, indent=2) + "\n")

@@ -33,4 +33,7 @@ def test_quick_bench_writes_every_loop_and_the_table(tmp_path):
         assert all(math.isfinite(h) and h > 0 for h in model["paper_profile_hours"].values())
         rows = [line for line in table.splitlines() if line.startswith(f"| {name} |")]
         assert len(rows) == len(LOOPS), rows
+    jobs = results["parallel_jobs"]
+    assert "1" in jobs and all(math.isfinite(r["samples_per_s"]) and r["samples_per_s"] > 0 for r in jobs.values())
+    assert "job(s) x" in table
     assert not list(tmp_path.glob("*.tmp"))  # written atomically: no leftovers
