@@ -225,9 +225,14 @@ class VAE(nn.Module):
         eps = torch.randn((n_samples, *z_loc.shape), device=x.device, dtype=x.dtype)
         z = z_loc + torch.exp(0.5 * z_logvar) * eps  # reparameterization trick
         log_px_given_z = self.log_px_given_z(x, self.decode(z)).mean(0)
-        # see Appendix B of Kingma & Welling: -KL = 1/2 sum(1 + log sigma^2 - mu^2 - sigma^2)
-        kl = 0.5 * (z_loc.pow(2) + z_logvar.exp() - 1 - z_logvar).sum(-1)
+        kl = kl_to_standard_normal(z_loc, z_logvar)
         return log_px_given_z - kl, log_px_given_z, kl
+
+
+def kl_to_standard_normal(z_loc, z_logvar):
+    """KL(N(z_loc, exp(z_logvar)) || N(0, I)) per datapoint, analytically.
+    See Appendix B of Kingma & Welling: -KL = 1/2 sum(1 + log sigma^2 - mu^2 - sigma^2)."""
+    return 0.5 * (z_loc.pow(2) + z_logvar.exp() - 1 - z_logvar).sum(-1)
 
 
 def log_normal(z, loc, logvar):
@@ -256,7 +261,7 @@ def wake_sleep_losses(model, x, n_samples=1):
     with torch.no_grad():
         z_loc, z_logvar = model.encode(x)
         z = z_loc + torch.exp(0.5 * z_logvar) * torch.randn((n_samples, *z_loc.shape), device=x.device)
-        kl = 0.5 * (z_loc.pow(2) + z_logvar.exp() - 1 - z_logvar).sum(-1)
+        kl = kl_to_standard_normal(z_loc, z_logvar)
     log_px_given_z = model.log_px_given_z(x, model.decode(z)).mean(0)
     wake_loss = -log_px_given_z.mean()
     with torch.no_grad():
@@ -507,9 +512,9 @@ def make_optimizer(params, name, lr, weight_decay, device):
     raise ValueError(f"optimizer={name!r}: expected 'adam' or 'adagrad'")
 
 
-def _check_finite(model, sums, samples_from, samples_to):
+def _check_finite(model, sums, samples_from, samples_to, terms=("log p(x|z)", "KL")):
     """Raise with when and what if a training term or a parameter stopped being finite."""
-    bad = [name for name, v in zip(("log p(x|z)", "KL"), sums.tolist()) if not math.isfinite(v)]
+    bad = [name for name, v in zip(terms, sums.tolist()) if not math.isfinite(v)]
     bad += [f"parameter {n}" for n, p in model.named_parameters() if not torch.isfinite(p).all()]
     if bad:
         raise TrainingDiverged(f"training diverged between {samples_from:,} and {samples_to:,} training "
@@ -580,7 +585,13 @@ def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_
         points = [p for p in points if p > samples_seen]
     checkpoint_every = checkpoint_every or n_train
     last_checkpoint = samples_seen
-    step = {"aevb": _aevb_step, "wake_sleep": _wake_sleep_step}.get(algorithm)  # MCEM's also needs idx
+    if algorithm == "mcem":  # its step also needs the batch's persistent chains
+        step = lambda xb, idx: _mcem_step(model, opt, xb, chains, idx, hmc_transitions)
+        terms = ("log p(x|z)", "-log p(z)")
+    else:
+        step_fn = {"aevb": _aevb_step, "wake_sleep": _wake_sleep_step}[algorithm]
+        step = lambda xb, idx: step_fn(model, opt, xb, n_samples)
+        terms = ("log p(x|z)", "KL")
     bar = None
     if progress == "bar":
         from tqdm.auto import tqdm
@@ -594,14 +605,11 @@ def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_
             xb = train_x[idx]
             if dynamic_binarization:
                 xb = torch.bernoulli(xb)
-            if algorithm == "mcem":
-                sums += _mcem_step(model, opt, xb, chains, idx, hmc_transitions)
-            else:
-                sums += step(model, opt, xb, n_samples)  # stays on the device: no host sync per step
+            sums += step(xb, idx)  # stays on the device: no host sync per step
             samples_seen += batch_size
             if samples_seen >= points[0]:
                 n_seen = samples_seen - sums_from
-                _check_finite(model, sums, sums_from, samples_seen)
+                _check_finite(model, sums, sums_from, samples_seen, terms)
                 row = {"samples": samples_seen, "epoch": samples_seen / n_train}
                 model.eval()
                 if algorithm == "mcem":
@@ -634,7 +642,7 @@ def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_
             if samples_seen >= total:
                 break
         if checkpoint_path is not None and samples_seen < total and samples_seen - last_checkpoint >= checkpoint_every:
-            _check_finite(model, sums, sums_from, samples_seen)  # never checkpoint a diverged model
+            _check_finite(model, sums, sums_from, samples_seen, terms)  # never checkpoint a diverged model
             state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
                      "rng_cpu": torch.get_rng_state(),
                      "rng_device": None if device.type == "cpu" else torch.get_device_module(device.type).get_rng_state(),

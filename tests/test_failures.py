@@ -45,10 +45,10 @@ def test_bad_parameters_stop_the_notebook_before_any_work(tmp_path):
         return run_notebook(tmp_path / str(i), *params, "-p", "run_dir", str(tmp_path / f"run{i}"))
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(attempt, enumerate(BAD_PARAMETERS)))
-    for (params, message), result in zip(BAD_PARAMETERS, results):
+    for i, ((params, message), result) in enumerate(zip(BAD_PARAMETERS, results)):
         assert result.returncode != 0, params
         assert message in result.stderr, (params, result.stderr[-1500:])
-        assert not (tmp_path / "run").exists()
+        assert not (tmp_path / f"run{i}").exists(), params  # refused before the run folder is made
     assert not list(tmp_path.glob("run*/*")), "nothing may be written for a refused run"
 
 
