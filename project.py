@@ -28,9 +28,27 @@ FIGURES = {
     "kingma_fig5_samples": ("Kingma & Welling, Figure 5: random MNIST samples for Nz = 2, 5, 10, 20", "kingma2013"),
     "latent_scatter_mnist": ("Beyond the papers: MNIST test codes (Nz = 2, posterior means) coloured by digit", "kingma2013"),
     "reconstructions_mnist": ("Beyond the papers: MNIST test digits and their AEVB and wake-sleep reconstructions (Nz = 20)", "kingma2013"),
+    "scorecard_differences": ("Scorecard: our value minus the published one, in units of each row's tolerance, for every value run at its published scale", "scorecard"),
     "interpolation_mnist": ("Beyond the papers: decoded linear interpolations between test codes (Nz = 20)", "kingma2013"),
 }
 TABLES = {"report_table1"}  # written as CSV (and a PNG/PDF rendering of the table)
+# CSV tables without a picture: file stem -> (what it holds, notebook that makes it). The index page shows them.
+CSV_TABLES = {
+    "scorecard": ("Every number and claim the papers publish beside ours, with the protocol, budget, tolerance and a verdict", "scorecard"),
+    "test_log_likelihood": ("Test log-likelihoods of the main MNIST runs by importance sampling, beside their lower bounds", "scorecard"),
+}
+
+
+def published_numbers(path=None):
+    """published_numbers.csv as {id: row}: every number the papers publish, with its protocol, runs and
+    tolerance; `published` and `samples` as floats (published is None for a claim without a number)."""
+    import csv
+    with open(path or ROOT / "published_numbers.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        row["published"] = float(row["published"]) if row["published"] else None
+        row["samples"] = float(row["samples"])
+    return {row["id"]: row for row in rows}
 
 
 def enter_project():
@@ -121,6 +139,18 @@ def save_figure(fig, name, figures_dir="figures", dpi=90):
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
         os.replace(tmp, final)
     return figures_dir / f"{name}.png"
+
+
+def save_csv(frame, name, figures_dir="figures"):
+    """Write the DataFrame `frame` to figures_dir/name.csv atomically (no index column)."""
+    if name not in CSV_TABLES and name not in TABLES:
+        raise KeyError(f"{name} is not in project.CSV_TABLES; add it there with its caption")
+    figures_dir = Path(figures_dir)
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    tmp = figures_dir / f".{name}.{os.getpid()}.tmp.csv"
+    frame.to_csv(tmp, index=False)
+    os.replace(tmp, figures_dir / f"{name}.csv")
+    return figures_dir / f"{name}.csv"
 
 
 def image_grid(images, image_shape, nrow, pad=1):

@@ -29,7 +29,63 @@ figure { margin: 2em 0; } figure img { max-width: 100%; border: 1px solid #ddd; 
 figcaption { font-size: 0.95em; color: #444; margin-top: 0.4em; }
 table { border-collapse: collapse; font-size: 0.9em; } td, th { border: 1px solid #ccc; padding: 3px 8px; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; } code { background: #f4f4f4; }
+td.reproduced { background: #d9f2d9; } td.not-reproduced { background: #f8d7d7; }
+td.not-run-at-this-scale, td.out-of-scope { background: #eeeeee; }
 """
+
+
+def number(text, digits=2):
+    try:
+        return f"{float(text):.{digits}f}"
+    except ValueError:
+        return text
+
+
+def scorecard_section(figures_dir):
+    """The scorecard (scorecard.csv) and the test log-likelihoods as HTML tables."""
+    path = figures_dir / "scorecard.csv"
+    if not path.exists():
+        sys.exit(f"{path} is missing: notebooks/scorecard.ipynb should have made it")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    counts = {}
+    for row in rows:
+        counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1
+    body = []
+    for row in rows:
+        ours = number(row["ours"]) if row["ours"] not in ("", "nan") else ""
+        if ours and int(row["n_runs"]) > 1:
+            ours += f" ± {number(row['ours_sd'])} ({row['n_runs']} runs)"
+        trained = f"{int(float(row['samples_trained'])):,}" if row["samples_trained"] else "-"
+        difference = number(row["difference"]) if row["difference"] not in ("", "nan") else ""
+        verdict = html.escape(row["verdict"])
+        cells = [f"<td>{html.escape(row['source'])}</td>", f"<td>{html.escape(row['what'])}</td>"]
+        cells += [f'<td class="num">{html.escape(c)}</td>' for c in
+                  (number(row["published"]) if row["published"] else "", ours, difference, row["tolerance"])]
+        cells += [f"<td>{html.escape(row['protocol'])}</td>",
+                  f'<td class="num">{float(row["samples_published"]):.0e} / {trained}</td>',
+                  f'<td class="{verdict.replace(" ", "-")}">{verdict}</td>', f"<td>{html.escape(row['note'])}</td>"]
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    header = "".join(f"<th>{h}</th>" for h in ("source", "what", "published", "ours", "ours - published", "tolerance",
+                                               "protocol", "samples: published / ours", "verdict", "note"))
+    parts = ["<h2 id='scorecard'>Scorecard</h2>",
+             f"<p>{len(rows)} published numbers and claims: "
+             + ", ".join(f"{n} {html.escape(v)}" for v, n in counts.items())
+             + ". Made by <a href='scorecard.html'>notebooks/scorecard.ipynb</a> from <code>published_numbers.csv</code>"
+             " (which names each row's runs) into <code>scorecard.csv</code> in the figures folder; the notebook states"
+             " the verdict rules and tolerances.</p>",
+             f"<table><tr>{header}</tr>{''.join(body)}</table>"]
+    path = figures_dir / "test_log_likelihood.csv"
+    if path.exists():
+        with open(path, newline="") as f:
+            ll = list(csv.DictReader(f))
+        parts.append("<h3>Test log-likelihoods (importance sampling)</h3>")
+        parts.append(table(["run", "protocol", "Nz", "training samples", "test points", "k", "test log p(x)",
+                            "test ELBO", "log p(x) - ELBO"],
+                           [[html.escape(r["run"]), html.escape(r["protocol"]), r["Nz"], f"{int(float(r['samples'])):,}",
+                             r["points"], r["k"], f"{number(r['test_log_px'])} ± {number(r['se'])}",
+                             number(r["test_elbo"]), number(r["gap"])] for r in ll]))
+    return parts
 
 
 def render_notebooks(notebooks_dir, html_dir):
@@ -92,6 +148,7 @@ def main():
                  ["training wall time (sum over runs)", f"{training_time / 60:.1f} min"],
                  ["notebook execution time (sum)", f"{notebook_time / 60:.1f} min"],
                  ["built", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")]]),
+             *scorecard_section(figures_dir),
              "<h2>Figures</h2>"]
     for name, (caption, notebook) in project.FIGURES.items():
         png = figures_dir / f"{name}.png"
@@ -114,10 +171,12 @@ def main():
         stem = f"train_{config['dataset']}_{run_dir.name}"
         link = f'<a href="{stem}.html">{html.escape(run_dir.name)}</a>' if stem in durations else html.escape(run_dir.name)
         value = lambda key: f"{metrics[key]:.2f}" if key in metrics else ""  # MCEM has no ELBO
+        lr = metrics.get("lr", config["lr"])  # a step size chosen by the run is in its metrics
         rows.append([html.escape(config["dataset"]), link, html.escape(config["protocol"]), f"{config['latent_dim']}",
+                     html.escape(f"{config['optimizer']} {lr:g}" if lr is not None else config["optimizer"]),
                      f"{metrics['samples']:,}", value("train_elbo"), value("test_elbo"), value("test_log_px"),
                      f"{metrics['wall_time']:.0f}", html.escape(metrics["device"])])
-    parts.append(table(["dataset", "run (executed notebook)", "protocol", "Nz", "training samples",
+    parts.append(table(["dataset", "run (executed notebook)", "protocol", "Nz", "optimizer, step", "training samples",
                         "train ELBO", "test ELBO", "test log p(x)", "wall time (s)", "device"], rows))
     parts.append("<h2>Notebooks</h2><ul>")
     for stem, duration in durations.items():
