@@ -8,6 +8,7 @@ batch 100, L = 1) it times, median of REPEATS after a warm-up:
   1. reference       torchvision MNIST + ToTensor through a DataLoader (pytorch/examples vae/main.py)
   2. tensor_loader   a DataLoader over a TensorDataset of the preloaded [60000, 784] tensor
   3. aevb            vae_core.train(..., "aevb")
+  3b. aevb_kingma    vae_core.train(..., "aevb") with Kingma & Welling's Adagrad and weight prior
   4. wake_sleep      vae_core.train(..., "wake_sleep")
   5. log_likelihood  vae_core.log_likelihood (importance sampling), in datapoint-samples/s (N * k per s)
 Loops 1-3 make the same step (vae_core.aevb_loss, vae_core.make_optimizer's Adam): they differ only in
@@ -54,6 +55,7 @@ LOOPS = {  # key: what the table says
     "reference": "1 reference: MNIST+ToTensor DataLoader",
     "tensor_loader": "2 DataLoader(TensorDataset)",
     "aevb": "3 vae_core.train aevb",
+    "aevb_kingma": "3b vae_core.train aevb, Adagrad + weight prior",
     "wake_sleep": "4 vae_core.train wake_sleep",
     "log_likelihood": "5 vae_core.log_likelihood (IS)",
 }
@@ -101,12 +103,12 @@ def tensor_loader_loop(model, x):
     return run
 
 
-def vae_core_loop(model, x, algorithm):
+def vae_core_loop(model, x, algorithm, **options):
     # eval_at=[n] evaluates once, at the end, on eval_size=BATCH points: one forward pass of 100 points
     # beside n / 100 training steps, so evaluation is negligible in the timing.
     def run(n):
         vc.train(model, x, algorithm, samples=n, batch_size=BATCH, n_samples=N_SAMPLES, eval_at=[n],
-                 test_x=None, eval_size=BATCH, progress="none", device="cpu")
+                 test_x=None, eval_size=BATCH, progress="none", device="cpu", **options)
     return run
 
 
@@ -331,6 +333,8 @@ def main():
             "reference": (reference_loop(fresh(), mnist), SAMPLES, WARMUP, aevb_gemms(enc, dec), BATCH),
             "tensor_loader": (tensor_loader_loop(fresh(), x), SAMPLES, WARMUP, aevb_gemms(enc, dec), BATCH),
             "aevb": (vae_core_loop(fresh(), x, "aevb"), SAMPLES, WARMUP, aevb_gemms(enc, dec), BATCH),
+            "aevb_kingma": (vae_core_loop(fresh(), x, "aevb", optimizer="adagrad", lr=0.02, weight_prior=True),
+                            SAMPLES, WARMUP, aevb_gemms(enc, dec), BATCH),
             "wake_sleep": (vae_core_loop(fresh(), x, "wake_sleep"), SAMPLES, WARMUP,
                            wake_sleep_gemms(enc, dec), BATCH),
             "log_likelihood": (log_likelihood_loop(fresh(), x_is), is_units, is_units,

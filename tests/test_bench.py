@@ -7,7 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ("784-500-20", "784-500-500-20")
-LOOPS = ("reference", "tensor_loader", "aevb", "wake_sleep", "log_likelihood")
+LOOPS = ("reference", "tensor_loader", "aevb", "aevb_kingma", "wake_sleep", "log_likelihood")
 
 
 def test_quick_bench_writes_every_loop_and_the_table(tmp_path):

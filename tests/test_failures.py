@@ -36,6 +36,9 @@ BAD_PARAMETERS = [
     (["-p", "batch_size", "0"], "parameter batch_size=0 is not allowed"),
     (["-p", "lr", "0"], "parameter lr=0 is not allowed"),
     (["-p", "device", "tpu"], "device='tpu'"),
+    (["-p", "lr_choices", "[0.1, -1]"], "parameter lr_choices=-1 is not allowed"),
+    (["-p", "lr_choices", "0.1"], "parameter lr_choices=0.1 is not allowed"),
+    (["-p", "is_points", "-1"], "parameter is_points=-1 is not allowed"),
 ] + ([] if torch.cuda.is_available() else [(["-p", "device", "cuda"], "CUDA is not available")])
 
 

@@ -122,6 +122,15 @@ def test_sleep_phase_dreams_are_sampled_not_means():
     assert set(x.unique().tolist()) == {0.0, 1.0}
 
 
+def test_bernoulli_draws_have_the_right_law():
+    probs = torch.tensor([0.0, 0.05, 0.3, 0.5, 0.9, 1.0]).expand(200_000, 6)
+    x = vc.bernoulli(probs)
+    assert set(x.unique().tolist()) == {0.0, 1.0} and x.dtype == probs.dtype
+    stderr = (probs[0] * (1 - probs[0]) / len(x)).sqrt()
+    assert torch.all((x.mean(0) - probs[0]).abs() <= 4 * stderr + 1e-9), x.mean(0)
+    assert x[:, 0].sum() == 0 and x[:, -1].sum() == len(x)  # p = 0 and p = 1 are exact
+
+
 def test_aevb_updates_both_networks():
     model = small_model()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -185,6 +194,30 @@ def test_weight_prior_and_adagrad_train(mnist_subset):
     history = vc.train_aevb(model, x, epochs=3, optimizer="adagrad", lr=0.02, weight_prior=True,
                             test_x=xt, eval_at=[300], progress="none")
     assert history[-1]["test_elbo"] > history[0]["test_elbo"] > -550
+
+
+def test_choose_lr_picks_the_best_training_bound_from_the_same_start():
+    x = torch.bernoulli(torch.full((1000, 12), 0.3))
+    model = small_model()
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    common = dict(batch_size=50, optimizer="adagrad", weight_prior=True, seed=3, device="cpu")
+    best, scores = vc.choose_lr(model, x, "aevb", [1e-5, 0.05, 1e9], 2000, **common)
+    assert best == 0.05 and scores[1e9] == -math.inf and scores[0.05] > scores[1e-5] > -math.inf
+    assert all(torch.equal(start[k], v) for k, v in model.state_dict().items())  # trials train copies
+    # the score is exactly the training bound of that lr's run from this initialization
+    history = vc.train(small_model_like(start), x, "aevb", samples=2000, lr=0.05, eval_at=[2000],
+                       progress="none", **common)
+    assert history[-1]["train_elbo"] == scores[0.05]
+    with pytest.raises(vc.TrainingDiverged, match="every learning rate"):
+        vc.choose_lr(model, x, "aevb", [1e9], 2000, **common)
+    with pytest.raises(ValueError, match="MCEM"):
+        vc.choose_lr(model, x, "mcem", [0.1], 2000)
+
+
+def small_model_like(state):
+    model = small_model()
+    model.load_state_dict(state)
+    return model
 
 
 def test_nan_in_parameters_stops_training_and_says_when():
