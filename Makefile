@@ -113,11 +113,14 @@ RUN_NOTEBOOK = OMP_NUM_THREADS=$(THREADS) $(PY) scripts/run_notebook.py
 paper: html
 	@echo "make paper ($(PROFILE)): figures in $(FIGURES)/, open $(BUILD)/html/index.html"
 
+# The kernel is registered again whenever it does not launch this venv's python (a moved or copied venv).
+KERNEL_JSON := $(VENV)/share/jupyter/kernels/$(KERNEL)/kernel.json
 setup: $(VENV)/.installed
+	@grep -qF '"$(abspath $(PY))"' $(KERNEL_JSON) 2>/dev/null || \
+		$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (aevb)"
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
-	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (aevb)"
 	touch $@
 
 data: setup
