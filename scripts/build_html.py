@@ -31,6 +31,7 @@ table { border-collapse: collapse; font-size: 0.9em; } td, th { border: 1px soli
 td.num { text-align: right; font-variant-numeric: tabular-nums; } code { background: #f4f4f4; }
 td.reproduced { background: #d9f2d9; } td.not-reproduced { background: #f8d7d7; }
 td.not-run-at-this-scale, td.out-of-scope { background: #eeeeee; }
+table.scorecard td { font-size: 0.85em; } table.scorecard td:nth-child(2) { min-width: 16em; }
 """
 
 
@@ -39,6 +40,11 @@ def number(text, digits=2):
         return f"{float(text):.{digits}f}"
     except ValueError:
         return text
+
+
+def short(samples):
+    """3000000 -> '3e6', 196800000 -> '2e8': the published sample counts, as the papers round them."""
+    return f"{float(samples):.0e}".replace("e+0", "e").replace("e+", "e")
 
 
 def scorecard_section(figures_dir):
@@ -63,9 +69,16 @@ def scorecard_section(figures_dir):
         cells += [f'<td class="num">{html.escape(c)}</td>' for c in
                   (number(row["published"]) if row["published"] else "", ours, difference, row["tolerance"])]
         cells += [f"<td>{html.escape(row['protocol'])}</td>",
-                  f'<td class="num">{float(row["samples_published"]):.0e} / {trained}</td>',
+                  f'<td class="num">{short(row["samples_published"])} / {trained}</td>',
                   f'<td class="{verdict.replace(" ", "-")}">{verdict}</td>', f"<td>{html.escape(row['note'])}</td>"]
         body.append("<tr>" + "".join(cells) + "</tr>")
+    verdicts = list(dict.fromkeys(row["verdict"] for row in rows))
+    by_source = {}
+    for row in rows:
+        by_source.setdefault(row["source"], {}).setdefault(row["verdict"], 0)
+        by_source[row["source"]][row["verdict"]] += 1
+    summary = table(["source", *map(html.escape, verdicts)],
+                    [[html.escape(source), *(str(counts.get(v, "")) for v in verdicts)] for source, counts in by_source.items()])
     header = "".join(f"<th>{h}</th>" for h in ("source", "what", "published", "ours", "ours - published", "tolerance",
                                                "protocol", "samples: published / ours", "verdict", "note"))
     parts = ["<h2 id='scorecard'>Scorecard</h2>",
@@ -74,7 +87,8 @@ def scorecard_section(figures_dir):
              + ". Made by <a href='scorecard.html'>notebooks/scorecard.ipynb</a> from <code>published_numbers.csv</code>"
              " (which names each row's runs) into <code>scorecard.csv</code> in the figures folder; the notebook states"
              " the verdict rules and tolerances.</p>",
-             f"<table><tr>{header}</tr>{''.join(body)}</table>"]
+             summary, "<p></p>",
+             f"<table class='scorecard'><tr>{header}</tr>{''.join(body)}</table>"]
     path = figures_dir / "test_log_likelihood.csv"
     if path.exists():
         with open(path, newline="") as f:
