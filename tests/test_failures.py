@@ -152,7 +152,7 @@ def test_make_reuses_an_unchanged_run_and_retrains_a_changed_one(tmp_path):
     before = (tmp_path / "runs/mnist/aevb_z2_report_s1/metrics.json").read_text()
     again = subprocess.run(base, capture_output=True, text=True)
     assert "notebooks/train.ipynb" not in again.stdout  # finished and unchanged: no work at all
-    changed = subprocess.run(base + ["MNIST_BUDGET=-p samples 3000 -p train_size 1000 -p test_size 200 -p eval_points 2"],
+    changed = subprocess.run(base + ["REPORT_BUDGET=-p samples 3000 -p train_size 1000 -p test_size 200 -p eval_points 2"],
                              capture_output=True, text=True)
     assert changed.returncode == 0, changed.stderr[-2000:]
     assert "retraining it" in changed.stdout + changed.stderr
