@@ -27,7 +27,7 @@ import torch.nn.functional as F
 PROJECT_DIR = Path(__file__).resolve().parent
 # Recorded in every run's config; bump it when a change alters what training computes, so that
 # finished runs made by the older code are not reused.
-CODE_VERSION = 2
+CODE_VERSION = 3
 LOG_2PI = math.log(2 * math.pi)
 
 # ----------------------------------------------------------------------------------------------
