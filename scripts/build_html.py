@@ -12,6 +12,7 @@ import json
 import platform
 import re
 import sys
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -54,9 +55,7 @@ def scorecard_section(figures_dir):
         sys.exit(f"{path} is missing: notebooks/scorecard.ipynb should have made it")
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    counts = {}
-    for row in rows:
-        counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1
+    counts = Counter(row["verdict"] for row in rows)
     body = []
     for row in rows:
         ours = number(row["ours"]) if row["ours"] not in ("", "nan") else ""
@@ -72,13 +71,11 @@ def scorecard_section(figures_dir):
                   f'<td class="num">{short(row["samples_published"])} / {trained}</td>',
                   f'<td class="{verdict.replace(" ", "-")}">{verdict}</td>', f"<td>{html.escape(row['note'])}</td>"]
         body.append("<tr>" + "".join(cells) + "</tr>")
-    verdicts = list(dict.fromkeys(row["verdict"] for row in rows))
-    by_source = {}
+    by_source = {}  # source -> Counter of its verdicts, in the order of the rows
     for row in rows:
-        by_source.setdefault(row["source"], {}).setdefault(row["verdict"], 0)
-        by_source[row["source"]][row["verdict"]] += 1
-    summary = table(["source", *map(html.escape, verdicts)],
-                    [[html.escape(source), *(str(counts.get(v, "")) for v in verdicts)] for source, counts in by_source.items()])
+        by_source.setdefault(row["source"], Counter())[row["verdict"]] += 1
+    summary = table(["source", *map(html.escape, counts)],
+                    [[html.escape(source), *(str(c.get(v, "")) for v in counts)] for source, c in by_source.items()])
     header = "".join(f"<th>{h}</th>" for h in ("source", "what", "published", "ours", "ours - published", "tolerance",
                                                "protocol", "samples: published / ours", "verdict", "note"))
     parts = ["<h2 id='scorecard'>Scorecard</h2>",
@@ -93,7 +90,7 @@ def scorecard_section(figures_dir):
     if path.exists():
         with open(path, newline="") as f:
             ll = list(csv.DictReader(f))
-        parts.append("<h3>Test log-likelihoods (importance sampling)</h3>")
+        parts.append(f"<h3>{html.escape(project.CSV_TABLES['test_log_likelihood'][0])}</h3>")
         parts.append(table(["run", "protocol", "Nz", "training samples", "test points", "k", "test log p(x)",
                             "test ELBO", "log p(x) - ELBO"],
                            [[html.escape(r["run"]), html.escape(r["protocol"]), r["Nz"], f"{int(float(r['samples'])):,}",
