@@ -1,6 +1,9 @@
 """The maths of vae_core against analytic values, and its loops on real MNIST."""
 import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -194,6 +197,29 @@ def test_weight_prior_and_adagrad_train(mnist_subset):
     history = vc.train_aevb(model, x, epochs=3, optimizer="adagrad", lr=0.02, weight_prior=True,
                             test_x=xt, eval_at=[300], progress="none")
     assert history[-1]["test_elbo"] > history[0]["test_elbo"] > -550
+
+
+DENORMALS_AFTER_PARALLEL_WORK = """
+import os, sys, torch
+sys.path.insert(0, os.getcwd())
+if sys.argv[1] == "vae_core":
+    import vae_core
+torch.ones(1 << 22).mul_(2)  # starts OpenMP's worker threads
+torch.set_flush_denormal(True)  # what train() does for its own thread
+squares = torch.full((1 << 20,), 1e-20) ** 2  # 1e-40: denormal unless flushed; split across the threads
+print(int((squares != 0).sum()))
+"""
+
+
+def test_denormals_are_flushed_in_every_thread_once_vae_core_is_imported():
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    def denormals(first_import):
+        out = subprocess.run([sys.executable, "-c", DENORMALS_AFTER_PARALLEL_WORK, first_import],
+                             capture_output=True, text=True, env=env, check=True, cwd=vc.PROJECT_DIR)
+        return int(out.stdout.split()[-1])
+    if denormals("torch only") == 0:  # the worker thread flushed anyway (no FTZ mode, or one thread)
+        pytest.skip("no denormals appear in OpenMP's worker threads here, so there is nothing to check")
+    assert denormals("vae_core") == 0
 
 
 def test_choose_lr_picks_the_best_training_bound_from_the_same_start():
