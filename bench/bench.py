@@ -11,10 +11,13 @@ batch 100, L = 1) it times, median of REPEATS after a warm-up:
   3b. aevb_kingma    vae_core.train(..., "aevb") with Kingma & Welling's Adagrad and weight prior
   4. wake_sleep      vae_core.train(..., "wake_sleep")
   5. log_likelihood  vae_core.log_likelihood (importance sampling), in datapoint-samples/s (N * k per s)
+For 3, 3b and 4 on the report's model it also profiles where a step's time goes: GEMMs (beside what
+they would take at their rate alone), optimizer, everything else.
 Loops 1-3 make the same step (vae_core.aevb_loss, vae_core.make_optimizer's Adam): they differ only in
 how batches are made. Writes results.json and results.md next to --out, atomically; CPU only.
 """
 import argparse
+import copy
 import inspect
 import json
 import math
@@ -221,6 +224,35 @@ def ceiling(gemms, rates):
     return gemm_flops(gemms) / seconds / 1e9
 
 
+# ---- where a training step's time goes ------------------------------------------------------------
+GEMM_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"}
+
+
+def step_breakdown(run, units, warmup_units, gemms, rates, repeats):
+    """Profile `units` training samples of a loop (after a warm-up), `repeats` times; of the median
+    repeat, per step: the time in GEMMs, in the optimizer and in everything else (elementwise ops,
+    autograd, Python), and the GEMMs' GFLOP/s in the step beside their rate alone (`ceiling`).
+    The profiler's own cost lands mostly in 'other'."""
+    from torch.profiler import ProfilerActivity, profile
+    run(warmup_units)
+    steps, gemm_flop = units / BATCH, gemm_flops(gemms) / BATCH * units
+    alone = ceiling(gemms, rates)
+    profiles = []
+    for _ in range(repeats):
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            run(units)
+        events = prof.key_averages()
+        total = sum(e.self_cpu_time_total for e in events) / 1e6
+        gemm = sum(e.self_cpu_time_total for e in events if e.key in GEMM_OPS) / 1e6
+        optimizer = sum(e.self_cpu_time_total for e in events
+                        if "_fused_ada" in e.key or e.key.startswith("Optimizer.")) / 1e6
+        profiles.append({"steps": steps, "ms_per_step": 1e3 * total / steps, "gemm_ms": 1e3 * gemm / steps,
+                         "optimizer_ms": 1e3 * optimizer / steps, "other_ms": 1e3 * (total - gemm - optimizer) / steps,
+                         "gemm_gflops_in_step": gemm_flop / gemm / 1e9, "gemm_gflops_alone": alone,
+                         "gemm_ms_alone": 1e3 * gemm_flop / alone / 1e9 / steps})
+    return sorted(profiles, key=lambda p: p["ms_per_step"])[len(profiles) // 2]
+
+
 # ---- report -------------------------------------------------------------------------------------
 
 def machine_info():
@@ -257,6 +289,14 @@ def markdown(results):
               "Whole-machine AEVB throughput (784-500-20) with N concurrent training jobs, as `make -j N` runs them:"]
     for r in results["parallel_jobs"].values():
         lines.append(f"- {r['jobs']} job(s) x {r['threads_per_job']} thread(s): {r['samples_per_s']:,.0f} samples/s")
+    lines += ["", "Where a step's time goes (784-500-20, batch 100, under torch.profiler, whose own cost is "
+              "mostly in 'other'; the median of the repeats). 'If at their rate alone': the same GEMMs at the rates of the ceiling.", "",
+              "| loop | ms per step | GEMMs | GEMMs if at their rate alone | optimizer | other | GEMM GFLOP/s in the step / alone |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    for key, b in results["step_breakdown"].items():
+        lines.append(f"| {LOOPS[key]} | {b['ms_per_step']:.2f} | {b['gemm_ms']:.2f} | {b['gemm_ms_alone']:.2f} | "
+                     f"{b['optimizer_ms']:.2f} | {b['other_ms']:.2f} | "
+                     f"{b['gemm_gflops_in_step']:.0f} / {b['gemm_gflops_alone']:.0f} |")
     lines += ["", f"PROFILE=paper ({PAPER_SAMPLES:.0e} training samples per run), training only, "
               "evaluation not included:"]
     for name, model in results["models"].items():
@@ -364,6 +404,16 @@ def main():
             "hidden": list(hidden), "loops": rows,
             "paper_profile_hours": {a: PAPER_SAMPLES / rows[a]["samples_per_s"] / 3600 for a in ("aevb", "wake_sleep")}}
 
+    torch.manual_seed(0)
+    report_model = vc.VAE(784, Z_DIM, hidden=MODELS["784-500-20"])
+    enc, dec = linear_shapes(report_model.encoder), linear_shapes(report_model.decoder)
+    results["step_breakdown"] = {
+        key: step_breakdown(vae_core_loop(copy.deepcopy(report_model), x, algorithm, **options), SAMPLES, WARMUP,
+                            gemms, rates, REPEATS)
+        for key, algorithm, options, gemms in (
+            ("aevb", "aevb", {}, aevb_gemms(enc, dec)),
+            ("aevb_kingma", "aevb", dict(optimizer="adagrad", lr=0.02, weight_prior=True), aevb_gemms(enc, dec)),
+            ("wake_sleep", "wake_sleep", {}, wake_sleep_gemms(enc, dec)))}
     results["ceiling"] = [{"op": op, "M": m, "K": k, "N": n, "gflops": g} for (op, m, k, n), g in rates.items()]
     results["parallel_jobs"] = parallel_jobs(os.cpu_count())
     assert all(math.isfinite(r["samples_per_s"]) for mod in results["models"].values() for r in mod["loops"].values())

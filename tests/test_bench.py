@@ -36,4 +36,14 @@ def test_quick_bench_writes_every_loop_and_the_table(tmp_path):
     jobs = results["parallel_jobs"]
     assert "1" in jobs and all(math.isfinite(r["samples_per_s"]) and r["samples_per_s"] > 0 for r in jobs.values())
     assert "job(s) x" in table
+    breakdown = results["step_breakdown"]
+    assert list(breakdown) == ["aevb", "aevb_kingma", "wake_sleep"]
+    for key, b in breakdown.items():
+        parts = (b["gemm_ms"], b["optimizer_ms"], b["other_ms"])
+        assert all(math.isfinite(v) and v > 0 for v in parts), (key, b)
+        assert math.isclose(sum(parts), b["ms_per_step"], rel_tol=1e-9), (key, b)
+        # both GEMM times are of the same FLOPs, at the rate in the step and at the rate alone
+        assert math.isclose(b["gemm_ms_alone"] * b["gemm_gflops_alone"], b["gemm_ms"] * b["gemm_gflops_in_step"],
+                            rel_tol=1e-6), (key, b)
+    assert sum(line.startswith("| 3 vae_core.train aevb |") for line in table.splitlines()) == 1
     assert not list(tmp_path.glob("*.tmp"))  # written atomically: no leftovers
