@@ -17,15 +17,18 @@ Loops 1-3 make the same step (vae_core.aevb_loss, vae_core.make_optimizer's Adam
 how batches are made. Writes results.json and results.md next to --out, atomically; CPU only.
 """
 import argparse
+import atexit
 import copy
 import inspect
 import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -59,6 +62,7 @@ LOOPS = {  # key: what the table says
     "tensor_loader": "2 DataLoader(TensorDataset)",
     "aevb": "3 vae_core.train aevb",
     "aevb_kingma": "3b vae_core.train aevb, Adagrad + weight prior",
+    "aevb_compiled": "3c as 3, vae_core.aevb_loss under torch.compile",
     "wake_sleep": "4 vae_core.train wake_sleep",
     "log_likelihood": "5 vae_core.log_likelihood (IS)",
 }
@@ -112,6 +116,27 @@ def vae_core_loop(model, x, algorithm, **options):
     def run(n):
         vc.train(model, x, algorithm, samples=n, batch_size=BATCH, n_samples=N_SAMPLES, eval_at=[n],
                  test_x=None, eval_size=BATCH, progress="none", device="cpu", **options)
+    return run
+
+
+def compiled_loop(model, x):
+    """Loop 3's step (index_select batches, fused Adam, metrics summed on the device) with
+    vae_core.aevb_loss under torch.compile, which fuses its elementwise operations and their backward.
+    Its first call compiles; main times that apart."""
+    opt = vc.make_optimizer(model.parameters(), "adam", 1e-3, 0.0, torch.device("cpu"))
+    loss_fn = torch.compile(vc.aevb_loss)
+    sums = torch.zeros(2, dtype=torch.float64)
+
+    def run(n):
+        assert n <= len(x), "one shuffle per call"
+        model.train()
+        order = torch.randperm(len(x))
+        for i in range(0, n, BATCH):
+            loss, log_px_given_z, kl = loss_fn(model, x.index_select(0, order[i:i + BATCH]), N_SAMPLES)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sums.add_(torch.stack([log_px_given_z.sum(), kl.sum()]))
     return run
 
 
@@ -282,6 +307,13 @@ def markdown(results):
             lines.append(f"| {name} | {LOOPS[key]} | {r['unit']} | {r['samples_per_s']:,.0f} | "
                          f"{r['ratio_to_reference']:.2f} | {r['gflops']:.1f} | {r['ceiling_gflops']:.1f} | "
                          f"{100 * r['fraction_of_ceiling']:.0f}% |")
+    compiled = [f"{c:.1f} s ({name})" for name, model in results["models"].items()
+                if (c := model.get("compile_seconds")) is not None]
+    if compiled:
+        lines += ["", f"3c's first step compiles, outside its timing: {', '.join(compiled)}, once per run "
+                  "(a model after the first reuses the kernels they share)."]
+    if "compile_error" in results:
+        lines += ["", f"3c not timed: torch.compile failed here ({results['compile_error'][:200]})."]
     lines += ["", "Training samples are datapoints; IS samples are datapoint-samples (N * k), so its "
               "'x loop 1' compares unlike units. "
               "GFLOP/s counts only the GEMMs (2*M*N*K each; forward, and backward where taken); the ceiling "
@@ -343,6 +375,9 @@ def main():
         return worker(*args.worker)
     if args.threads:
         torch.set_num_threads(args.threads)
+    # A fresh compile cache, so that the compile time measured is what a first run pays
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench-inductor-")
+    atexit.register(shutil.rmtree, os.environ["TORCHINDUCTOR_CACHE_DIR"], True)
     machine = machine_info()  # before the work, so the load average says how busy the machine was
     out = Path(args.out)
 
@@ -375,6 +410,7 @@ def main():
             "aevb": (vae_core_loop(fresh(), x, "aevb"), SAMPLES, WARMUP, aevb_gemms(enc, dec), BATCH),
             "aevb_kingma": (vae_core_loop(fresh(), x, "aevb", optimizer="adagrad", lr=0.02, weight_prior=True),
                             SAMPLES, WARMUP, aevb_gemms(enc, dec), BATCH),
+            "aevb_compiled": (compiled_loop(fresh(), x), SAMPLES, WARMUP, aevb_gemms(enc, dec), BATCH),
             "wake_sleep": (vae_core_loop(fresh(), x, "wake_sleep"), SAMPLES, WARMUP,
                            wake_sleep_gemms(enc, dec), BATCH),
             "log_likelihood": (log_likelihood_loop(fresh(), x_is), is_units, is_units,
@@ -385,7 +421,14 @@ def main():
                 if (op, m, k, n) not in rates:
                     rates[(op, m, k, n)] = gemm_gflops(op, m, k, n, GEMM_MIN_TIME, REPEATS)
 
-        rows = {}
+        rows, compile_seconds = {}, None
+        try:
+            start = time.perf_counter()
+            loops["aevb_compiled"][0](BATCH)  # the first step compiles
+            compile_seconds = time.perf_counter() - start
+        except Exception as e:  # e.g. no C++ compiler: the other loops are still worth timing
+            results["compile_error"] = f"{type(e).__name__}: {e}"[:500]
+            del loops["aevb_compiled"]
         for key, (run, units, warmup, gemms, per) in loops.items():
             seconds = time_loop(run, units, warmup, REPEATS)
             samples_per_s = units / statistics.median(seconds)
@@ -401,7 +444,7 @@ def main():
         for r in rows.values():
             r["ratio_to_reference"] = r["samples_per_s"] / rows["reference"]["samples_per_s"]
         results["models"][name] = {
-            "hidden": list(hidden), "loops": rows,
+            "hidden": list(hidden), "loops": rows, "compile_seconds": compile_seconds,
             "paper_profile_hours": {a: PAPER_SAMPLES / rows[a]["samples_per_s"] / 3600 for a in ("aevb", "wake_sleep")}}
 
     torch.manual_seed(0)
