@@ -31,9 +31,9 @@ CODE_VERSION = 3
 LOG_2PI = math.log(2 * math.pi)
 
 # Flush denormal floats to zero: x86 CPUs process them about 50x slower, and training makes them
-# (Adagrad's sums of squared gradients, weights decayed by the weight prior, the output gradients at
-# always-white pixels; Kingma's protocol trained 1.3x slower). The mode is per thread and OpenMP's
-# worker threads keep the one they started with, so it is set here, before torch starts them.
+# (Adagrad's sums and Adam's averages of squared gradients, weights decayed by the weight prior;
+# Kingma's protocol trained 1.3x slower). The mode is per thread and OpenMP's worker threads keep the
+# one they started with, so it is set here, before torch starts them.
 torch.set_flush_denormal(True)
 
 # ----------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ batch 100, L = 1) it times, median of REPEATS after a warm-up:
   2. tensor_loader   a DataLoader over a TensorDataset of the preloaded [60000, 784] tensor
   3. aevb            vae_core.train(..., "aevb")
   3b. aevb_kingma    vae_core.train(..., "aevb") with Kingma & Welling's Adagrad and weight prior
+  3c. aevb_compiled  loop 3's step with vae_core.aevb_loss under torch.compile (compile time apart)
   4. wake_sleep      vae_core.train(..., "wake_sleep")
   5. log_likelihood  vae_core.log_likelihood (importance sampling), in datapoint-samples/s (N * k per s)
 For 3, 3b and 4 on the report's model it also profiles where a step's time goes: GEMMs (beside what
