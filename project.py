@@ -51,6 +51,16 @@ def published_numbers(path=None):
     return {row["id"]: row for row in rows}
 
 
+def expand_runs(pattern):
+    """published_numbers.csv's `runs` patterns: shell-style braces, 'mnist/{aevb,wake_sleep}_z20_*' ->
+    ['mnist/aevb_z20_*', 'mnist/wake_sleep_z20_*'], several braces too (not nested); '*' is left for a glob."""
+    import re
+    m = re.search(r"\{([^{}]*)\}", pattern)
+    if not m:
+        return [pattern]
+    return [p for alt in m.group(1).split(",") for p in expand_runs(pattern[:m.start()] + alt + pattern[m.end():])]
+
+
 def enter_project():
     """Make paths from the repository root work the same under papermill and in JupyterLab."""
     os.chdir(ROOT)

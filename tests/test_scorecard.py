@@ -15,10 +15,16 @@ NUMBERS_MD = ROOT.parent / "shared" / "reference" / "numbers.md"
 
 
 def expand(pattern):
-    m = re.search(r"\{([^{}]*)\}", pattern)
-    if not m:
-        return [pattern.replace("*", "1")] if "*" not in pattern else [pattern.replace("*", str(s)) for s in (1, 2, 3)]
-    return [p for alt in m.group(1).split(",") for p in expand(pattern[:m.start()] + alt + pattern[m.end():])]
+    """The run folders a `runs` pattern names, as the scorecard expands it; '*' (any seed) as seeds 1-3."""
+    return [run.replace("*", str(seed)) for run in project.expand_runs(pattern)
+            for seed in ((1, 2, 3) if "*" in run else (1,))]
+
+
+def test_expand_runs_expands_every_brace_and_keeps_the_glob():
+    assert project.expand_runs("mnist/{aevb,wake_sleep}_z{3,20}_report_s*") == [
+        "mnist/aevb_z3_report_s*", "mnist/aevb_z20_report_s*",
+        "mnist/wake_sleep_z3_report_s*", "mnist/wake_sleep_z20_report_s*"]
+    assert project.expand_runs("frey/aevb_z2_kingma_s1") == ["frey/aevb_z2_kingma_s1"]
 
 
 def write_run(run_dir, name, samples, history, metrics):
