@@ -6,6 +6,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,7 +55,6 @@ def published_numbers(path=None):
 def expand_runs(pattern):
     """published_numbers.csv's `runs` patterns: shell-style braces, 'mnist/{aevb,wake_sleep}_z20_*' ->
     ['mnist/aevb_z20_*', 'mnist/wake_sleep_z20_*'], several braces too (not nested); '*' is left for a glob."""
-    import re
     m = re.search(r"\{([^{}]*)\}", pattern)
     if not m:
         return [pattern]
