@@ -1,22 +1,15 @@
-"""Auto-Encoding Variational Bayes (Kingma & Welling, 2013) and its baselines, wake-sleep
-(Hinton, Dayan, Frey & Neal, 1995) and Monte Carlo EM with HMC (Kingma & Welling, App. E), in one
-small module: data, model, training, evaluation, runs.
+"""Auto-Encoding Variational Bayes (Kingma & Welling, 2013) and its two baselines, wake-sleep
+(Hinton, Dayan, Frey & Neal, 1995) and Monte Carlo EM with HMC (Kingma & Welling, App. E): the
+models, their objectives and one training loop. Data, estimators of log p(x) and run folders live
+beside it, in the `aevb` package.
 
 Conventions: every per-datapoint quantity is in nats; `elbo`, `recon` (= E_q log p(x|z)) and
 `log_px` are log-likelihoods (higher is better); `kl` = KL(q(z|x) || p(z)) >= 0.
 """
 import copy
-import csv
-import gzip
-import hashlib
-import io
-import json
 import math
-import os
-import tempfile
 import time
 from contextlib import contextmanager
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-PROJECT_DIR = Path(__file__).resolve().parent
-# Recorded in every run's config; bump it when a change alters what training computes, so that
-# finished runs made by the older code are not reused.
-CODE_VERSION = 3
+from aevb.files import atomic_save
+
 LOG_2PI = math.log(2 * math.pi)
 
 # Flush denormal floats to zero: x86 CPUs process them about 50x slower, and training makes them
@@ -35,127 +26,6 @@ LOG_2PI = math.log(2 * math.pi)
 # Kingma's protocol trained 1.3x slower). The mode is per thread and OpenMP's worker threads keep the
 # one they started with, so it is set here, before torch starts them.
 torch.set_flush_denormal(True)
-
-# ----------------------------------------------------------------------------------------------
-# Data
-
-# Every file the project reads, relative to the data folder, with its SHA256. For Larochelle's
-# binarized MNIST the hash is of the uncompressed .amat text, so a copy compressed by any gzip
-# verifies (these equal the checksums TensorFlow Datasets publishes for his files).
-DATA_FILES = {
-    "MNIST/raw/train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-    "MNIST/raw/train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-    "MNIST/raw/t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-    "MNIST/raw/t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
-    "frey/frey_rawface.mat": "265a83a23adb081755cd3de375509828e690324d1d60f076b8ecebc840d59c64",
-    "binarized_mnist/binarized_mnist_train.amat.gz": "ad693b29f94c14277b095f5238ddefbbdaaae0939789dd2f4f0205278cee3e4d",
-    "binarized_mnist/binarized_mnist_valid.amat.gz": "1de3d397c40fe8eeb33dafd4099a1f665ec01e96d9be234aaeeac8a34930e2e2",
-    "binarized_mnist/binarized_mnist_test.amat.gz": "e6687bfea3f820c174f33b7865140b2a2dd2930ef786f35d45795fc193b5ab2c",
-}
-GET_DATA_HINT = ("Run `make data` (it copies from $VAE_DATA_SOURCE when set, otherwise downloads), "
-                 "or set VAE_DATA_DIR to a folder that already holds the files (layout in README.md).")
-FREY_N_TEST = 200  # Frey Face: a fixed random 200 of the 1965 frames are the test set
-
-
-class DataError(RuntimeError):
-    """A data file is missing, unreadable or corrupt; the message says how to get a good copy."""
-
-
-def default_data_dir():
-    return Path(os.environ.get("VAE_DATA_DIR") or PROJECT_DIR / "data")
-
-
-def file_sha256(path, name=None):
-    """SHA256 of the data file `name` (default: path's name), of its decompressed content for `.amat.gz`."""
-    digest = hashlib.sha256()
-    opener = gzip.open if str(name or path).endswith(".amat.gz") else open
-    with opener(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-@lru_cache(maxsize=None)
-def _verified(path, mtime_ns, size):  # keyed on mtime and size: a replaced file is checked again
-    return file_sha256(path)
-
-
-def data_file(data_dir, name):
-    """Path of a data file after checking it exists and has the published checksum."""
-    path = Path(data_dir or default_data_dir()) / name
-    if not path.is_file():
-        raise DataError(f"Missing data file {path}. {GET_DATA_HINT}")
-    try:
-        stat = path.stat()
-        digest = _verified(str(path), stat.st_mtime_ns, stat.st_size)
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise DataError(f"Cannot read data file {path} ({e}). Delete it and run `make data`.") from e
-    if digest != DATA_FILES[name]:
-        raise DataError(f"Data file {path} is corrupt or truncated (sha256 {digest[:12]}..., expected "
-                        f"{DATA_FILES[name][:12]}...). Delete it and run `make data` for a good copy.")
-    return path
-
-
-@lru_cache(maxsize=None)
-def _mnist_tensors(data_dir, train):
-    """MNIST through torchvision, once per process: uint8 images [N, 784] and labels [N]."""
-    from torchvision.datasets import MNIST
-    prefix = "train" if train else "t10k"
-    for kind in ("images-idx3", "labels-idx1"):
-        data_file(data_dir, f"MNIST/raw/{prefix}-{kind}-ubyte.gz")
-    # download=True only unpacks here: torchvision finds the verified .gz files and fetches nothing
-    ds = MNIST(root=data_dir, train=train, download=True)
-    return ds.data.reshape(len(ds.data), 784), ds.targets
-
-
-def load_mnist(data_dir=None, split="train", binarize="none"):
-    """MNIST as one float tensor [N, 784] in [0, 1] plus labels [N] (None for `static`).
-
-    binarize: "none"    grey levels / 255 (what the replication report trained on);
-              "dynamic" grey levels for split="train" (train with `dynamic_binarization=True` for a
-                        fresh Bernoulli draw of every image each epoch); other splits are binarized
-                        once with a fixed seed so that evaluation is repeatable;
-              "static"  Larochelle's fixed binarization, splits train (50k) / valid (10k) / test (10k).
-    """
-    data_dir = str(Path(data_dir or default_data_dir()))
-    if binarize == "static":
-        if split not in ("train", "valid", "test"):
-            raise ValueError(f"split={split!r}: static binarized MNIST has 'train', 'valid', 'test'")
-        path = data_file(data_dir, f"binarized_mnist/binarized_mnist_{split}.amat.gz")
-        with gzip.open(path, "rb") as f:
-            text = np.frombuffer(f.read(), dtype=np.uint8)
-        rows = text.reshape(-1, 784 * 2)  # each line: 784 digits, each followed by ' ' or '\n'
-        return torch.from_numpy(rows[:, ::2] - ord("0")).float(), None
-    if binarize not in ("none", "dynamic"):
-        raise ValueError(f"binarize={binarize!r}: expected 'none', 'dynamic' or 'static'")
-    if split not in ("train", "test"):
-        raise ValueError(f"split={split!r}: MNIST has 'train' and 'test' (a 'valid' split exists for "
-                         "binarize='static')")
-    images, labels = _mnist_tensors(data_dir, split == "train")
-    x = images.float() / 255
-    if binarize == "dynamic" and split != "train":
-        x = torch.bernoulli(x, generator=torch.Generator().manual_seed(0))
-    return x, labels.clone()
-
-
-def load_frey(data_dir=None, split="all"):
-    """Frey Face: [1965, 560] in [0, 1] (20x28 images, row-major 28 rows of 20 pixels).
-
-    split="train" / "test": a fixed random permutation (numpy default_rng(0)); its last
-    FREY_N_TEST = 200 frames are the test set, the other 1765 the training set.
-    """
-    from scipy.io import loadmat
-    path = data_file(data_dir, "frey/frey_rawface.mat")
-    x = torch.from_numpy(loadmat(path)["ff"].T.copy()).float() / 255
-    if split == "all":
-        return x
-    order = torch.from_numpy(np.random.default_rng(0).permutation(len(x)))
-    if split == "train":
-        return x[order[:-FREY_N_TEST]]
-    if split == "test":
-        return x[order[-FREY_N_TEST:]]
-    raise ValueError(f"split={split!r}: expected 'all', 'train' or 'test'")
-
 
 # ----------------------------------------------------------------------------------------------
 # Model
@@ -257,6 +127,8 @@ def log_standard_normal(z):
 
 
 # ----------------------------------------------------------------------------------------------
+
+# ----------------------------------------------------------------------------------------------
 # Objectives: one minibatch each, returning the loss to minimize and the batch's ELBO terms
 
 def aevb_loss(model, x, n_samples=1):
@@ -283,6 +155,8 @@ def wake_sleep_losses(model, x, n_samples=1):
     sleep_loss = -log_normal(z_dream, *model.encode(x_dream)).mean()
     return wake_loss, sleep_loss, log_px_given_z.detach(), kl
 
+# ----------------------------------------------------------------------------------------------
+# Hamiltonian Monte Carlo: MCEM's E-step, and the encoder-free estimator's sampler
 
 def _log_density_and_grad(log_density, z):
     with torch.enable_grad():  # also under no_grad: HMC needs d log p / dz
@@ -338,21 +212,108 @@ def log_joint_fn(model, x):
     return lambda z: model.log_px_given_z(x, model.decode(z)) + log_standard_normal(z)
 
 
+# ----------------------------------------------------------------------------------------------
+# The algorithms' steps. Each is one small unit: which parameters it learns, one update on a
+# minibatch (returning the sums of its two logged terms, kept on the device), and what it logs.
+
+class AEVB:
+    """Auto-Encoding VB (Kingma & Welling, Algorithm 1): ascend the SGVB estimate of the ELBO in
+    encoder (phi) and decoder (theta) jointly."""
+    terms = ("log p(x|z)", "KL")  # what the step's sums hold
+    has_bound = True  # its encoder makes the ELBO a meaningful lower bound to evaluate
+
+    def __init__(self, model, n_samples=1):
+        self.model, self.n_samples = model, n_samples
+
+    def parameters(self):
+        return self.model.parameters()
+
+    def __call__(self, opt, xb, idx):
+        loss, log_px_given_z, kl = aevb_loss(self.model, xb, self.n_samples)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return torch.stack([log_px_given_z.sum(), kl.sum()])
+
+    def running(self, sums, n):
+        """What the training log shows of the steps since the last evaluation, per datapoint."""
+        return {"running_elbo": (sums[0] - sums[1]).item() / n}
+
+    def state_dict(self):  # what a checkpoint must keep beyond model and optimizer
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+class WakeSleep(AEVB):
+    """Wake-sleep (Hinton, Dayan, Frey & Neal, 1995), Kingma & Welling's baseline: see
+    `wake_sleep_losses`. Its lower bound is evaluated with the same ELBO."""
+
+    def __call__(self, opt, xb, idx):
+        wake_loss, sleep_loss, log_px_given_z, kl = wake_sleep_losses(self.model, xb, self.n_samples)
+        opt.zero_grad(set_to_none=True)
+        # The two losses share no parameters (each phase's sample is drawn without a gradient path),
+        # so one backward pass and one step make exactly the wake update of theta and the sleep update of phi.
+        (wake_loss + sleep_loss).backward()
+        opt.step()
+        return torch.stack([log_px_given_z.sum(), kl.sum()])
+
+
 HMC_INIT_STEP_SIZE = 0.1  # where each chain's step size starts; adaptation tunes it within ~30 transitions
 
 
-def init_mcem_chains(n_train, z_dim, device):
-    """Monte Carlo EM's persistent state: one HMC chain per training point, started from the prior."""
-    return {"z": torch.randn(n_train, z_dim, device=device),
-            "step_size": torch.full((n_train,), HMC_INIT_STEP_SIZE, device=device),
-            "accept_prob": torch.full((n_train,), math.nan, device=device)}  # at its latest visit; nan: none yet
+class MCEM:
+    """Monte Carlo EM (Kingma & Welling, App. E; their Figure 3 baseline). Learns the decoder only.
+
+    E-step: move each point's persistent HMC chain on p(z|x) under the current decoder (10 leapfrog
+    steps per transition, step size adapted to ~90% acceptance). M-step: one gradient step on theta
+    ascending log p(x|z) + log p(z) at the chain states (log p(z) has no parameters, so only
+    log p(x|z) carries a gradient). It has no lower bound: judge it by an estimated log p(x)
+    (train's eval_fn, e.g. with aevb.estimators.log_likelihood_hmc).
+    """
+    terms = ("log p(x|z)", "-log p(z)")  # at the chain states
+    has_bound = False
+
+    def __init__(self, model, n_train, hmc_transitions=1):
+        self.model, self.hmc_transitions = model, hmc_transitions
+        device = next(model.parameters()).device
+        # one chain per training point, started from the prior
+        self.chains = {"z": torch.randn(n_train, model.z_dim, device=device),
+                       "step_size": torch.full((n_train,), HMC_INIT_STEP_SIZE, device=device),
+                       "accept_prob": torch.full((n_train,), math.nan, device=device)}  # at its latest visit
+
+    def parameters(self):
+        return self.model.decoder.parameters()
+
+    def __call__(self, opt, xb, idx):
+        chains = self.chains
+        z, accept_prob, step_size = hmc(log_joint_fn(self.model, xb), chains["z"][idx], chains["step_size"][idx],
+                                        n_transitions=self.hmc_transitions, adapt=True)
+        chains["z"][idx], chains["step_size"][idx], chains["accept_prob"][idx] = z, step_size, accept_prob
+        log_px_given_z = self.model.log_px_given_z(xb, self.model.decode(z))
+        opt.zero_grad(set_to_none=True)
+        (-log_px_given_z.mean()).backward()
+        opt.step()
+        return torch.stack([log_px_given_z.detach().sum(), -log_standard_normal(z).sum()])
+
+    def running(self, sums, n):
+        return {"running_log_joint": (sums[0] - sums[1]).item() / n,
+                "hmc_accept_prob": self.chains["accept_prob"].nanmean().item(),  # over the chains visited
+                "hmc_step_size": self.chains["step_size"].mean().item()}
+
+    def state_dict(self):
+        return {"chains": self.chains}
+
+    def load_state_dict(self, state):
+        self.chains = state["chains"]
 
 
 ALGORITHMS = ("aevb", "wake_sleep", "mcem")
 
 
 # ----------------------------------------------------------------------------------------------
-# Evaluation
+# Evaluation and devices
 
 @contextmanager
 def seeded_rng(device, seed):
@@ -379,105 +340,6 @@ def evaluate(model, x, n_samples=1, batch_size=10_000, seed=0):
     return {"elbo": elbo, "recon": recon, "kl": kl}
 
 
-@torch.inference_mode()
-def log_likelihood(model, x, k=5000, seed=0, max_elements=1 << 20):
-    """Importance-sampled log p(x) per datapoint with q(z|x) as proposal (Burda et al., 2015):
-    log (1/k) sum_i p(x, z_i) / q(z_i|x). Works in chunks of samples and datapoints so that memory
-    stays near `max_elements` floats whatever k and N; a running logsumexp combines the chunks.
-    Returns a float64 tensor [N] on the CPU.
-    """
-    device = next(model.parameters()).device
-    n_points = max(1, min(len(x), max_elements // model.x_dim))
-    n_draws = max(1, min(k, max_elements // (n_points * model.x_dim)))
-    out = []
-    with seeded_rng(device, seed):
-        for i in range(0, len(x), n_points):
-            xb = x[i:i + n_points].to(device)
-            z_loc, z_logvar = model.encode(xb)
-            log_sum_w = torch.full((len(xb),), -math.inf, device=device, dtype=torch.float64)
-            for j in range(0, k, n_draws):
-                eps = torch.randn((min(n_draws, k - j), *z_loc.shape), device=device)
-                z = z_loc + torch.exp(0.5 * z_logvar) * eps
-                log_w = (model.log_px_given_z(xb, model.decode(z)) + log_standard_normal(z)
-                         - log_normal(z, z_loc, z_logvar))
-                log_sum_w = torch.logaddexp(log_sum_w, torch.logsumexp(log_w.double(), dim=0))
-            out.append((log_sum_w - math.log(k)).cpu())
-    return torch.cat(out)
-
-
-def log_likelihood_hmc(model, x, k=1000, n_chains=4, n_burnin=100, n_hmc_samples=25, z_init=None,
-                       proposal_scale=1.5, prior_weight=0.1, seed=0, max_elements=1 << 22):
-    """log p(x) per datapoint without an encoder, after Kingma & Welling's Appendix D (for small Nz):
-
-    1. posterior samples by HMC: n_chains chains per point on p(z|x) ∝ p(x|z) p(z), started from
-       the prior (or from z_init [N, Nz], e.g. MCEM's chain states), n_burnin transitions with step
-       sizes tuned to ~90% acceptance, then n_hmc_samples transitions with fixed step sizes, each
-       state kept;
-    2. a proposal fitted to those samples: r(z) = (1 - prior_weight) N(z; mean, proposal_scale^2 cov)
-       + prior_weight p(z), a widened Gaussian mixed with the prior (defensive importance sampling,
-       Hesterberg 1995), so that every weight p(x, z) / r(z) <= p(x|z) / prior_weight stays bounded;
-    3. log p(x) ~= log (1/k) sum_i p(x|z_i) p(z_i) / r(z_i), z_i ~ r.
-    Appendix D plugs the fitted density into the harmonic-mean-like identity
-    1/p(x) = E_{p(z|x)}[q(z) / p(x, z)] with new posterior samples; importance sampling from r instead
-    gives an unbiased estimate of p(x) whose weights cannot blow up. Works in chunks of datapoints
-    (and of draws) so that memory stays near `max_elements` floats. Uses its own seeded RNG.
-    Returns a float64 tensor [N] on the CPU.
-    """
-    if min(k, n_chains, n_hmc_samples) < 1 or n_burnin < 0 or not 0 < prior_weight < 1:
-        raise ValueError(f"need k, n_chains, n_hmc_samples >= 1, n_burnin >= 0 and 0 < prior_weight < 1 "
-                         f"(got {k}, {n_chains}, {n_hmc_samples}, {n_burnin}, {prior_weight})")
-    if z_init is not None and tuple(z_init.shape) != (len(x), model.z_dim):
-        raise ValueError(f"z_init has shape {tuple(z_init.shape)}, expected {(len(x), model.z_dim)}")
-    device = next(model.parameters()).device
-    n_points = max(1, min(len(x), max_elements // (n_chains * model.x_dim)))
-    n_draws = max(1, min(k, max_elements // (n_points * model.x_dim)))
-    eye = torch.eye(model.z_dim, device=device, dtype=torch.float64)
-    out = []
-    with seeded_rng(device, seed):
-        for i in range(0, len(x), n_points):
-            xb = x[i:i + n_points].to(device)
-            log_joint = log_joint_fn(model, xb)
-            # 1. HMC on the posterior, chains [n_chains, B, Nz]
-            if z_init is None:
-                z = torch.randn(n_chains, len(xb), model.z_dim, device=device)
-            else:
-                z = z_init[i:i + n_points].to(device).expand(n_chains, -1, -1)
-            z, _, step_size = hmc(log_joint, z, HMC_INIT_STEP_SIZE, n_transitions=n_burnin, adapt=True)
-            samples = []
-            for _ in range(n_hmc_samples):
-                z, _, _ = hmc(log_joint, z, step_size)
-                samples.append(z)
-            samples = torch.cat(samples).transpose(0, 1).double()  # [B, n_hmc_samples * n_chains, Nz]
-            # 2. the proposal: the samples' mean and covariance (jitter keeps it positive definite)
-            z_loc = samples.mean(1)
-            centered = samples - z_loc[:, None]
-            z_cov = centered.transpose(1, 2) @ centered / max(1, samples.shape[1] - 1)
-            scale_tril = torch.linalg.cholesky(proposal_scale ** 2 * z_cov + 1e-6 * eye).float()
-            z_loc = z_loc.float()
-            log_det = scale_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
-            # 3. importance sampling from r, a running logsumexp over chunks of draws
-            log_sum_w = torch.full((len(xb),), -math.inf, device=device, dtype=torch.float64)
-            with torch.no_grad():
-                for j in range(0, k, n_draws):
-                    m = min(n_draws, k - j)
-                    eps = torch.randn(m, len(xb), model.z_dim, 1, device=device)
-                    z = z_loc + (scale_tril @ eps).squeeze(-1)
-                    from_prior = torch.rand(m, len(xb), 1, device=device) < prior_weight
-                    z = torch.where(from_prior, torch.randn_like(z), z)
-                    # log N(z; z_loc, L L^T) = log N(L^-1 (z - z_loc); 0, I) - log det L
-                    whitened = torch.linalg.solve_triangular(scale_tril, (z - z_loc).unsqueeze(-1), upper=False)
-                    log_fitted = log_standard_normal(whitened.squeeze(-1)) - log_det
-                    log_r = torch.logaddexp(math.log1p(-prior_weight) + log_fitted,
-                                            math.log(prior_weight) + log_standard_normal(z))
-                    log_w = log_joint(z) - log_r
-                    log_sum_w = torch.logaddexp(log_sum_w, torch.logsumexp(log_w.double(), dim=0))
-            out.append((log_sum_w - math.log(k)).cpu())
-    return torch.cat(out)
-
-
-# ----------------------------------------------------------------------------------------------
-# Devices
-
 def select_device(name="auto"):
     """'auto' picks cuda, then mps, then cpu; an explicit name is honoured or refused clearly."""
     name = str(name)
@@ -502,7 +364,10 @@ def select_device(name="auto"):
 
 
 # ----------------------------------------------------------------------------------------------
-# Training: one loop for both algorithms
+
+
+# ----------------------------------------------------------------------------------------------
+# Training: one loop for the three algorithms
 
 class TrainingDiverged(RuntimeError):
     pass
@@ -525,7 +390,7 @@ def make_optimizer(params, name, lr, weight_decay, device):
     raise ValueError(f"optimizer={name!r}: expected 'adam' or 'adagrad'")
 
 
-def _check_finite(model, sums, samples_from, samples_to, terms=("log p(x|z)", "KL")):
+def _check_finite(model, sums, samples_from, samples_to, terms):
     """Raise with when and what if a training term or a parameter stopped being finite."""
     bad = [name for name, v in zip(terms, sums.tolist()) if not math.isfinite(v)]
     bad += [f"parameter {n}" for n, p in model.named_parameters() if not torch.isfinite(p).all()]
@@ -544,14 +409,15 @@ def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_
     weight_prior: add log p(theta) with p(theta) = N(0, I), i.e. weight decay 1/N on the
     per-datapoint objective (Kingma & Welling, Sec. 5). eval_at: the sample counts at which train
     (first `eval_size` points) and test lower bounds are logged; the final count is always one.
-    MCEM has no meaningful lower bound (its encoder is unused), so its rows carry no ELBO but the
-    mean acceptance probability and step size of its chains; hmc_transitions: its HMC transitions
-    per minibatch. eval_fn(model) -> dict: extra values logged at every evaluation (e.g. an estimated
-    log p(x), see log_likelihood_hmc), called in eval mode on its own seeded RNG stream.
-    checkpoint_path: save model, optimizer, RNG, MCEM chains and history there at epoch ends (every
+    MCEM has no lower bound (its encoder is unused): its rows carry the mean acceptance probability
+    and step size of its chains instead; hmc_transitions: its HMC transitions per minibatch.
+    eval_fn(model) -> dict: extra values logged at every evaluation (e.g. an estimated log p(x), see
+    aevb.estimators), called in eval mode on its own seeded RNG stream.
+    checkpoint_path: save model, optimizer, RNG, the step's state and history there at epoch ends (every
     `checkpoint_every` samples, default each epoch) and resume from it when it exists.
     progress: "lines" (one line per evaluation), "bar" (tqdm) or "none".
     """
+    # ---- check the arguments before any work
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm={algorithm!r}: expected one of {ALGORITHMS}")
     if (samples is None) == (epochs is None):
@@ -566,6 +432,8 @@ def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_
     if algorithm == "mcem" and (n_samples != 1 or hmc_transitions < 1):
         raise ValueError(f"mcem needs n_samples=1 (one chain state per datapoint) and hmc_transitions >= 1 "
                          f"(got {n_samples}, {hmc_transitions})")
+
+    # ---- set up: device, seed, data, the algorithm's step, its optimizer
     device = select_device(device)
     torch.set_flush_denormal(True)  # again, for the thread train runs in (see the import-time call)
     torch.manual_seed(seed)
@@ -576,36 +444,27 @@ def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_
         eval_train_x = torch.bernoulli(eval_train_x, generator=torch.Generator(device).manual_seed(seed))
     test_x = None if test_x is None else test_x.to(device)
     points = sorted({int(p) for p in (eval_at or log_spaced_points(total)) if 0 < p < total} | {total})
-    # MCEM learns only the decoder (theta); the weight prior is on theta alone
-    params = model.decoder.parameters() if algorithm == "mcem" else model.parameters()
-    opt = make_optimizer(params, optimizer, lr, 1.0 / n_train if weight_prior else 0.0, device)
+    step = MCEM(model, n_train, hmc_transitions) if algorithm == "mcem" else \
+        {"aevb": AEVB, "wake_sleep": WakeSleep}[algorithm](model, n_samples)
+    # the weight prior is on the parameters the step learns (MCEM: theta alone)
+    opt = make_optimizer(step.parameters(), optimizer, lr, 1.0 / n_train if weight_prior else 0.0, device)
     steps_per_epoch = n_train // batch_size  # drop the last partial batch: every step sees M points
-    chains = init_mcem_chains(n_train, model.z_dim, device) if algorithm == "mcem" else None
-
     history, samples_seen, wall_offset = [], 0, 0.0
-    # sums since the last eval: log p(x|z) and KL (MCEM: log p(x|z) and -log p(z) at the chain states)
-    sums = torch.zeros(2, device=device, dtype=torch.float64)
+    sums = torch.zeros(2, device=device, dtype=torch.float64)  # step.terms summed since the last evaluation
     sums_from = 0
-    if checkpoint_path is not None and Path(checkpoint_path).exists():
+    if checkpoint_path is not None and Path(checkpoint_path).exists():  # resume
         state = torch.load(checkpoint_path, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
+        step.load_state_dict(state)
         torch.set_rng_state(state["rng_cpu"])
         if state["rng_device"] is not None:
             torch.get_device_module(device.type).set_rng_state(state["rng_device"])
         history, samples_seen, wall_offset = state["history"], state["samples_seen"], state["wall_time"]
         sums, sums_from = state["sums"].to(device), state["sums_from"]
-        chains = state.get("chains", chains)
         points = [p for p in points if p > samples_seen]
     checkpoint_every = checkpoint_every or n_train
     last_checkpoint = samples_seen
-    if algorithm == "mcem":  # its step also needs the batch's persistent chains
-        step = lambda xb, idx: _mcem_step(model, opt, xb, chains, idx, hmc_transitions)
-        terms = ("log p(x|z)", "-log p(z)")
-    else:
-        step_fn = {"aevb": _aevb_step, "wake_sleep": _wake_sleep_step}[algorithm]
-        step = lambda xb, idx: step_fn(model, opt, xb, n_samples)
-        terms = ("log p(x|z)", "KL")
     bar = None
     if progress == "bar":
         from tqdm.auto import tqdm
@@ -615,23 +474,21 @@ def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_
     while samples_seen < total:
         order = torch.randperm(n_train, device=device)  # a fresh shuffle each epoch
         for i in range(steps_per_epoch):
+            # ---- one step on a minibatch; its sums stay on the device (no host sync per step)
             idx = order[i * batch_size:(i + 1) * batch_size]
             xb = train_x.index_select(0, idx)  # 3x faster than train_x[idx] on the CPU
             if dynamic_binarization:
                 xb = bernoulli(xb)
-            sums += step(xb, idx)  # stays on the device: no host sync per step
+            sums += step(opt, xb, idx)
             samples_seen += batch_size
+
+            # ---- evaluate and log, at the chosen sample counts
             if samples_seen >= points[0]:
-                n_seen = samples_seen - sums_from
-                _check_finite(model, sums, sums_from, samples_seen, terms)
+                _check_finite(model, sums, sums_from, samples_seen, step.terms)
                 row = {"samples": samples_seen, "epoch": samples_seen / n_train}
                 model.eval()
-                if algorithm == "mcem":
-                    row["running_log_joint"] = (sums[0] - sums[1]).item() / n_seen
-                    row["hmc_accept_prob"] = chains["accept_prob"].nanmean().item()  # over chains visited
-                    row["hmc_step_size"] = chains["step_size"].mean().item()
-                else:
-                    row["running_elbo"] = (sums[0] - sums[1]).item() / n_seen
+                row.update(step.running(sums, samples_seen - sums_from))
+                if step.has_bound:
                     for prefix, data in (("train", eval_train_x), ("test", test_x)):
                         if data is not None:
                             for key, value in evaluate(model, data, seed=seed).items():
@@ -655,15 +512,15 @@ def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_
                     bar.set_postfix({k: f"{row[k]:.2f}" for k in ("train_elbo", *extra) if k in row})
             if samples_seen >= total:
                 break
+
+        # ---- checkpoint at an epoch's end
         if checkpoint_path is not None and samples_seen < total and samples_seen - last_checkpoint >= checkpoint_every:
-            _check_finite(model, sums, sums_from, samples_seen, terms)  # never checkpoint a diverged model
+            _check_finite(model, sums, sums_from, samples_seen, step.terms)  # never checkpoint a diverged model
             state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
                      "rng_cpu": torch.get_rng_state(),
                      "rng_device": None if device.type == "cpu" else torch.get_device_module(device.type).get_rng_state(),
                      "history": history, "samples_seen": samples_seen, "sums": sums, "sums_from": sums_from,
-                     "wall_time": wall_offset + time.perf_counter() - start}
-            if chains is not None:
-                state["chains"] = chains
+                     "wall_time": wall_offset + time.perf_counter() - start, **step.state_dict()}
             atomic_save(state, checkpoint_path)
             last_checkpoint = samples_seen
     if bar is not None:
@@ -671,58 +528,18 @@ def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_
     return history
 
 
-def _aevb_step(model, opt, xb, n_samples):
-    loss, log_px_given_z, kl = aevb_loss(model, xb, n_samples)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    return torch.stack([log_px_given_z.sum(), kl.sum()])
-
-
-def _wake_sleep_step(model, opt, xb, n_samples):
-    wake_loss, sleep_loss, log_px_given_z, kl = wake_sleep_losses(model, xb, n_samples)
-    opt.zero_grad(set_to_none=True)
-    # The two losses share no parameters (each phase's sample is drawn without a gradient path),
-    # so one backward pass and one step make exactly the wake update of theta and the sleep update of phi.
-    (wake_loss + sleep_loss).backward()
-    opt.step()
-    return torch.stack([log_px_given_z.sum(), kl.sum()])
-
-
-def _mcem_step(model, opt, xb, chains, idx, hmc_transitions):
-    """Monte Carlo EM (Kingma & Welling, App. E) on one minibatch; chains[...][idx] are its points' chains.
-
-    E-step: move each point's persistent chain on p(z|x) under the current decoder by HMC (10 leapfrog
-    steps per transition, step size adapted to ~90% acceptance). M-step: one gradient step on theta
-    ascending log p(x|z) + log p(z) at the chain states (log p(z) has no parameters, so only
-    log p(x|z) carries a gradient).
-    """
-    z, accept_prob, step_size = hmc(log_joint_fn(model, xb), chains["z"][idx], chains["step_size"][idx],
-                                    n_transitions=hmc_transitions, adapt=True)
-    chains["z"][idx], chains["step_size"][idx], chains["accept_prob"][idx] = z, step_size, accept_prob
-    log_px_given_z = model.log_px_given_z(xb, model.decode(z))
-    opt.zero_grad(set_to_none=True)
-    (-log_px_given_z.mean()).backward()
-    opt.step()
-    return torch.stack([log_px_given_z.detach().sum(), -log_standard_normal(z).sum()])
-
-
 def train_aevb(model, train_x, **kwargs):
-    """Auto-Encoding VB (Kingma & Welling, Algorithm 1): ascend the SGVB estimate of the ELBO
-    in encoder and decoder jointly. Keywords as in `train`."""
+    """AEVB (see `AEVB`); keywords as in `train`."""
     return train(model, train_x, "aevb", **kwargs)
 
 
 def train_wake_sleep(model, train_x, **kwargs):
-    """Wake-sleep (Hinton, Dayan, Frey & Neal, 1995), Kingma & Welling's baseline: see
-    `wake_sleep_losses`. Its lower bound is evaluated with the same ELBO. Keywords as in `train`."""
+    """Wake-sleep (see `WakeSleep`); keywords as in `train`."""
     return train(model, train_x, "wake_sleep", **kwargs)
 
 
 def train_mcem(model, train_x, **kwargs):
-    """Monte Carlo EM with HMC (Kingma & Welling, App. E; their Figure 3 baseline): see `_mcem_step`.
-    Learns the decoder only; judge it by an estimated log p(x), e.g.
-    eval_fn=lambda m: {"test_log_px": log_likelihood_hmc(m, test_x).mean()}. Keywords as in `train`."""
+    """Monte Carlo EM (see `MCEM`); keywords as in `train`."""
     return train(model, train_x, "mcem", **kwargs)
 
 
@@ -763,67 +580,3 @@ def _format_row(row, total, algorithm, extra=()):
     for key in extra:
         text += f"  {key} {row[key]:9.2f}"
     return text + f"  {row['wall_time']:7.1f}s"
-
-
-# ----------------------------------------------------------------------------------------------
-# Run folders: config.json, history.csv, metrics.json (written last: it marks a finished run), model.pt
-
-def _atomic_write(path, write):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_save(obj, path):
-    _atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def atomic_write_text(path, text):
-    _atomic_write(path, lambda f: f.write(text.encode()))
-
-
-def save_run(run_dir, config, history, model, extra_metrics=None):
-    """Write a finished run. metrics.json holds the final train/test ELBO, reconstruction and KL, seed,
-    device, torch version and wall time; it is written last, so a folder without it is unfinished."""
-    run_dir = Path(run_dir)
-    final = history[-1]
-    metrics = {k: final[k] for k in final if k.startswith(("train_", "test_"))}
-    metrics.update(samples=final["samples"], epochs=final["epoch"], wall_time=final["wall_time"],
-                   seed=config.get("seed"), device=str(next(model.parameters()).device),
-                   torch_version=torch.__version__, **(extra_metrics or {}))
-    atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
-    columns = list(dict.fromkeys(k for row in history for k in row))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(history)
-    atomic_write_text(run_dir / "history.csv", buffer.getvalue())
-    atomic_save({"model_config": model.config, "state_dict": model.state_dict()}, run_dir / "model.pt")
-    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    return metrics
-
-
-def load_run(run_dir, device="cpu"):
-    """A finished run as a dict: config, history (list of rows), metrics, model (a VAE in eval mode)."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "metrics.json").exists():
-        raise FileNotFoundError(f"{run_dir} holds no finished run (no metrics.json); train it first "
-                                "(make runs, or the training notebook)")
-    with open(run_dir / "history.csv", newline="") as f:
-        history = [{k: (float(v) if v != "" else math.nan) for k, v in row.items()} for row in csv.DictReader(f)]
-    for row in history:
-        row["samples"] = int(row["samples"])
-    saved = torch.load(run_dir / "model.pt", map_location=device, weights_only=True)
-    model = VAE(**saved["model_config"])
-    model.load_state_dict(saved["state_dict"])
-    return {"config": json.loads((run_dir / "config.json").read_text()), "history": history,
-            "metrics": json.loads((run_dir / "metrics.json").read_text()), "model": model.to(device).eval()}

@@ -39,8 +39,10 @@ import torchvision
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision import datasets, transforms
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import vae_core as vc  # noqa: E402
+import vae_core as vc
+from aevb import estimators
+from aevb.data import data_file, load_mnist
+from aevb.files import atomic_write_text
 
 # ---- settings: a full run takes a few minutes on 2 cores ----------------------------------------
 MODELS = {"784-500-20": (500,), "784-500-500-20": (500, 500)}  # the report's model, and a deeper one
@@ -142,7 +144,7 @@ def compiled_loop(model, x):
 
 def log_likelihood_loop(model, x):
     def run(n):  # n is fixed by x and IS_K
-        vc.log_likelihood(model, x, k=IS_K)
+        estimators.log_likelihood(model, x, k=IS_K)
     return run
 
 
@@ -201,7 +203,7 @@ def wake_sleep_gemms(enc, dec):
 def log_likelihood_gemms(enc, dec, n, k):
     """vae_core.log_likelihood's chunks: encoder on each chunk of points, decoder on each chunk of draws
     (its chunk rule, copied here; max_elements read from its signature)."""
-    max_elements = inspect.signature(vc.log_likelihood).parameters["max_elements"].default
+    max_elements = inspect.signature(estimators.log_likelihood).parameters["max_elements"].default
     x_dim = dec[-1][1]
     n_points = max(1, min(n, max_elements // x_dim))
     n_draws = max(1, min(k, max_elements // (n_points * x_dim)))
@@ -340,7 +342,7 @@ def markdown(results):
 def worker(samples, threads):
     """One AEVB training job, as one `make -j` job runs it: print its samples/s after a warm-up."""
     torch.set_num_threads(threads)
-    x = vc.load_mnist(None, "train")[0]
+    x = load_mnist(None, "train")[0]
     run = vae_core_loop(vc.VAE(784, Z_DIM, hidden=MODELS["784-500-20"]), x, "aevb")
     run(WARMUP)
     start = time.perf_counter()
@@ -381,9 +383,15 @@ def main():
     machine = machine_info()  # before the work, so the load average says how busy the machine was
     out = Path(args.out)
 
-    x = vc.load_mnist(None, "train")[0]  # verifies the files; torchvision then reads the same ones
-    mnist = datasets.MNIST(str(vc.default_data_dir()), train=True, transform=transforms.ToTensor())
-    x_is = vc.load_mnist(None, "test")[0][:IS_POINTS]
+    x = load_mnist(None, "train")[0]  # verifies the files; torchvision then reads the same ones
+    # torchvision unpacks the .gz files beside them: into a folder of our own, never the data folder
+    mnist_root = Path(tempfile.mkdtemp(prefix="bench-mnist-"))
+    atexit.register(shutil.rmtree, mnist_root, True)
+    (mnist_root / "MNIST" / "raw").mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+        (mnist_root / "MNIST" / "raw" / name).symlink_to(data_file(None, f"MNIST/raw/{name}").resolve())
+    mnist = datasets.MNIST(str(mnist_root), train=True, download=True, transform=transforms.ToTensor())
+    x_is = load_mnist(None, "test")[0][:IS_POINTS]
 
     results = {"machine": machine,
                "settings": {"batch_size": BATCH, "z_dim": Z_DIM, "n_samples": N_SAMPLES,
@@ -459,8 +467,8 @@ def main():
     results["parallel_jobs"] = parallel_jobs(os.cpu_count())
     assert all(math.isfinite(r["samples_per_s"]) for mod in results["models"].values() for r in mod["loops"].values())
     table = markdown(results)
-    vc.atomic_write_text(out, json.dumps(results, indent=2) + "\n")
-    vc.atomic_write_text(out.with_suffix(".md"), table)
+    atomic_write_text(out, json.dumps(results, indent=2) + "\n")
+    atomic_write_text(out.with_suffix(".md"), table)
     print(table, end="")
 
 

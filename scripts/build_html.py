@@ -19,10 +19,9 @@ from pathlib import Path
 import nbformat
 from nbconvert import HTMLExporter
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-import project  # noqa: E402
-import vae_core  # noqa: E402
+from aevb import grid
+from aevb.figures import CSV_TABLES, FIGURES, TABLES
+from aevb.files import atomic_write_text
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
@@ -90,7 +89,7 @@ def scorecard_section(figures_dir):
     if path.exists():
         with open(path, newline="") as f:
             ll = list(csv.DictReader(f))
-        parts.append(f"<h3>{html.escape(project.CSV_TABLES['test_log_likelihood'][0])}</h3>")
+        parts.append(f"<h3>{html.escape(CSV_TABLES['test_log_likelihood'][0])}</h3>")
         parts.append(table(["run", "protocol", "Nz", "training samples", "test points", "k", "test log p(x)",
                             "test ELBO", "log p(x) - ELBO"],
                            [[html.escape(r["run"]), html.escape(r["protocol"]), r["Nz"], f"{int(float(r['samples'])):,}",
@@ -109,7 +108,7 @@ def render_notebooks(notebooks_dir, html_dir):
         durations[path.stem] = nb.metadata.get("papermill", {}).get("duration")
         if not target.exists() or target.stat().st_mtime < path.stat().st_mtime:
             body, _ = exporter.from_notebook_node(nb)
-            vae_core.atomic_write_text(target, body)
+            atomic_write_text(target, body)
     return durations
 
 
@@ -134,11 +133,11 @@ def main():
     html_dir.mkdir(parents=True, exist_ok=True)
     durations = render_notebooks(notebooks_dir, html_dir)
 
-    runs = []
-    for metrics_path in sorted(runs_dir.glob("*/*/metrics.json")):
-        run_dir = metrics_path.parent
-        config = json.loads((run_dir / "config.json").read_text())
-        runs.append((run_dir, config, json.loads(metrics_path.read_text())))
+    runs = []  # the grid's finished runs
+    for run_dir in (r.folder(runs_dir) for r in grid.runs()):
+        if (run_dir / "metrics.json").exists():
+            runs.append((run_dir, json.loads((run_dir / "config.json").read_text()),
+                         json.loads((run_dir / "metrics.json").read_text())))
     devices = sorted({m["device"] for _, _, m in runs})
     torch_versions = sorted({m["torch_version"] for _, _, m in runs})
     training_time = sum(m["wall_time"] for _, _, m in runs)
@@ -161,14 +160,14 @@ def main():
                  ["built", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")]]),
              *scorecard_section(figures_dir),
              "<h2>Figures</h2>"]
-    for name, (caption, notebook) in project.FIGURES.items():
+    for name, (caption, notebook) in FIGURES.items():
         png = figures_dir / f"{name}.png"
         if not png.exists():
             sys.exit(f"{png} is missing: notebooks/{notebook}.ipynb should have made it")
         data = base64.b64encode(png.read_bytes()).decode()
         made_by = f'made by <a href="{notebook}.html">notebooks/{notebook}.ipynb</a>'
         extra = ""
-        if name in project.TABLES:
+        if name in TABLES:
             with open(figures_dir / f"{name}.csv", newline="") as f:
                 rows = list(csv.reader(f))
             escaped = [[html.escape(c) for c in row] for row in rows]
@@ -194,8 +193,8 @@ def main():
         seconds = f" ({duration:.0f} s)" if duration else ""
         parts.append(f'<li><a href="{stem}.html">{html.escape(stem)}.ipynb</a>{seconds}</li>')
     parts.append("</ul></body></html>\n")
-    vae_core.atomic_write_text(html_dir / "index.html", "\n".join(parts))
-    print(f"wrote {html_dir / 'index.html'} ({len(project.FIGURES)} figures, {len(durations)} notebooks)")
+    atomic_write_text(html_dir / "index.html", "\n".join(parts))
+    print(f"wrote {html_dir / 'index.html'} ({len(FIGURES)} figures, {len(durations)} notebooks)")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Put every data file into the project's data folder and verify its checksum (`make data`).
 
 From a local copy when VAE_DATA_SOURCE names one (same layout, e.g. ../shared/data), otherwise
-by download: MNIST through torchvision, Frey Face and Larochelle's binarized MNIST from their
-authors' pages. Files already present and correct are left alone; nothing half-written is left
-behind (each file is written to a temporary name, verified, then renamed).
+by download: MNIST's four .gz files from torchvision's mirrors, Frey Face and Larochelle's binarized
+MNIST from their authors' pages. Files already present and correct are left alone; nothing
+half-written is left behind (each file is written to a temporary name, verified, then renamed).
+Only the published files are stored: the loaders read them as they are, unpacking nothing.
 """
 import gzip
 import os
@@ -13,8 +14,9 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import vae_core  # noqa: E402
+from aevb import paths
+from aevb.data import DATA_FILES, DataError, data_file, file_sha256
+from aevb.files import atomic_write
 
 URLS = {
     "frey/frey_rawface.mat": "https://cs.nyu.edu/~roweis/data/frey_rawface.mat",
@@ -26,44 +28,52 @@ URLS = {
 
 def is_good(path, name):
     try:
-        return path.is_file() and vae_core.file_sha256(path, name) == vae_core.DATA_FILES[name]
+        return path.is_file() and file_sha256(path, name) == DATA_FILES[name]
     except (OSError, EOFError, gzip.BadGzipFile):
         return False
 
 
 def place(name, data_dir, fill):
-    """Write data_dir/name through `fill(tmp_path)`, keep it only if its checksum is right."""
-    target = data_dir / name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
+    """Write data_dir/name from `fill(tmp_path)`, keeping it only if its checksum is right."""
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir) / Path(name).name
         fill(tmp)
-        os.chmod(tmp, 0o644)
         if not is_good(tmp, name):
-            raise vae_core.DataError(f"{name}: the copy obtained does not have the published checksum")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+            raise DataError(f"{name}: the copy obtained does not have the published checksum")
+        with open(tmp, "rb") as src:
+            atomic_write(data_dir / name, lambda f: shutil.copyfileobj(src, f))
 
 
 def download(url, tmp, compress):
     with urllib.request.urlopen(url, timeout=60) as response:
-        out = gzip.open(tmp, "wb") if compress else open(tmp, "wb")
-        with out:
+        with (gzip.open(tmp, "wb") if compress else open(tmp, "wb")) as out:
             shutil.copyfileobj(response, out)
 
 
+def download_mnist(name, tmp):
+    """One of MNIST's .gz files through torchvision's mirrors (it checks the file's md5)."""
+    from torchvision.datasets import MNIST
+    from torchvision.datasets.utils import download_url
+    md5 = dict(MNIST.resources)[Path(name).name]
+    for mirror in MNIST.mirrors:
+        try:
+            download_url(f"{mirror}{Path(name).name}", root=tmp.parent, filename=tmp.name, md5=md5)
+            return
+        except OSError as e:
+            print(f"failed to download {Path(name).name} from {mirror} ({e}); trying the next mirror")
+    raise DataError(f"could not download {name} from any of torchvision's MNIST mirrors")
+
+
 def main():
-    data_dir = vae_core.default_data_dir()
+    data_dir = paths.data_dir()
     source = os.environ.get("VAE_DATA_SOURCE")
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         sys.exit(f"Cannot create the data folder {data_dir} ({e}); set VAE_DATA_DIR to a writable folder.")
-    missing = [name for name in vae_core.DATA_FILES if not is_good(data_dir / name, name)]
-    for name in missing:
+    for name in DATA_FILES:
+        if is_good(data_dir / name, name):
+            continue
         if source:
             src = Path(source) / name
             if not src.is_file():
@@ -71,21 +81,18 @@ def main():
             print(f"copy      {src} -> {data_dir / name}")
             place(name, data_dir, lambda tmp: shutil.copyfile(src, tmp))
         elif name.startswith("MNIST/"):
-            continue  # torchvision below
+            print(f"download  {name} (torchvision's mirrors) -> {data_dir / name}")
+            place(name, data_dir, lambda tmp: download_mnist(name, tmp))
         else:
             print(f"download  {URLS[name]} -> {data_dir / name}")
             place(name, data_dir, lambda tmp: download(URLS[name], tmp, compress=name.endswith(".gz")))
-    if not source and any(name.startswith("MNIST/") for name in missing):
-        from torchvision.datasets import MNIST
-        for train in (True, False):  # torchvision checks each file's md5 after downloading it
-            MNIST(root=data_dir, train=train, download=True)
-    for name in vae_core.DATA_FILES:  # every file must now be present and correct
-        vae_core.data_file(data_dir, name)
-    print(f"data ready in {data_dir} ({len(vae_core.DATA_FILES)} files, checksums verified)")
+    for name in DATA_FILES:  # every file must now be present and correct
+        data_file(data_dir, name)
+    print(f"data ready in {data_dir} ({len(DATA_FILES)} files, checksums verified)")
 
 
 if __name__ == "__main__":
     try:
         main()
-    except (vae_core.DataError, OSError) as e:
+    except (DataError, OSError) as e:
         sys.exit(f"make data failed: {e}")

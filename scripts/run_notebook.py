@@ -1,18 +1,23 @@
-"""Execute a notebook headlessly with papermill: `run_notebook.py IN.ipynb OUT.ipynb [-p NAME VALUE]...`
+"""Execute a notebook headlessly with papermill:
+`run_notebook.py IN.ipynb OUT.ipynb [--params FILE.json] [-p NAME VALUE]...`
 
 Adds what papermill's command line leaves out: a parameter name the notebook does not declare is an
 error (papermill only logs it and trains with the default), values are Python literals
-(`-p hidden "[500, 500]"`), the kernel and working directory are always set, and the exit code is
-non-zero when a cell fails. The executed notebook is written either way: it is the evidence.
+(`-p hidden "[500, 500]"`), `--params` reads them from a JSON file (`{"parameters": {...}}`, as
+`python -m aevb.grid params` writes for a run; -p given after it wins), the kernel and working
+directory are always set, and the exit code is non-zero when a cell fails. The executed notebook is
+written either way: it is the evidence.
 """
 import argparse
 import ast
+import json
 import sys
 from pathlib import Path
 
 import papermill
 
-ROOT = Path(__file__).resolve().parent.parent
+from aevb import paths
+
 KERNEL = "aevb"
 
 
@@ -27,12 +32,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebook", type=Path)
     parser.add_argument("output", type=Path)
+    parser.add_argument("--params", type=Path, help="a JSON file of parameters")
     parser.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     parser.add_argument("--kernel", default=KERNEL)
     args = parser.parse_args(argv)
 
     declared = papermill.inspect_notebook(str(args.notebook))
-    params = {name: literal(value) for name, value in args.p}
+    params = json.loads(args.params.read_text())["parameters"] if args.params else {}
+    params.update({name: literal(value) for name, value in args.p})
     unknown = sorted(set(params) - set(declared))
     if unknown:
         sys.exit(f"{args.notebook}: unknown parameter(s) {', '.join(unknown)}; "
@@ -40,7 +47,7 @@ def main(argv=None):
     args.output.parent.mkdir(parents=True, exist_ok=True)
     try:
         papermill.execute_notebook(str(args.notebook), str(args.output), parameters=params,
-                                   kernel_name=args.kernel, cwd=str(ROOT), log_output=True,
+                                   kernel_name=args.kernel, cwd=str(paths.ROOT), log_output=True,
                                    progress_bar=False, stdout_file=sys.stdout, stderr_file=sys.stderr)
     except papermill.PapermillExecutionError as e:
         sys.exit(f"{args.notebook} failed in cell {e.exec_count} ({e.ename}: {e.evalue}); "

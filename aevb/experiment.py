@@ -1,0 +1,185 @@
+"""One run end to end: a RunConfig that checks itself, and train_run(), which loads the data, trains
+(choosing Kingma's step size first where the protocol says so), estimates log p(x) where asked, and
+writes the run folder. notebooks/train.ipynb is a thin page around these two.
+"""
+import dataclasses
+import math
+from pathlib import Path
+
+import torch
+
+import vae_core as vc
+from aevb import data, estimators
+from aevb.runs import code_hash, load_run, prepare_run, run_lock, save_run
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Every parameter of a run; the training notebook's parameters cell documents each one."""
+    dataset: str
+    binarize: str
+    algorithm: str
+    latent_dim: int
+    hidden: list
+    activation: str
+    init_std: float
+    samples: int
+    batch_size: int
+    n_samples: int
+    optimizer: str
+    lr: float
+    lr_choices: list
+    lr_trial_samples: int
+    weight_prior: bool
+    train_size: int
+    test_size: int
+    eval_points: int
+    log_px_points: int
+    log_px_k: int
+    is_points: int
+    is_k: int
+    checkpoint_every: int
+    protocol: str
+    seed: int
+    device: str
+
+    @classmethod
+    def from_namespace(cls, namespace):
+        """The config made of the names a notebook defines (its parameters cell), the others ignored."""
+        return cls(**{f.name: namespace[f.name] for f in dataclasses.fields(cls)})
+
+    def __post_init__(self):
+        """Refuse a bad value before any work, naming the parameter, its value and what is allowed."""
+        choice("dataset", self.dataset, ["mnist", "frey"])
+        choice("binarize", self.binarize, ["none"] if self.dataset == "frey" else ["none", "dynamic", "static"])
+        choice("algorithm", self.algorithm, vc.ALGORITHMS)
+        choice("activation", self.activation, sorted(vc.ACTIVATIONS))
+        choice("optimizer", self.optimizer, ["adam", "adagrad"])
+        choice("weight_prior", self.weight_prior, [False, True])
+        for name in ("latent_dim", "samples", "batch_size", "n_samples", "eval_points", "checkpoint_every", "seed",
+                     "lr_trial_samples", "is_k"):
+            positive(name, getattr(self, name))
+        for name in ("train_size", "test_size", "log_px_points", "log_px_k", "is_points"):
+            positive(name, getattr(self, name), allow_zero=True)
+        positive("lr", self.lr, integer=False)
+        positive("init_std", self.init_std, integer=False)
+        if not isinstance(self.lr_choices, (list, tuple)):
+            raise ValueError(f"parameter lr_choices={self.lr_choices!r} is not allowed; expected a list, "
+                             "e.g. [0.01, 0.02, 0.1]")
+        for value in self.lr_choices:
+            positive("lr_choices", value, integer=False)
+        if self.lr_choices and self.algorithm == "mcem":
+            raise ValueError("parameter lr_choices is not allowed for mcem: the choice scores the training lower "
+                             "bound, which MCEM (no encoder) does not have")
+        if not (isinstance(self.hidden, (list, tuple)) and self.hidden
+                and all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in self.hidden)):
+            raise ValueError(f"parameter hidden={self.hidden!r} is not allowed; expected a list of positive "
+                             "integers, e.g. [500]")
+        vc.select_device(self.device)  # refuses a device this machine does not have
+
+
+def choice(name, value, allowed):
+    if value not in allowed or isinstance(value, bool) != isinstance(allowed[0], bool):
+        raise ValueError(f"parameter {name}={value!r} is not allowed; expected one of {list(allowed)}")
+
+
+def positive(name, value, allow_zero=False, integer=True):
+    kind = int if integer else (int, float)
+    ok = isinstance(value, kind) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        what = "an integer" if integer else "a number"
+        raise ValueError(f"parameter {name}={value!r} is not allowed; expected {what} "
+                         f"{'>= 0' if allow_zero else '> 0'}")
+
+
+def load_data(config):
+    """(train_x, test_x, likelihood) of the run: the first train_size / test_size points (0: all)."""
+    train_x, _ = data.load(config.dataset, "train", config.binarize)
+    test_x, _ = data.load(config.dataset, "test", config.binarize)
+    likelihood = "bernoulli" if config.dataset == "mnist" else "gaussian"
+    return train_x[:config.train_size or None], test_x[:config.test_size or None], likelihood
+
+
+def saved_config(config, train_x, test_x, likelihood):
+    """What the run folder's config.json records: the values that decide what the run computes."""
+    c = config
+    saved = dict(dataset=c.dataset, binarize=c.binarize, algorithm=c.algorithm, latent_dim=c.latent_dim,
+                 hidden=list(c.hidden), activation=c.activation, likelihood=likelihood, init_std=c.init_std,
+                 samples=c.samples, batch_size=c.batch_size, n_samples=c.n_samples, optimizer=c.optimizer,
+                 lr=c.lr, weight_prior=c.weight_prior, train_size=len(train_x), test_size=len(test_x),
+                 eval_points=c.eval_points, protocol=c.protocol, seed=c.seed, code_hash=code_hash())
+    # Options below enter the config only when used, so that a run that does not use one keeps its config.
+    if c.log_px_points:
+        saved.update(log_px_points=c.log_px_points, log_px_k=c.log_px_k)
+    if c.lr_choices:  # the step size is then a result of the run, recorded in its metrics
+        saved.update(lr=None, lr_choices=[float(v) for v in c.lr_choices], lr_trial_samples=c.lr_trial_samples)
+    if c.is_points:
+        saved.update(is_points=min(c.is_points, len(test_x)), is_k=c.is_k)
+    return saved
+
+
+def log_px_estimator(algorithm):
+    """Importance sampling with q(z|x) as proposal, or for MCEM, which has no encoder, with a proposal
+    fitted to HMC samples of the posterior."""
+    return estimators.log_likelihood_hmc if algorithm == "mcem" else estimators.log_likelihood
+
+
+def train_run(config, run_dir, replace_stale=False, progress="lines", threads=0):
+    """Train the run `config` describes into run_dir, or reuse the finished one there; return it (load_run).
+
+    replace_stale: retrain a finished run with another config (what make passes: it knows the
+    parameters or the code changed). threads: PyTorch's CPU threads (0: its default).
+    """
+    choice("replace_stale", replace_stale, [False, True])
+    choice("progress", progress, ["bar", "lines", "none"])
+    positive("threads", threads, allow_zero=True)
+    if threads:
+        torch.set_num_threads(threads)
+    print(f"device {vc.select_device(config.device)}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}")
+    train_x, test_x, likelihood = load_data(config)
+    print(f"{config.dataset}: {len(train_x)} training and {len(test_x)} test points of dimension {train_x.shape[1]}")
+    saved = saved_config(config, train_x, test_x, likelihood)
+    estimate = log_px_estimator(config.algorithm)
+    run_dir = Path(run_dir)
+    with run_lock(run_dir):
+        finished, checkpoint = prepare_run(run_dir, saved, replace_stale)
+        if finished:
+            print(f"reusing the finished run in {run_dir}")
+            return load_run(run_dir)
+        c = config
+        torch.manual_seed(c.seed)
+        model = vc.VAE(train_x.shape[1], c.latent_dim, c.hidden, c.activation, likelihood, c.init_std)
+        common = dict(batch_size=c.batch_size, n_samples=c.n_samples, optimizer=c.optimizer,
+                      weight_prior=c.weight_prior, seed=c.seed, device=c.device,
+                      dynamic_binarization=c.binarize == "dynamic")
+        lr, extra_metrics = c.lr, {}
+        if c.lr_choices:  # Kingma's rule; each candidate trains a copy from this same initialization
+            lr, scores = vc.choose_lr(model, train_x, c.algorithm, c.lr_choices, c.lr_trial_samples, **common)
+            print(f"step size {lr} chosen; training lower bound after {c.lr_trial_samples:,} samples: "
+                  + ", ".join(f"lr {k}: {v:.2f}" for k, v in scores.items()))
+            extra_metrics["lr_trial_train_elbo"] = {str(k): v for k, v in scores.items()}
+        extra_metrics["lr"] = lr
+
+        eval_at = vc.log_spaced_points(c.samples, c.eval_points)
+        last_epoch = c.samples - len(train_x) // c.batch_size * c.batch_size
+        if last_epoch > 0 and not c.log_px_points:  # the final row's running bound is then over the last epoch,
+            # as the report's training loss (not with log_px_points: each evaluation would also estimate log p(x))
+            eval_at = sorted(set(eval_at) | {last_epoch})
+
+        def log_px_of_first_points(model):  # Kingma's Figure 3: log p(x) of the first points at each evaluation
+            return {f"{split}_log_px": estimate(model, x[:c.log_px_points], k=c.log_px_k).mean()
+                    for split, x in (("train", train_x), ("test", test_x))}
+
+        history = vc.train(model, train_x, c.algorithm, samples=c.samples, lr=lr, eval_at=eval_at, test_x=test_x,
+                           checkpoint_path=checkpoint, checkpoint_every=c.checkpoint_every, progress=progress,
+                           eval_fn=log_px_of_first_points if c.log_px_points else None, **common)
+        if c.is_points:  # the test log-likelihood, once, on the final model
+            model.eval()
+            log_px = estimate(model, test_x[:c.is_points], k=c.is_k)
+            se = (log_px.std() / math.sqrt(len(log_px))).item() if len(log_px) > 1 else 0.0
+            extra_metrics.update(test_is_log_px=log_px.mean().item(), test_is_log_px_se=se)
+            print(f"test log p(x), importance sampling with k = {c.is_k} on {len(log_px)} points: "
+                  f"{extra_metrics['test_is_log_px']:.2f} ± {se:.2f}")
+        save_run(run_dir, saved, history, model, extra_metrics)
+        checkpoint.unlink(missing_ok=True)
+    return load_run(run_dir)

@@ -1,0 +1,84 @@
+"""Figure and table files, named after the papers' figures, and the image grids they show.
+
+FIGURES and CSV_TABLES are the one list of what `make paper` draws: the index page, the README and
+the tests read them.
+"""
+import os
+from pathlib import Path
+
+# Every figure `make paper` produces: file stem -> (what it reproduces, notebook that makes it).
+FIGURES = {
+    "report_fig1_aevb_samples": ("Replication report, Figure 1: random samples from AEVB (Nz = 20)", "replication_report"),
+    "report_fig2_wake_sleep_samples": ("Replication report, Figure 2: random samples from wake-sleep (Nz = 20), here the true algorithm", "replication_report"),
+    "report_fig3_performance_vs_latent_dim": ("Replication report, Figure 3: final loss (-ELBO) against latent dimension", "replication_report"),
+    "report_fig4_training_loss": ("Replication report, Figure 4: training loss of AEVB and wake-sleep (Nz = 20) per epoch", "replication_report"),
+    "report_fig5_samples_by_latent_dim": ("Replication report, Figure 5: random samples for each latent dimension", "replication_report"),
+    "report_table1": ("Replication report, Table 1: test loss, BCE and KL of wake-sleep and AEVB (Nz = 20) beside the published values", "replication_report"),
+    "kingma_fig2_lower_bound": ("Kingma & Welling, Figure 2: lower bound against training samples evaluated, AEVB vs wake-sleep (train solid, test dashed)", "kingma2013"),
+    "kingma_fig3_marginal_likelihood": ("Kingma & Welling, Figure 3: estimated marginal log-likelihood of AEVB, wake-sleep and Monte Carlo EM (Nz = 3, N_train 1000 and 50000)", "marginal_likelihood"),
+    "kingma_fig4_manifold_mnist": ("Kingma & Welling, Figure 4(b): learned MNIST manifold, Nz = 2", "kingma2013"),
+    "kingma_fig4_manifold_frey": ("Kingma & Welling, Figure 4(a): learned Frey Face manifold, Nz = 2", "kingma2013"),
+    "kingma_fig5_samples": ("Kingma & Welling, Figure 5: random MNIST samples for Nz = 2, 5, 10, 20", "kingma2013"),
+    "latent_scatter_mnist": ("Beyond the papers: MNIST test codes (Nz = 2, posterior means) coloured by digit", "kingma2013"),
+    "reconstructions_mnist": ("Beyond the papers: MNIST test digits and their AEVB and wake-sleep reconstructions (Nz = 20)", "kingma2013"),
+    "scorecard_differences": ("Scorecard: our value minus the published one, in units of each row's tolerance, for every value run at its published scale", "scorecard"),
+    "interpolation_mnist": ("Beyond the papers: decoded linear interpolations between test codes (Nz = 20)", "kingma2013"),
+}
+TABLES = {"report_table1"}  # written as CSV (and a PNG/PDF rendering of the table)
+# CSV tables without a picture: file stem -> (what it holds, notebook that makes it). The index page shows them.
+CSV_TABLES = {
+    "scorecard": ("Every number and claim the papers publish beside ours, with the protocol, budget, tolerance and a verdict", "scorecard"),
+    "test_log_likelihood": ("Test log-likelihoods of the main MNIST runs by importance sampling, beside their lower bounds", "scorecard"),
+}
+IMAGE_SHAPE = {"mnist": (28, 28), "frey": (28, 20)}  # Frey Face: 28 rows of 20 pixels
+
+
+def notebooks():
+    """The figure notebooks, in the order FIGURES and CSV_TABLES first name them."""
+    return list(dict.fromkeys(nb for _, nb in [*FIGURES.values(), *CSV_TABLES.values()]))
+
+
+def setup_matplotlib():
+    """One look for every notebook: moderate resolution keeps the rendered HTML small."""
+    import matplotlib.pyplot as plt
+    plt.rcParams["figure.dpi"] = 80
+
+
+def save_figure(fig, name, figures_dir="figures", dpi=90):
+    """Write figures_dir/name.png and .pdf, each atomically (a later run never sees half a file)."""
+    if name not in FIGURES:
+        raise KeyError(f"{name} is not in aevb.figures.FIGURES; add it there with its caption")
+    figures_dir = Path(figures_dir)
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    for ext in ("png", "pdf"):
+        tmp = figures_dir / f".{name}.{os.getpid()}.tmp.{ext}"
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+        os.replace(tmp, figures_dir / f"{name}.{ext}")
+    return figures_dir / f"{name}.png"
+
+
+def save_csv(frame, name, figures_dir="figures"):
+    """Write the DataFrame `frame` to figures_dir/name.csv atomically (no index column)."""
+    if name not in CSV_TABLES and name not in TABLES:
+        raise KeyError(f"{name} is not in aevb.figures.CSV_TABLES; add it there with its caption")
+    figures_dir = Path(figures_dir)
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    tmp = figures_dir / f".{name}.{os.getpid()}.tmp.csv"
+    frame.to_csv(tmp, index=False)
+    os.replace(tmp, figures_dir / f"{name}.csv")
+    return figures_dir / f"{name}.csv"
+
+
+def image_grid(images, image_shape, nrow, pad=1):
+    """A [H, W] numpy array tiling `images` ([N, D] in [0, 1]) with torchvision's make_grid."""
+    from torchvision.utils import make_grid
+    images = images.detach().cpu().reshape(-1, 1, *image_shape)
+    return make_grid(images, nrow=nrow, padding=pad, pad_value=1.0)[0].numpy()
+
+
+def image_panel(ax, images, image_shape, nrow, title=None):
+    """`images` tiled on the axes `ax`, grey levels 0 (black) to 1 (white), without ticks."""
+    ax.imshow(image_grid(images, image_shape, nrow=nrow), cmap="gray", vmin=0, vmax=1)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title)

@@ -1,0 +1,232 @@
+"""The experiment grid: every protocol, every profile's budgets and every run, written once as data.
+
+Everything else asks this module: the Makefile (`python -m aevb.grid runs`, `... params RUN`), the
+figure notebooks and the scorecard (`runs(protocol="kingma", dataset="mnist")`), and the tests.
+Adding a latent dimension, a seed or a protocol is a one-line change below; `make paper` then
+trains exactly the new runs. This module needs nothing beyond Python's standard library, so that
+make can read it before the project's environment exists.
+"""
+import argparse
+import importlib.util
+import itertools
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+PROFILES = ("smoke", "default", "paper")
+
+# ---- protocols: the setups the papers describe, as parameters of notebooks/train.ipynb -------------
+KINGMA = dict(optimizer="adagrad", lr_choices=[0.01, 0.02, 0.1], weight_prior=True)
+FIG3 = dict(binarize="none", hidden=[100], optimizer="adagrad", lr=0.02, weight_prior=True)
+PROTOCOLS = {
+    # the replication report's notebook as it ran: grey-level MNIST, 784-500-Nz tanh, Adam 1e-3
+    ("mnist", "report"): dict(binarize="none", hidden=[500], optimizer="adam", lr=0.001, weight_prior=False),
+    # Kingma & Welling: Adagrad with the global step chosen from {0.01, 0.02, 0.1} on the training set,
+    # an N(0, I) prior on the parameters; 500 tanh units for MNIST, 200 and a Gaussian decoder for Frey Face
+    ("mnist", "kingma"): dict(binarize="none", hidden=[500], **KINGMA),
+    ("frey", "kingma"): dict(hidden=[200], **KINGMA),
+    # Kingma & Welling's Figure 3: Nz 3, 100 tanh units, Adagrad 0.02 for all three algorithms, the weight
+    # prior, the first N training points
+    ("mnist", "fig3n1000"): dict(FIG3, train_size=1000),
+    ("mnist", "fig3n50000"): dict(FIG3, train_size=50000),
+    # Burda et al.'s VAE: dynamically binarized MNIST, 784-200-200-50 tanh, Adam, minibatch 20
+    ("mnist", "burda"): dict(binarize="dynamic", hidden=[200, 200], batch_size=20, optimizer="adam", lr=0.001,
+                             weight_prior=False),
+}
+
+# ---- budgets: what a profile changes (never code) ---------------------------------------------------
+# Keyed like PROTOCOLS. "test_log_px": the test log-likelihood by importance sampling that the runs
+# marked so in RUNS get. Figure 3's budget also sizes its log p(x) estimates (log_px_points train and
+# test points, log_px_k samples each).
+SMOKE = dict(samples=2000, train_size=1000, test_size=200, eval_points=3)  # every notebook in minutes
+SMOKE_FIG3 = dict(samples=2000, test_size=200, eval_points=1, log_px_points=10, log_px_k=100)
+DEFAULT_FIG3 = dict(samples=300_000, eval_points=6, log_px_points=100, log_px_k=500)
+PAPER = dict(samples=100_000_000, checkpoint_every=5_000_000)  # the papers' 10^8 samples per run
+PAPER_FIG3 = dict(samples=60_000_000, checkpoint_every=5_000_000, log_px_points=1000, log_px_k=5000)
+BUDGETS = {
+    "smoke": {
+        ("mnist", "report"): SMOKE,
+        ("mnist", "kingma"): dict(SMOKE, lr_trial_samples=500),
+        ("frey", "kingma"): dict(samples=2000, test_size=100, eval_points=3, lr_trial_samples=500),
+        ("mnist", "fig3n1000"): SMOKE_FIG3,
+        ("mnist", "fig3n50000"): SMOKE_FIG3,
+        ("mnist", "burda"): dict(SMOKE, is_points=20, is_k=100),
+        "test_log_px": dict(is_points=20, is_k=100),
+    },
+    "default": {  # the report's 50 epochs (3x10^6 samples) for MNIST: about an hour with make -j2 on 2 cores
+        ("mnist", "report"): dict(samples=3_000_000),
+        ("mnist", "kingma"): dict(samples=3_000_000),
+        ("frey", "kingma"): dict(samples=1_000_000),
+        ("mnist", "fig3n1000"): DEFAULT_FIG3,
+        ("mnist", "fig3n50000"): DEFAULT_FIG3,
+        ("mnist", "burda"): dict(samples=1_000_000, is_points=1000, is_k=5000),
+        "test_log_px": dict(is_points=1000, is_k=1000),
+    },
+    "paper": {  # the papers' budgets: a machine with a GPU
+        ("mnist", "report"): dict(samples=3_000_000),  # the report's 50 epochs
+        ("mnist", "kingma"): PAPER,
+        ("frey", "kingma"): PAPER,
+        ("mnist", "fig3n1000"): PAPER_FIG3,
+        ("mnist", "fig3n50000"): PAPER_FIG3,
+        ("mnist", "burda"): dict(samples=196_800_000, checkpoint_every=5_000_000, is_points=10_000, is_k=5000),
+        "test_log_px": dict(is_points=10_000, is_k=5000),
+    },
+}
+
+# ---- the runs: <dataset>/<algorithm>_z<Nz>_<protocol>_s<seed> ---------------------------------------
+# Each line is a sweep: every algorithm x latent dimension x seed. Longest first: make -j starts them first.
+RUNS = [
+    # Kingma & Welling's Figure 2, MNIST (Nz = 20 also gets a test log-likelihood)
+    dict(dataset="mnist", protocol="kingma", algorithms=["aevb", "wake_sleep"], latent_dims=[3, 5, 10, 20, 200],
+         seeds=[1], test_log_px=[20]),
+    # the report's latent sweep (AEVB), and its Table 1 (Nz = 20) with 3 seeds of AEVB and of wake-sleep
+    dict(dataset="mnist", protocol="report", algorithms=["aevb"], latent_dims=[2, 3, 5, 10], seeds=[1]),
+    dict(dataset="mnist", protocol="report", algorithms=["aevb", "wake_sleep"], latent_dims=[20], seeds=[1, 2, 3],
+         test_log_px=[20]),
+    # Kingma & Welling's Figure 2, Frey Face
+    dict(dataset="frey", protocol="kingma", algorithms=["aevb", "wake_sleep"], latent_dims=[2, 5, 10, 20], seeds=[1]),
+    # Kingma & Welling's Figure 3
+    dict(dataset="mnist", protocol="fig3n1000", algorithms=["aevb", "wake_sleep", "mcem"], latent_dims=[3], seeds=[1]),
+    dict(dataset="mnist", protocol="fig3n50000", algorithms=["aevb", "wake_sleep", "mcem"], latent_dims=[3], seeds=[1]),
+    # Burda et al.'s VAE
+    dict(dataset="mnist", protocol="burda", algorithms=["aevb"], latent_dims=[50], seeds=[1]),
+]
+
+# ---- what each figure notebook reads (make re-runs a notebook when one of these runs changes) -------
+NOTEBOOK_RUNS = {
+    "replication_report": dict(protocol="report"),
+    "kingma2013": dict(protocol=["report", "kingma"]),
+    "marginal_likelihood": dict(protocol=["fig3n1000", "fig3n50000"]),
+    "scorecard": dict(),  # every run
+}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Queries
+
+@dataclass(frozen=True)
+class Run:
+    dataset: str
+    algorithm: str
+    latent_dim: int
+    protocol: str
+    seed: int
+    test_log_px: bool = False  # a test log-likelihood by importance sampling after training
+
+    @property
+    def name(self):
+        """'<dataset>/<algorithm>_z<Nz>_<protocol>_s<seed>', the run's folder below the profile's runs folder."""
+        return f"{self.dataset}/{self.algorithm}_z{self.latent_dim}_{self.protocol}_s{self.seed}"
+
+    def folder(self, runs_dir):
+        return Path(runs_dir) / self.name
+
+    def params(self, profile, grid=None):
+        """The parameters of notebooks/train.ipynb that make this run in `profile`."""
+        grid = grid or sys.modules[__name__]
+        if profile not in grid.BUDGETS:
+            raise ValueError(f"profile {profile!r} is not known; expected one of {', '.join(grid.BUDGETS)}")
+        budgets = grid.BUDGETS[profile]
+        key = (self.dataset, self.protocol)
+        return {"dataset": self.dataset, "protocol": self.protocol, **grid.PROTOCOLS[key], **budgets[key],
+                **(budgets["test_log_px"] if self.test_log_px else {}),
+                "algorithm": self.algorithm, "latent_dim": self.latent_dim, "seed": self.seed}
+
+
+def _matches(value, wanted):
+    return wanted is None or value == wanted or (isinstance(wanted, (list, tuple, set)) and value in wanted)
+
+
+def runs(dataset=None, algorithm=None, latent_dim=None, protocol=None, seed=None, grid=None):
+    """The grid's runs, in its order, that match every filter given (a value, or a list of values)."""
+    grid = grid or sys.modules[__name__]
+    found = []
+    for sweep in grid.RUNS:
+        for algorithm_, latent_dim_, seed_ in itertools.product(sweep["algorithms"], sweep["latent_dims"],
+                                                                sweep["seeds"]):
+            run = Run(sweep["dataset"], algorithm_, latent_dim_, sweep["protocol"], seed_,
+                      latent_dim_ in sweep.get("test_log_px", ()))
+            if all(_matches(getattr(run, k), v) for k, v in (("dataset", dataset), ("algorithm", algorithm),
+                   ("latent_dim", latent_dim), ("protocol", protocol), ("seed", seed))):
+                found.append(run)
+    return found
+
+
+def run(name, grid=None):
+    """The run named '<dataset>/<algorithm>_z<Nz>_<protocol>_s<seed>'."""
+    for r in runs(grid=grid):
+        if r.name == name:
+            return r
+    raise KeyError(f"{name} is not a run of the experiment grid (aevb/grid.py)")
+
+
+def latent_dims(**filters):
+    """The sorted latent dimensions of the runs that match (see `runs`)."""
+    return sorted({r.latent_dim for r in runs(**filters)})
+
+
+def select(query, protocol=None, grid=None):
+    """The runs a published_numbers.csv `runs` query names: 'dataset=mnist algorithm=aevb,wake_sleep
+    latent_dim=20', each field one value or several separated by commas; a field left out matches all."""
+    filters = {}
+    for part in query.split():
+        key, _, values = part.partition("=")
+        if key not in ("dataset", "algorithm", "latent_dim", "protocol", "seed") or not values:
+            raise ValueError(f"bad runs query {query!r}: {part!r} is not field=value[,value...]")
+        filters[key] = [int(v) if key in ("latent_dim", "seed") else v for v in values.split(",")]
+    if protocol:
+        filters.setdefault("protocol", protocol)
+    return runs(grid=grid, **filters)
+
+
+def notebook_runs(notebook, grid=None):
+    grid = grid or sys.modules[__name__]
+    return runs(grid=grid, **grid.NOTEBOOK_RUNS[notebook])
+
+
+def load(path):
+    """A grid module from a file (a test's own tiny grid); None: this one."""
+    if not path:
+        return sys.modules[__name__]
+    spec = importlib.util.spec_from_file_location("custom_grid", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ----------------------------------------------------------------------------------------------------
+# For make: `python -m aevb.grid [--grid FILE] runs [--notebook NAME]` prints run names;
+# `python -m aevb.grid [--grid FILE] params RUN --profile P --write FILE` writes the run's parameters
+# and the training code's hash as JSON, only when they changed (so make retrains exactly what changed).
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="The experiment grid, for make")
+    parser.add_argument("--grid", help="a grid file other than aevb/grid.py (tests)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    list_runs = sub.add_parser("runs", help="print the run names, one line")
+    list_runs.add_argument("--notebook", help="only the runs this figure notebook reads")
+    params = sub.add_parser("params", help="write a run's parameters")
+    params.add_argument("run")
+    params.add_argument("--profile", required=True)
+    params.add_argument("--write", required=True, type=Path)
+    args = parser.parse_args(argv)
+    grid = load(args.grid)
+    if args.command == "runs":
+        selected = notebook_runs(args.notebook, grid) if args.notebook else runs(grid=grid)
+        print(" ".join(r.name for r in selected))
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from aevb.runs import code_hash
+    text = json.dumps({"parameters": run(args.run, grid).params(args.profile, grid), "code_hash": code_hash()},
+                      indent=1, sort_keys=True) + "\n"
+    if not args.write.exists() or args.write.read_text() != text:
+        from aevb.files import atomic_write_text
+        atomic_write_text(args.write, text)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (KeyError, ValueError) as e:
+        sys.exit(f"aevb.grid: {e}")

@@ -1,0 +1,134 @@
+"""Run folders, the unit of caching: runs/<profile>/<dataset>/<run>/ holds config.json, history.csv,
+model.pt and metrics.json. metrics.json is written last, so a folder without it is unfinished.
+
+A finished run whose config equals the one asked for is reused; one with another config is refused
+(or retrained, when make says the run's parameters or code changed). The config carries the hash
+of the code that trains (`code_hash`), so a run made by other code is never silently reused.
+"""
+import ast
+import csv
+import fcntl
+import hashlib
+import io
+import json
+import math
+from contextlib import contextmanager
+from pathlib import Path
+
+from aevb import paths
+from aevb.files import atomic_save, atomic_write_text
+
+# The files whose code decides what a run computes. Their hash is in every run's config.
+TRAINING_CODE = ("vae_core.py", "aevb/data.py", "aevb/estimators.py", "aevb/experiment.py")
+
+
+def code_hash(files=TRAINING_CODE, root=paths.ROOT):
+    """A short hash of the code in `files`: their syntax trees without docstrings, so that an edited
+    comment or docstring does not make every run stale, while any change to the code does."""
+    digest = hashlib.sha256()
+    for name in files:
+        tree = ast.parse((Path(root) / name).read_text())
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if (isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and body
+                    and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                    and isinstance(body[0].value.value, str)):
+                node.body = body[1:] or [ast.Pass()]
+        digest.update(name.encode() + b"\0" + ast.dump(tree).encode() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def save_run(run_dir, config, history, model, extra_metrics=None):
+    """Write a finished run. metrics.json holds the final train/test ELBO, reconstruction and KL, seed,
+    device, torch version and wall time; it is written last, so a folder without it is unfinished."""
+    import torch
+    run_dir = Path(run_dir)
+    final = history[-1]
+    metrics = {k: final[k] for k in final if k.startswith(("train_", "test_"))}
+    metrics.update(samples=final["samples"], epochs=final["epoch"], wall_time=final["wall_time"],
+                   seed=config.get("seed"), device=str(next(model.parameters()).device),
+                   torch_version=torch.__version__, **(extra_metrics or {}))
+    atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
+    columns = list(dict.fromkeys(k for row in history for k in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(run_dir / "history.csv", buffer.getvalue())
+    atomic_save({"model_config": model.config, "state_dict": model.state_dict()}, run_dir / "model.pt")
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    return metrics
+
+
+def load_summary(run_dir):
+    """A finished run without its model: name ('<dataset>/<run>'), config, metrics, history (a list of rows)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "metrics.json").exists():
+        raise FileNotFoundError(f"{run_dir} holds no finished run (no metrics.json); train it first "
+                                "(make runs, or the training notebook)")
+    with open(run_dir / "history.csv", newline="") as f:
+        history = [{k: (float(v) if v != "" else math.nan) for k, v in row.items()} for row in csv.DictReader(f)]
+    for row in history:
+        row["samples"] = int(row["samples"])
+    return {"name": f"{run_dir.parent.name}/{run_dir.name}", "config": json.loads((run_dir / "config.json").read_text()),
+            "metrics": json.loads((run_dir / "metrics.json").read_text()), "history": history}
+
+
+def load_run(run_dir, device="cpu"):
+    """A finished run as load_summary's dict plus its model (a VAE in eval mode)."""
+    import torch
+
+    from vae_core import VAE
+    run = load_summary(run_dir)
+    saved = torch.load(Path(run_dir) / "model.pt", map_location=device, weights_only=True)
+    model = VAE(**saved["model_config"])
+    model.load_state_dict(saved["state_dict"])
+    return {**run, "model": model.to(device).eval()}
+
+
+def config_hash(config):
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def prepare_run(run_dir, config, replace_stale=False):
+    """Decide what to do with run_dir for this config: return (finished, checkpoint_path).
+
+    A finished run (metrics.json present) with exactly this config is reused. One with another
+    config is refused, or with replace_stale=True (what `make` passes when a run's parameters or
+    code changed) marked unfinished so that it is retrained. Checkpoints are named after the
+    config, so a checkpoint of another config is never resumed.
+    """
+    run_dir = Path(run_dir)
+    metrics = run_dir / "metrics.json"
+    if metrics.exists():
+        saved = json.loads((run_dir / "config.json").read_text())
+        if saved == config:
+            return True, None
+        changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
+        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {config.get(k)!r}" for k in changed)
+        if not replace_stale:
+            raise RuntimeError(f"{run_dir} holds a finished run with another config ({detail}). Delete that "
+                               "folder to retrain it, or give this run another run_dir.")
+        print(f"{run_dir} holds a finished run with another config ({detail}): retraining it")
+        metrics.unlink()  # first, so that an interrupted retraining never looks finished
+    checkpoint = run_dir / f"checkpoint-{config_hash(config)}.pt"
+    for stale in run_dir.glob("checkpoint-*.pt"):
+        if stale != checkpoint:
+            stale.unlink()
+    return False, checkpoint
+
+
+@contextmanager
+def run_lock(run_dir):
+    """Hold an exclusive lock on run_dir while training, so two processes never write one run."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"another process is training {run_dir}; wait for it to finish") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
