@@ -1,12 +1,59 @@
+"""Helpers shared by the tests. The project is imported as installed (`make setup`: pip install -e .).
+
+Tests marked `slow` run notebooks, make or whole training runs; `make test-fast` leaves them out.
+"""
+import math
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import vae_core as vc
+from aevb import data
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
 
 
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def mnist_subset():
+    """3000 training and 1000 test MNIST digits (grey levels)."""
+    x, _ = data.load_mnist(None, "train")
+    xt, _ = data.load_mnist(None, "test")
+    return x[:3000], xt[:1000]
+
+
+def small_model(likelihood="bernoulli", x_dim=12, z_dim=2):
+    # A larger init than the paper's 0.01 so that q(z|x) and p(x|z) really depend on their inputs.
+    return vc.VAE(x_dim, z_dim, hidden=(16,), likelihood=likelihood, init_std=0.5)
+
+
+def exact_log_px(model, x, lim=7.0, n=601):
+    """log p(x) by quadrature over a 2-D latent grid (the prior's mass outside +-7 is negligible)."""
+    grid = torch.linspace(-lim, lim, n)
+    z = torch.cartesian_prod(grid, grid)
+    with torch.no_grad():
+        log_joint = model.log_px_given_z(x[:, None, :], model.decode(z)[None]) + vc.log_standard_normal(z)
+    return torch.logsumexp(log_joint.double(), dim=1) + 2 * math.log(grid[1] - grid[0])
+
+
+def without_wall_time(history):
+    return [{k: v for k, v in row.items() if k != "wall_time"} for row in history]
+
+
+def changed_parameters(before, model):
+    return {n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())}
+
+
+def run_notebook(out_dir, *params, name="train"):
+    """scripts/run_notebook.py on notebooks/<name>.ipynb, writing out_dir/<name>.ipynb."""
+    cmd = [PY, str(ROOT / "scripts" / "run_notebook.py"), str(ROOT / "notebooks" / f"{name}.ipynb"),
+           str(Path(out_dir) / f"{name}.ipynb"), *map(str, params)]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)

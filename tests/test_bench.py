@@ -4,9 +4,13 @@ import math
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
 MODELS = ("784-500-20", "784-500-500-20")
 LOOPS = ("reference", "tensor_loader", "aevb", "aevb_kingma", "aevb_compiled", "wake_sleep", "log_likelihood")
 

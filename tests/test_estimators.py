@@ -1,0 +1,81 @@
+"""The log p(x) estimators against exact values by quadrature (Nz = 2), and their refusals."""
+import math
+
+import pytest
+import torch
+
+import vae_core as vc
+from aevb.estimators import log_likelihood, log_likelihood_hmc
+from conftest import exact_log_px, small_model
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # HMC makes many tiny autograd calls: on a busy machine one thread is several times faster than two.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_elbo_below_importance_sampled_log_likelihood_and_k1_averages_to_elbo():
+    model = small_model()
+    x = torch.bernoulli(torch.full((8, 12), 0.3))
+    elbo = model.elbo(x, n_samples=20_000)[0].detach()
+    log_px = log_likelihood(model, x, k=20_000)
+    assert torch.all(elbo <= log_px.float() + 1e-3)
+    assert (log_px.float() - elbo).mean() > 0.01  # a real gap, so the check above means something
+    # With k = 1 the estimator is log p(x, z) - log q(z|x) for one z ~ q: its mean is the ELBO.
+    reps = 20_000
+    k1 = log_likelihood(model, x.repeat(reps, 1), k=1).view(reps, len(x))
+    stderr = k1.std(0) / math.sqrt(reps)
+    assert torch.all((k1.mean(0) - elbo.double()).abs() < 4 * stderr + 0.02)
+
+
+def test_log_likelihood_matches_quadrature_whatever_the_chunking():
+    model = small_model()
+    data = torch.bernoulli(torch.rand(4, 12).repeat(500, 1))
+    vc.train_aevb(model, data, epochs=20, lr=1e-2, progress="none")  # so that q is a fair proposal
+    x = data[:30]
+    exact = exact_log_px(model, x)
+    whole = log_likelihood(model, x, k=5000)
+    chunked = log_likelihood(model, x, k=5000, max_elements=500)  # 30 points x 1 draw per chunk
+    assert whole.shape == chunked.shape == (30,)
+    assert (whole - exact).abs().max() < 0.05
+    assert (chunked - exact).abs().max() < 0.05
+
+
+def test_hmc_log_likelihood_matches_quadrature_whatever_the_chunking():
+    torch.manual_seed(1)
+    model = small_model()
+    # points the model explains well and points it does not (broad, skewed posteriors)
+    x = torch.cat([model.sample_x(torch.randn(15, 2)), torch.bernoulli(torch.full((15, 12), 0.3))])
+    exact = exact_log_px(model, x, n=301)  # 301 vs 601 grid points: 2e-5 nats apart here
+    whole = log_likelihood_hmc(model, x, k=5000)
+    chunked = log_likelihood_hmc(model, x, k=5000, max_elements=800)  # 2 chunks of points, 4 draws at a time
+    assert whole.dtype == torch.float64 and whole.shape == chunked.shape == (30,)
+    assert (whole - exact).abs().max() < 0.05, (whole - exact).abs().max()
+    assert (chunked - exact).abs().max() < 0.05, (chunked - exact).abs().max()
+    assert torch.equal(log_likelihood_hmc(model, x[:5], k=500, n_burnin=30),
+                       log_likelihood_hmc(model, x[:5], k=500, n_burnin=30))  # its own seeded RNG
+
+
+def test_hmc_log_likelihood_from_given_chain_states():
+    torch.manual_seed(2)
+    model = small_model()
+    z_true = torch.randn(10, 2)
+    x = model.sample_x(z_true)
+    exact = exact_log_px(model, x, n=301)
+    est = log_likelihood_hmc(model, x, k=3000, n_burnin=10, z_init=z_true)  # a posterior draw each
+    assert (est - exact).abs().max() < 0.05
+
+
+
+def test_bad_arguments_are_refused():
+    x = torch.rand(3, 12)
+    with pytest.raises(ValueError, match="z_init"):
+        log_likelihood_hmc(small_model(), x, z_init=torch.zeros(3, 5))
+    with pytest.raises(ValueError, match="prior_weight"):
+        log_likelihood_hmc(small_model(), x, prior_weight=0.0)
+    with pytest.raises(ValueError, match="n_chains"):
+        log_likelihood_hmc(small_model(), x, n_chains=0)

@@ -1,0 +1,107 @@
+"""One run end to end: RunConfig refuses bad parameters before any work, the training notebook
+refuses them too (and misspelt names), and a killed run resumes to the same numbers."""
+import ast
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import papermill
+import pytest
+import torch
+
+from aevb.experiment import RunConfig
+from conftest import PY, ROOT, run_notebook
+
+
+def notebook_defaults():
+    """The training notebook's parameters cell, as values."""
+    declared = papermill.inspect_notebook(str(ROOT / "notebooks" / "train.ipynb"))
+    return {name: ast.literal_eval(p["default"]) for name, p in declared.items()}
+
+
+def test_every_config_field_is_a_parameter_of_the_training_notebook():
+    defaults = notebook_defaults()
+    assert {f.name for f in dataclasses.fields(RunConfig)} <= set(defaults)
+    config = RunConfig.from_namespace(defaults)  # the notebook's defaults are a valid run
+    assert config.latent_dim == defaults["latent_dim"] and config.hidden == defaults["hidden"]
+
+
+BAD_PARAMETERS = [
+    ({"dataset": "cifar"}, "parameter dataset='cifar' is not allowed"),
+    ({"algorithm": "sleep_wake"}, "parameter algorithm='sleep_wake' is not allowed"),
+    ({"latent_dim": 0}, "parameter latent_dim=0 is not allowed"),
+    ({"samples": -5}, "parameter samples=-5 is not allowed"),
+    ({"batch_size": 0}, "parameter batch_size=0 is not allowed"),
+    ({"lr": 0}, "parameter lr=0 is not allowed"),
+    ({"device": "tpu"}, "device='tpu'"),
+    ({"lr_choices": [0.1, -1]}, "parameter lr_choices=-1 is not allowed"),
+    ({"lr_choices": 0.1}, "parameter lr_choices=0.1 is not allowed"),
+    ({"is_points": -1}, "parameter is_points=-1 is not allowed"),
+    ({"hidden": [500, 0]}, "parameter hidden=[500, 0] is not allowed"),
+    ({"weight_prior": 1}, "parameter weight_prior=1 is not allowed"),
+    ({"dataset": "frey", "binarize": "dynamic"}, "parameter binarize='dynamic' is not allowed"),
+    ({"algorithm": "mcem", "lr_choices": [0.1]}, "parameter lr_choices is not allowed for mcem"),
+] + ([] if torch.cuda.is_available() else [({"device": "cuda"}, "CUDA is not available")])
+
+
+@pytest.mark.parametrize("bad, message", BAD_PARAMETERS)
+def test_run_config_refuses_a_bad_parameter(bad, message):
+    with pytest.raises((ValueError, RuntimeError), match=message.replace("[", r"\[").replace("]", r"\]")):
+        RunConfig.from_namespace({**notebook_defaults(), **bad})
+
+
+def test_misspelt_parameter_name_is_an_error_not_a_default(tmp_path):
+    result = run_notebook(tmp_path, "-p", "latent_dims", "20")
+    assert result.returncode != 0
+    assert "unknown parameter(s) latent_dims" in result.stderr
+    assert not (tmp_path / "train.ipynb").exists()  # refused before any kernel started
+
+
+@pytest.mark.slow
+def test_bad_parameters_stop_the_notebook_before_any_work(tmp_path):
+    cases = [BAD_PARAMETERS[0], BAD_PARAMETERS[7], ({"threads": -1}, "parameter threads=-1 is not allowed"),
+             ({"replace_stale": "yes"}, "parameter replace_stale='yes' is not allowed")]
+    def attempt(case):
+        i, (bad, _) = case
+        params = [a for name, value in bad.items() for a in ("-p", name, repr(value))]
+        return run_notebook(tmp_path / str(i), *params, "-p", "run_dir", tmp_path / f"run{i}")
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(attempt, enumerate(cases)))
+    for i, ((bad, message), result) in enumerate(zip(cases, results)):
+        assert result.returncode != 0, bad
+        assert message in result.stderr, (bad, result.stderr[-1500:])
+        assert not (tmp_path / f"run{i}").exists(), bad  # refused before the run folder is made
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run(tmp_path):
+    params = ["-p", "samples", "40000", "-p", "train_size", "2000", "-p", "test_size", "200",
+              "-p", "eval_points", "4", "-p", "checkpoint_every", "4000", "-p", "latent_dim", "5",
+              "-p", "hidden", "[300]", "-p", "progress", "lines", "-p", "threads", "1", "-p", "seed", "3"]
+    reference = run_notebook(tmp_path / "ref", *params, "-p", "run_dir", tmp_path / "reference")
+    assert reference.returncode == 0, reference.stderr[-2000:]
+
+    run_dir = tmp_path / "killed"
+    cmd = [PY, str(ROOT / "scripts" / "run_notebook.py"), str(ROOT / "notebooks" / "train.ipynb"),
+           str(tmp_path / "killed.ipynb"), *params, "-p", "run_dir", str(run_dir)]
+    process = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.time() + 120
+    while not list(run_dir.glob("checkpoint-*.pt")) and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # the notebook's kernel dies with it
+    process.wait()
+    assert list(run_dir.glob("checkpoint-*.pt")), "the run should have checkpointed before the kill"
+    assert not (run_dir / "metrics.json").exists(), "a killed run must not look finished"
+
+    resumed = run_notebook(tmp_path / "resume", *params, "-p", "run_dir", run_dir)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    expected = json.loads((tmp_path / "reference" / "metrics.json").read_text())
+    got = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("train_elbo", "test_elbo", "test_recon", "test_kl", "samples"):
+        assert got[key] == expected[key], key
+    assert not list(run_dir.glob("checkpoint-*.pt"))  # a finished run keeps no checkpoint

@@ -1,0 +1,102 @@
+"""The experiment grid: the one list of runs, what make and the notebooks ask of it, and that make
+trains exactly what the grid adds or changes and writes nothing when asked what it would do."""
+import re
+import subprocess
+import textwrap
+
+import pytest
+
+from aevb import grid
+from aevb.experiment import RunConfig
+from conftest import ROOT
+from test_experiment import notebook_defaults
+
+
+def test_run_names_are_unique_and_say_what_the_run_is():
+    runs = grid.runs()
+    assert len({r.name for r in runs}) == len(runs) > 0
+    for r in runs:
+        assert re.fullmatch(rf"{r.dataset}/{r.algorithm}_z{r.latent_dim}_{r.protocol}_s{r.seed}", r.name)
+        assert grid.run(r.name) == r
+    with pytest.raises(KeyError, match="not a run of the experiment grid"):
+        grid.run("mnist/aevb_z7_nothing_s1")
+
+
+@pytest.mark.parametrize("profile", grid.PROFILES)
+def test_every_run_is_a_valid_training_config_in_every_profile(profile):
+    defaults = notebook_defaults()
+    for r in grid.runs():
+        params = r.params(profile)
+        assert set(params) <= set(defaults), set(params) - set(defaults)  # only the notebook's own parameters
+        config = RunConfig.from_namespace({**defaults, **params})
+        assert (config.dataset, config.algorithm, config.latent_dim, config.protocol, config.seed) == \
+               (r.dataset, r.algorithm, r.latent_dim, r.protocol, r.seed)
+        assert (config.is_points > 0) == (r.test_log_px or r.protocol == "burda")
+    with pytest.raises(ValueError, match="profile 'huge' is not known"):
+        grid.runs()[0].params("huge")
+
+
+def test_queries_select_by_any_field():
+    table1 = grid.runs(protocol="report", latent_dim=20)
+    assert {(r.algorithm, r.seed) for r in table1} == {(a, s) for a in ("aevb", "wake_sleep") for s in (1, 2, 3)}
+    assert grid.select("dataset=mnist algorithm=aevb,wake_sleep latent_dim=20", "report") == table1
+    assert grid.select("dataset=mnist algorithm=aevb", "report") == grid.runs(protocol="report", algorithm="aevb")
+    assert grid.latent_dims(protocol="report", algorithm="aevb") == sorted({r.latent_dim for r in grid.runs(
+        protocol="report", algorithm="aevb")})
+    with pytest.raises(ValueError, match="is not field=value"):
+        grid.select("mnist aevb")
+    figure_runs = {r for notebook in grid.NOTEBOOK_RUNS for r in grid.notebook_runs(notebook)}
+    assert figure_runs == set(grid.runs())  # every run is read by some figure notebook
+
+
+def make(*args, tmp_path):
+    cmd = ["make", "-C", str(ROOT), *args, f"RUNS={tmp_path}/runs", f"BUILD={tmp_path}/build",
+           f"FIGURES={tmp_path}/figures"]
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def test_make_dry_run_names_every_run_and_writes_nothing(tmp_path):
+    status = subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=ROOT, capture_output=True, text=True).stdout
+    result = make("-n", "paper", "PROFILE=smoke", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for r in grid.runs():
+        assert f"-p run_dir {tmp_path}/runs/{r.name} " in result.stdout, r.name
+    assert result.stdout.count("notebooks/train.ipynb") == len(grid.runs())
+    assert not list(tmp_path.iterdir())  # no params file, no run folder, nothing
+    assert subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=ROOT, capture_output=True,
+                          text=True).stdout == status
+
+
+def test_unknown_profile_is_refused_by_make(tmp_path):
+    result = make("-n", "paper", "PROFILE=huge", tmp_path=tmp_path)
+    assert result.returncode != 0 and "PROFILE=huge is not known" in result.stderr
+
+
+TINY_GRID = """
+PROFILES = ("smoke",)
+PROTOCOLS = {{("mnist", "tiny"): dict(binarize="none", hidden=[20], optimizer="adam", lr=0.001, weight_prior=False)}}
+BUDGETS = {{"smoke": {{("mnist", "tiny"): dict(samples={samples}, train_size=1000, test_size=200, eval_points=2,
+                                             checkpoint_every=1000), "test_log_px": {{}}}}}}
+RUNS = [dict(dataset="mnist", protocol="tiny", algorithms=["aevb"], latent_dims=[2], seeds={seeds})]
+NOTEBOOK_RUNS = {{}}
+"""
+
+
+@pytest.mark.slow
+def test_make_trains_exactly_what_the_grid_adds_or_changes(tmp_path):
+    grid_file = tmp_path / "grid.py"
+    def make_runs(samples, seeds):
+        grid_file.write_text(textwrap.dedent(TINY_GRID.format(samples=samples, seeds=seeds)))
+        result = make("-j2", "runs", "PROFILE=smoke", f"GRID_FILE={grid_file}", tmp_path=tmp_path)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        return re.findall(r"train_mnist_(aevb_z2_tiny_s\d)\.ipynb", result.stdout), result.stdout + result.stderr
+    metrics = lambda seed: (tmp_path / f"runs/mnist/aevb_z2_tiny_s{seed}/metrics.json")
+
+    assert make_runs(2000, [1])[0] == ["aevb_z2_tiny_s1"]
+    first = metrics(1).read_text()
+    assert make_runs(2000, [1])[0] == []  # finished and unchanged: no work at all
+    assert metrics(1).read_text() == first
+    assert make_runs(2000, [1, 2])[0] == ["aevb_z2_tiny_s2"]  # a seed added: only the new run trains
+    trained, log = make_runs(3000, [1, 2])  # a budget changed: both runs are retrained
+    assert sorted(trained) == ["aevb_z2_tiny_s1", "aevb_z2_tiny_s2"] and log.count("retraining it") == 2
+    assert '"samples": 3000' in metrics(1).read_text()
