@@ -402,12 +402,15 @@ def _check_finite(model, sums, samples_from, samples_to, terms):
 def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_size=100, n_samples=1,
           optimizer="adam", lr=1e-3, weight_prior=False, seed=0, device="auto", eval_at=None,
           test_x=None, eval_size=10_000, dynamic_binarization=False, checkpoint_path=None,
-          checkpoint_every=None, progress="lines", hmc_transitions=1, eval_fn=None):
+          checkpoint_every=None, progress="lines", hmc_transitions=1, eval_fn=None, warmup_steps=0):
     """Train `model` on `train_x` [N, D] with AEVB, wake-sleep or MCEM; return the history (a list of rows).
 
     Budget: `samples` (training samples evaluated, Kingma's x-axis) or `epochs` (passes over train_x).
     weight_prior: add log p(theta) with p(theta) = N(0, I), i.e. weight decay 1/N on the
-    per-datapoint objective (Kingma & Welling, Sec. 5). eval_at: the sample counts at which train
+    per-datapoint objective (Kingma & Welling, Sec. 5). warmup_steps: minibatches whose gradients
+    only feed the optimizer's statistics before the first update (Kingma's Adagrad accumulates 100
+    minibatches of squared gradients first: anglepy, wzoptim.py; without it, Adagrad's first step
+    moves every parameter by the full step size, lr * sign(g)). eval_at: the sample counts at which train
     (first `eval_size` points) and test lower bounds are logged; the final count is always one.
     MCEM has no lower bound (its encoder is unused): its rows carry the mean acceptance probability
     and step size of its chains instead; hmc_transitions: its HMC transitions per minibatch.
@@ -429,6 +432,8 @@ def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_
     if total < batch_size or n_samples < 1 or lr <= 0:
         raise ValueError(f"need samples >= batch_size, n_samples >= 1 and lr > 0 "
                          f"(got {total}, {n_samples}, {lr})")
+    if warmup_steps < 0:
+        raise ValueError(f"warmup_steps={warmup_steps} must be >= 0")
     if algorithm == "mcem" and (n_samples != 1 or hmc_transitions < 1):
         raise ValueError(f"mcem needs n_samples=1 (one chain state per datapoint) and hmc_transitions >= 1 "
                          f"(got {n_samples}, {hmc_transitions})")
@@ -448,6 +453,8 @@ def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_
         {"aevb": AEVB, "wake_sleep": WakeSleep}[algorithm](model, n_samples)
     # the weight prior is on the parameters the step learns (MCEM: theta alone)
     opt = make_optimizer(step.parameters(), optimizer, lr, 1.0 / n_train if weight_prior else 0.0, device)
+    # a step size of 0 during the warm-up: the optimizer accumulates its statistics, nothing moves
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: float(i >= warmup_steps)) if warmup_steps else None
     steps_per_epoch = n_train // batch_size  # drop the last partial batch: every step sees M points
     history, samples_seen, wall_offset = [], 0, 0.0
     sums = torch.zeros(2, device=device, dtype=torch.float64)  # step.terms summed since the last evaluation
@@ -456,6 +463,8 @@ def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_
         state = torch.load(checkpoint_path, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
+        if schedule is not None:
+            schedule.load_state_dict(state["schedule"])
         step.load_state_dict(state)
         torch.set_rng_state(state["rng_cpu"])
         if state["rng_device"] is not None:
@@ -480,6 +489,8 @@ def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_
             if dynamic_binarization:
                 xb = bernoulli(xb)
             sums += step(opt, xb, idx)
+            if schedule is not None:
+                schedule.step()
             samples_seen += batch_size
 
             # ---- evaluate and log, at the chosen sample counts
@@ -520,7 +531,8 @@ def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_
                      "rng_cpu": torch.get_rng_state(),
                      "rng_device": None if device.type == "cpu" else torch.get_device_module(device.type).get_rng_state(),
                      "history": history, "samples_seen": samples_seen, "sums": sums, "sums_from": sums_from,
-                     "wall_time": wall_offset + time.perf_counter() - start, **step.state_dict()}
+                     "wall_time": wall_offset + time.perf_counter() - start, **step.state_dict(),
+                     "schedule": None if schedule is None else schedule.state_dict()}
             atomic_save(state, checkpoint_path)
             last_checkpoint = samples_seen
     if bar is not None:

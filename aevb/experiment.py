@@ -31,6 +31,7 @@ class RunConfig:
     lr_choices: list
     lr_trial_samples: int
     weight_prior: bool
+    warmup_steps: int
     train_size: int
     test_size: int
     eval_points: int
@@ -59,7 +60,7 @@ class RunConfig:
         for name in ("latent_dim", "samples", "batch_size", "n_samples", "eval_points", "checkpoint_every", "seed",
                      "lr_trial_samples", "is_k"):
             positive(name, getattr(self, name))
-        for name in ("train_size", "test_size", "log_px_points", "log_px_k", "is_points"):
+        for name in ("train_size", "test_size", "log_px_points", "log_px_k", "is_points", "warmup_steps"):
             positive(name, getattr(self, name), allow_zero=True)
         positive("lr", self.lr, integer=False)
         positive("init_std", self.init_std, integer=False)
@@ -115,6 +116,8 @@ def saved_config(config, train_x, test_x, likelihood):
         saved.update(lr=None, lr_choices=[float(v) for v in c.lr_choices], lr_trial_samples=c.lr_trial_samples)
     if c.is_points:
         saved.update(is_points=min(c.is_points, len(test_x)), is_k=c.is_k)
+    if c.warmup_steps:
+        saved.update(warmup_steps=c.warmup_steps)
     return saved
 
 
@@ -150,7 +153,7 @@ def train_run(config, run_dir, replace_stale=False, progress="lines", threads=0)
         torch.manual_seed(c.seed)
         model = vc.VAE(train_x.shape[1], c.latent_dim, c.hidden, c.activation, likelihood, c.init_std)
         common = dict(batch_size=c.batch_size, n_samples=c.n_samples, optimizer=c.optimizer,
-                      weight_prior=c.weight_prior, seed=c.seed, device=c.device,
+                      weight_prior=c.weight_prior, warmup_steps=c.warmup_steps, seed=c.seed, device=c.device,
                       dynamic_binarization=c.binarize == "dynamic")
         lr, extra_metrics = c.lr, {}
         if c.lr_choices:  # Kingma's rule; each candidate trains a copy from this same initialization

@@ -161,8 +161,9 @@ def test_eval_fn_leaves_training_unchanged():
 def test_checkpoint_resume_matches_uninterrupted_run(tmp_path, algorithm):
     torch.manual_seed(4)
     x = torch.bernoulli(torch.rand(5, 12).repeat(40, 1))  # 200 points
+    # 4 steps per epoch, a checkpoint after 12; the warm-up's 14 steps go on after the resume
     kwargs = dict(seed=5, eval_at=[300, 700], batch_size=50, lr=1e-2, device="cpu", progress="none",
-                  test_x=x[:20] if algorithm != "mcem" else None)
+                  test_x=x[:20] if algorithm != "mcem" else None, warmup_steps=14)
     if algorithm == "mcem":  # its logged log p(x) draws from the RNG too
         from aevb.estimators import log_likelihood_hmc
         kwargs["eval_fn"] = lambda m: {"train_log_px": log_likelihood_hmc(m, x[:10], k=100, n_burnin=10,
@@ -185,6 +186,24 @@ def test_checkpoint_resume_matches_uninterrupted_run(tmp_path, algorithm):
     assert without_wall_time(resumed) == without_wall_time(expected) and len(expected) == 3
     assert all(torch.equal(a, b) for a, b in zip(resumed_model.state_dict().values(),
                                                   reference.state_dict().values()))
+
+
+def test_warmup_steps_only_feed_the_optimizer_then_adagrad_starts_below_its_full_step():
+    x = torch.bernoulli(torch.full((400, 12), 0.3))
+    def trained(samples, warmup_steps):
+        torch.manual_seed(0)
+        model = small_model()
+        start = [p.detach().clone() for p in model.parameters()]
+        vc.train_aevb(model, x, samples=samples, optimizer="adagrad", lr=0.1, warmup_steps=warmup_steps,
+                      eval_at=[100], progress="none")
+        return torch.cat([(p.detach() - p0).abs().flatten() for p, p0 in zip(model.parameters(), start)])
+    assert trained(300, warmup_steps=3).max() == 0  # three warm-up steps: nothing moved
+    # plain Adagrad's first step moves every parameter by lr * sign(g); after a warm-up of 3 steps the
+    # accumulated squares make the first update about half that (g4 / sqrt(g1^2 + ... + g4^2))
+    assert trained(100, warmup_steps=0).median() == pytest.approx(0.1, rel=1e-3)
+    assert 0.02 < trained(400, warmup_steps=3).median() < 0.08
+    with pytest.raises(ValueError, match="warmup_steps"):
+        vc.train_aevb(small_model(), x, samples=100, warmup_steps=-1)
 
 
 class DivergingVAE(vc.VAE):
