@@ -46,7 +46,7 @@ reads = $(call done,$(shell $(GRID) runs --notebook $1))
 NPROC := $(shell nproc 2>/dev/null || echo 1)
 JOBS = $(if $(filter -j,$(MAKEFLAGS)),$(NPROC),$(or $(patsubst -j%,%,$(filter -j%,$(MAKEFLAGS))),1))
 THREADS = $(shell echo $$(( $(NPROC) / $(JOBS) > 0 ? $(NPROC) / $(JOBS) : 1 )))
-RUN_NOTEBOOK = OMP_NUM_THREADS=$(THREADS) $(PY) scripts/run_notebook.py
+RUN_NOTEBOOK = env OMP_NUM_THREADS=$(THREADS) $(PY) scripts/run_notebook.py
 
 .PHONY: paper setup data runs figures html test test-fast browser lab clean-build bench FORCE
 

@@ -85,9 +85,13 @@ NOTEBOOK_RUNS = {{}}
 @pytest.mark.slow
 def test_make_trains_exactly_what_the_grid_adds_or_changes(tmp_path):
     grid_file = tmp_path / "grid.py"
+    # a stand-in for a scheduler's launcher (srun, qsub -sync y, ...): it logs the job, then runs it
+    launcher = tmp_path / "launch"
+    launcher.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/jobs.log\nexec "$@"\n')
+    launcher.chmod(0o755)
     def make_runs(samples, seeds):
         grid_file.write_text(textwrap.dedent(TINY_GRID.format(samples=samples, seeds=seeds)))
-        result = make("-j2", "runs", "PROFILE=smoke", f"GRID_FILE={grid_file}", tmp_path=tmp_path)
+        result = make("-j2", "runs", "PROFILE=smoke", f"GRID_FILE={grid_file}", f"LAUNCH={launcher}", tmp_path=tmp_path)
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
         return re.findall(r"train_mnist_(aevb_z2_tiny_s\d)\.ipynb", result.stdout), result.stdout + result.stderr
     metrics = lambda seed: (tmp_path / f"runs/mnist/aevb_z2_tiny_s{seed}/metrics.json")
@@ -100,3 +104,5 @@ def test_make_trains_exactly_what_the_grid_adds_or_changes(tmp_path):
     trained, log = make_runs(3000, [1, 2])  # a budget changed: both runs are retrained
     assert sorted(trained) == ["aevb_z2_tiny_s1", "aevb_z2_tiny_s2"] and log.count("retraining it") == 2
     assert '"samples": 3000' in metrics(1).read_text()
+    jobs = (tmp_path / "jobs.log").read_text().splitlines()  # one job per training, through the launcher
+    assert len(jobs) == 4 and all("scripts/run_notebook.py notebooks/train.ipynb" in job for job in jobs)
