@@ -1,103 +1,101 @@
-"""The scorecard's verdicts on run folders whose values we set, and its coverage of the papers' numbers."""
+"""The scorecard (aevb/scorecard.py) on run folders whose values we set, and published_numbers.csv's
+queries against the experiment grid. One slow test runs notebooks/scorecard.ipynb on the same folders."""
 import csv
 import json
-import re
-import subprocess
-import sys
-from pathlib import Path
+import math
 
 import pytest
 
-import project
+from aevb import grid, scorecard
+from conftest import run_notebook
 
-ROOT = Path(__file__).resolve().parent.parent
-NUMBERS_MD = ROOT.parent / "shared" / "reference" / "numbers.md"
-
-
-def expand(pattern):
-    """The run folders a `runs` pattern names, as the scorecard expands it; '*' (any seed) as seeds 1-3."""
-    return [run.replace("*", str(seed)) for run in project.expand_runs(pattern)
-            for seed in ((1, 2, 3) if "*" in run else (1,))]
+PUBLISHED = scorecard.published_numbers()
 
 
-def test_expand_runs_expands_every_brace_and_keeps_the_glob():
-    assert project.expand_runs("mnist/{aevb,wake_sleep}_z{3,20}_report_s*") == [
-        "mnist/aevb_z3_report_s*", "mnist/aevb_z20_report_s*",
-        "mnist/wake_sleep_z3_report_s*", "mnist/wake_sleep_z20_report_s*"]
-    assert project.expand_runs("frey/aevb_z2_kingma_s1") == ["frey/aevb_z2_kingma_s1"]
-
-
-def write_run(run_dir, name, samples, history, metrics):
-    algorithm, rest = name.split("_z")
-    nz, protocol, seed = rest.split("_")
-    config = {"dataset": run_dir.parent.name, "algorithm": algorithm, "latent_dim": int(nz), "protocol": protocol,
-              "seed": int(seed[1:]), "is_points": 1000, "is_k": 5000}
+def write_run(runs_dir, run, samples, history, metrics):
+    """A finished run folder for the grid's `run`, without training: config.json, history.csv
+    ({samples: {metric: value}}, one row per evaluation) and metrics.json (written last, as a real run)."""
+    config = {"dataset": run.dataset, "algorithm": run.algorithm, "latent_dim": run.latent_dim,
+              "protocol": run.protocol, "seed": run.seed, "is_points": 1000, "is_k": 5000}
+    folder = run.folder(runs_dir)
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(config))
     columns = sorted({k for row in history.values() for k in row})
-    rows = [{"samples": s, **history[s]} for s in sorted(history)]
-    run_dir.mkdir(parents=True)
-    (run_dir / "config.json").write_text(json.dumps(config))
-    (run_dir / "metrics.json").write_text(json.dumps({"samples": samples, "wall_time": 60.0 * samples / 1e6, **metrics}))
-    with open(run_dir / "history.csv", "w", newline="") as f:
+    with open(folder / "history.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["samples", *columns])
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({"samples": s, **history[s]} for s in sorted(history))
+    (folder / "metrics.json").write_text(json.dumps({"samples": samples, "wall_time": 60.0 * samples / 1e6, **metrics}))
+
+
+def the_run(grid_module=None, **filters):
+    """The one run of the grid that matches `filters`."""
+    [run] = grid.runs(grid=grid_module, **filters)
+    return run
+
+
+def by_id(card):
+    return {row["id"]: row for row in card.to_dict("records")}
+
+
+def score(row_id, runs_dir, grid_module=None):
+    """The scorecard row of one published row, on the finished runs in runs_dir."""
+    finished = scorecard.finished_runs(runs_dir, grid_module)
+    return scorecard.score(PUBLISHED[row_id], finished, PUBLISHED, grid_module)
 
 
 @pytest.fixture(scope="module")
-def scorecard(tmp_path_factory):
+def runs_dir(tmp_path_factory):
     """Runs that match every published value exactly, except: AEVB Nz = 5 (kingma) is 5 nats above its
     3e6 test value, and the burda run trained 10^6 samples of the published 1.968x10^8."""
-    out = tmp_path_factory.mktemp("scorecard")
-    published = project.published_numbers()
-    runs = {}  # run -> {samples: {metric: value}}
-    for row in published.values():
+    runs_dir = tmp_path_factory.mktemp("scorecard") / "runs"
+    runs = {}  # grid run -> {samples: {metric: value}}
+    for row in PUBLISHED.values():
         if (not row["metric"] or row["metric"].startswith("claim:") or row["metric"] == "minutes_per_million"
                 or "_ws_as_run_" in row["id"]):  # those share the AEVB runs of the rows before them
             continue
-        sign = -1 if row["metric"].startswith("-") else 1
-        for run in expand(row["runs"]):
-            runs.setdefault(run, {}).setdefault(int(row["samples"]), {})[row["metric"].lstrip("-")] = sign * row["published"]
-    kingma_1e8 = {nz: published[f"kingma_fig2_mnist_aevb_z{nz}_test_1e8"]["published"] for nz in (3, 5, 10)}
-    for nz, value in kingma_1e8.items():  # claim 1: our Adam runs at 3e6 within 0.5 nats of Kingma's 1e8
-        for point in runs[f"mnist/aevb_z{nz}_report_s1"].values():
-            point["test_elbo"] = value - 0.5
-    runs["mnist/aevb_z5_kingma_s1"][3_000_000]["test_elbo"] += 5.0
-    runs["mnist/aevb_z50_burda_s1"] = {1_000_000: {"test_is_log_px": -86.76}}
-    for name, points in runs.items():
+        metric, sign = row["metric"].lstrip("-"), -1 if row["metric"].startswith("-") else 1
+        for run in scorecard.selected_runs(row):
+            runs.setdefault(run, {}).setdefault(int(row["samples"]), {})[metric] = sign * row["published"]
+    for nz in (3, 5, 10):  # claim 1: our Adam runs at 3e6 within 0.5 nats of Kingma's 1e8
+        kingma_1e8 = PUBLISHED[f"kingma_fig2_mnist_aevb_z{nz}_test_1e8"]["published"]
+        for point in runs[the_run(dataset="mnist", algorithm="aevb", latent_dim=nz, protocol="report")].values():
+            point["test_elbo"] = kingma_1e8 - 0.5
+    runs[the_run(dataset="mnist", algorithm="aevb", latent_dim=5, protocol="kingma")][3_000_000]["test_elbo"] += 5.0
+    runs[the_run(dataset="mnist", protocol="burda")] = {1_000_000: {"test_is_log_px": -86.76}}
+    for run, points in runs.items():
         last = max(points)
         metrics = dict(points[last])
-        if name.startswith("mnist/") and "_z20_report_" in name:  # claim 3: AEVB's log p(x) 10 nats above wake-sleep's
-            metrics["test_is_log_px"] = -90.0 if "/aevb" in name else -100.0
+        if run.dataset == "mnist" and run.protocol == "report" and run.latent_dim == 20:
+            metrics["test_is_log_px"] = -90.0 if run.algorithm == "aevb" else -100.0  # claim 3: AEVB 10 nats above
         if "test_is_log_px" in metrics:
             metrics["test_is_log_px_se"] = 0.1
         history = {s: {k: v for k, v in p.items() if k != "test_is_log_px"} for s, p in points.items()}
-        write_run(out / "runs" / name, Path(name).name, last, history, metrics)
-    return run_scorecard(out)
+        write_run(runs_dir, run, last, history, metrics)
+    return runs_dir
 
 
-def run_scorecard(out):
-    """notebooks/scorecard.ipynb on out/runs: ({id: scorecard row}, out)."""
-    cmd = [sys.executable, str(ROOT / "scripts" / "run_notebook.py"), str(ROOT / "notebooks" / "scorecard.ipynb"),
-           str(out / "scorecard.ipynb"), "-p", "runs_dir", str(out / "runs"), "-p", "figures_dir", str(out / "figures")]
-    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    with open(out / "figures" / "scorecard.csv", newline="") as f:
-        return {row["id"]: row for row in csv.DictReader(f)}, out
+@pytest.fixture(scope="module")
+def rows(runs_dir):
+    return by_id(scorecard.build(runs_dir))
 
 
-def test_every_published_number_has_one_row_with_a_verdict(scorecard):
-    rows, _ = scorecard
-    assert list(rows) == list(project.published_numbers())
-    assert {r["verdict"] for r in rows.values()} <= {"reproduced", "not reproduced", "not run at this scale",
-                                                     "out of scope", "n/a (hardware)"}
+# ---- fast: the module on constructed runs --------------------------------------------------------------
+
+def test_every_published_number_has_one_row_with_a_verdict(runs_dir):
+    card = scorecard.build(runs_dir)
+    assert list(card.columns) == scorecard.COLUMNS
+    assert list(card.id) == list(PUBLISHED)
+    assert set(card.verdict) <= {"reproduced", "not reproduced", "not run at this scale", "out of scope",
+                                 "n/a (hardware)"}
 
 
-def test_verdicts_follow_the_values(scorecard):
-    rows, _ = scorecard
+def test_verdicts_follow_the_values(rows):
+    rows = dict(rows)
     off = rows.pop("kingma_fig2_mnist_aevb_z5_test_3e6")
-    assert off["verdict"] == "not reproduced" and float(off["difference"]) == pytest.approx(5.0)
+    assert off["verdict"] == "not reproduced" and off["difference"] == pytest.approx(5.0)
     burda = rows.pop("burda_vae_1layer")
-    assert burda["verdict"] == "not run at this scale" and float(burda["ours"]) == pytest.approx(86.76)
+    assert burda["verdict"] == "not run at this scale" and burda["ours"] == pytest.approx(86.76)
     assert rows.pop("kingma_compute")["verdict"] == "n/a (hardware)"
     out_of_scope = [i for i, r in rows.items() if r["verdict"] == "out of scope"]
     assert sorted(out_of_scope) == ["burda_iwae_1layer_k50", "burda_static_iwae_k1", "burda_static_iwae_k50",
@@ -106,46 +104,143 @@ def test_verdicts_follow_the_values(scorecard):
              if i not in out_of_scope and r["verdict"] != "reproduced"}
     assert not wrong
     seeds = rows["report_table1_aevb_test_elbo"]
-    assert seeds["n_runs"] == "3" and float(seeds["ours"]) == pytest.approx(101.1053)
+    assert seeds["n_runs"] == 3 and seeds["ours"] == pytest.approx(101.1053)
 
 
-def test_claims_measure_what_they_say(scorecard):
-    rows, _ = scorecard
+def test_claims_measure_what_they_say(rows):
     # our Adam bound minus Kingma's, the largest gap over Nz: Nz = 20, Table 1's -101.1053 against -100.2
-    assert float(rows["report_claim1"]["ours"]) == pytest.approx(-101.1053 + 100.2)
+    assert rows["report_claim1"]["ours"] == pytest.approx(-101.1053 + 100.2)
     assert "gaps by Nz: 3: -0.50, 5: -0.50, 10: -0.50, 20: -0.91" in rows["report_claim1"]["note"]
-    assert float(rows["report_claim2"]["ours"]) == pytest.approx(101.1612 - 101.1053)  # wake-sleep minus AEVB loss
-    assert float(rows["report_claim3"]["ours"]) == pytest.approx(10.0)  # AEVB minus wake-sleep log p(x)
-    # the smallest AEVB - wake-sleep gap at 3e6 over Nz: Nz = 20, -112.4 - (-115.7)
-    assert float(rows["kingma_claim_aevb_beats_ws_mnist"]["ours"]) == pytest.approx(3.3)
+    assert rows["report_claim2"]["ours"] == pytest.approx(101.1612 - 101.1053)  # wake-sleep minus AEVB loss
+    assert rows["report_claim2"]["n_runs"] == 3  # seed by seed
+    assert rows["report_claim3"]["ours"] == pytest.approx(10.0)  # AEVB minus wake-sleep log p(x)
+    # the smallest AEVB - wake-sleep gap at 3e6 over Nz: Nz = 20, -112.4 - (-115.7) (Nz = 5 is 5 nats up)
+    assert rows["kingma_claim_aevb_beats_ws_mnist"]["ours"] == pytest.approx(3.3)
+    assert "gaps by Nz: 3: +5.20, 5: +7.80, 10: +6.00, 20: +3.30, 200: +6.60" in \
+        rows["kingma_claim_aevb_beats_ws_mnist"]["note"]
     assert rows["kingma_claim_aevb_beats_ws_frey"]["verdict"] == "reproduced"
 
 
 def test_a_claim_over_several_nz_is_not_judged_on_some_of_them(tmp_path):
     """Claim 1 with only its Nz = 3 run: not judged (it would hold on that run alone)."""
-    value = project.published_numbers()["kingma_fig2_mnist_aevb_z3_test_1e8"]["published"]
-    write_run(tmp_path / "runs" / "mnist" / "aevb_z3_report_s1", "aevb_z3_report_s1", 3_000_000,
-              {3_000_000: {"test_elbo": value, "running_elbo": value}}, {"test_elbo": value})
-    rows, _ = run_scorecard(tmp_path)
+    value = PUBLISHED["kingma_fig2_mnist_aevb_z3_test_1e8"]["published"]
+    run = the_run(dataset="mnist", algorithm="aevb", latent_dim=3, protocol="report")
+    write_run(tmp_path, run, 3_000_000, {3_000_000: {"test_elbo": value, "running_elbo": value}}, {"test_elbo": value})
+    rows = by_id(scorecard.build(tmp_path))
     assert rows["report_claim1"]["verdict"] == "not run at this scale"
     assert rows["kingma_fig2_mnist_aevb_z3_test_1e8"]["verdict"] == "not run at this scale"  # 3e6 of 1e8 samples
 
 
-def test_values_are_read_at_the_published_sample_count(scorecard):
-    rows, _ = scorecard
+def test_claim_1_averages_the_seeds_of_one_nz(tmp_path):
+    """The grid has 3 seeds at Nz = 20 (the report's Table 1): their mean is claim 1's Nz = 20 value."""
+    for nz in (3, 5, 10):
+        value = PUBLISHED[f"kingma_fig2_mnist_aevb_z{nz}_test_1e8"]["published"]
+        run = the_run(dataset="mnist", algorithm="aevb", latent_dim=nz, protocol="report")
+        write_run(tmp_path, run, 3_000_000, {3_000_000: {"test_elbo": value}}, {"test_elbo": value})
+    kingma_z20 = PUBLISHED["kingma_fig2_mnist_aevb_z20_test_1e8"]["published"]
+    seeds = grid.runs(dataset="mnist", algorithm="aevb", latent_dim=20, protocol="report")
+    assert len(seeds) == 3
+    for run, gap in zip(seeds, (-1.0, -0.5, 0.3)):
+        value = kingma_z20 + gap
+        write_run(tmp_path, run, 3_000_000, {3_000_000: {"test_elbo": value}}, {"test_elbo": value})
+    claim = score("report_claim1", tmp_path)
+    assert claim["verdict"] == "reproduced" and claim["ours"] == pytest.approx(-0.4)
+    assert claim["note"].endswith("gaps by Nz: 3: +0.00, 5: +0.00, 10: +0.00, 20: -0.40")
+    assert len(claim["runs"].split()) == 6
+
+
+def test_every_nz_of_a_claim_comes_from_the_grid(tmp_path):
+    """Kingma & Welling's "AEVB beats wake-sleep at every Nz" on a grid of Nz = 3 and 7 with two seeds:
+    gaps paired by seed and averaged per Nz, judged on both Nz, and not at all when one is missing."""
+    (tmp_path / "grid.py").write_text(
+        'RUNS = [dict(dataset="mnist", protocol="kingma", algorithms=["aevb", "wake_sleep"], latent_dims=[3, 7],'
+        ' seeds=[1, 2])]\n')
+    small_grid = grid.load(tmp_path / "grid.py")
+    test_elbo = {("aevb", 3, 1): -100.0, ("aevb", 3, 2): -104.0, ("wake_sleep", 3, 1): -103.0,
+                 ("wake_sleep", 3, 2): -103.0, ("aevb", 7, 1): -100.0, ("aevb", 7, 2): -100.0,
+                 ("wake_sleep", 7, 1): -102.5, ("wake_sleep", 7, 2): -102.5}
+    runs_dir = tmp_path / "runs"
+    for (algorithm, nz, seed), value in test_elbo.items():
+        run = the_run(small_grid, algorithm=algorithm, latent_dim=nz, seed=seed)
+        write_run(runs_dir, run, 3_000_000, {3_000_000: {"test_elbo": value}}, {"test_elbo": value})
+    claim = score("kingma_claim_aevb_beats_ws_mnist", runs_dir, small_grid)
+    assert claim["verdict"] == "reproduced" and claim["ours"] == pytest.approx(1.0)  # Nz = 3: (3 - 1) / 2
+    assert claim["note"].endswith("gaps by Nz: 3: +1.00, 7: +2.50") and claim["n_runs"] == 1
+    for seed in (1, 2):
+        (the_run(small_grid, algorithm="aevb", latent_dim=7, seed=seed).folder(runs_dir) / "metrics.json").unlink()
+    claim = score("kingma_claim_aevb_beats_ws_mnist", runs_dir, small_grid)
+    assert claim["verdict"] == "not run at this scale"
+
+
+def test_values_are_read_at_the_published_sample_count(rows):
     # the 1e8 rows of a run that trained 1e8 are judged; those values come from the run's end
-    assert rows["kingma_fig2_mnist_aevb_z20_test_1e8"]["samples_trained"] == "100000000"
+    assert rows["kingma_fig2_mnist_aevb_z20_test_1e8"]["samples_trained"] == 100_000_000
     # 3e6 values of the same run are read off its curve, not its end
-    assert float(rows["kingma_fig2_mnist_aevb_z20_test_3e6"]["ours"]) == pytest.approx(-112.4)
+    assert rows["kingma_fig2_mnist_aevb_z20_test_3e6"]["ours"] == pytest.approx(-112.4)
 
 
-@pytest.mark.skipif(not NUMBERS_MD.exists(), reason="the reference numbers are not beside this checkout")
-def test_every_result_in_numbers_md_is_in_published_numbers():
-    text = NUMBERS_MD.read_text()
-    results = {float(v) for v in re.findall(r"-?\d+\.\d+", text) if abs(float(v)) >= 20}
-    frey = re.search(r"Frey Face at 10\^8 samples.*?\n\n", text, re.S).group(0)
-    results |= {float(v) for v in re.findall(r"\b\d{3,4}\b", frey) if v not in ("2", "5", "10", "20")}
-    ours = {row["published"] for row in project.published_numbers().values() if row["published"] is not None}
-    # Burda's log-likelihoods (-86.76) are in published_numbers.csv as negative log-likelihoods (86.76)
-    missing = sorted(v for v in results if not any(abs(abs(v) - abs(o)) < 1e-6 for o in ours))
-    assert not missing, missing
+def test_value_at_interpolates_on_a_log_scale():
+    run = {"metrics": {"samples": 10_000_000, "wall_time": 1200.0, "test_elbo": -109.0, "test_is_log_px": -95.0},
+           "history": [{"samples": 1_000_000, "test_elbo": -120.0}, {"samples": 10_000_000, "test_elbo": -110.0}]}
+    assert scorecard.value_at(run, "test_elbo", 10 ** 6.5) == pytest.approx(-115.0)  # halfway in log samples
+    assert scorecard.value_at(run, "test_elbo", 3_000_000) == pytest.approx(-120 + 10 * math.log10(3))
+    assert scorecard.value_at(run, "-test_elbo", 10 ** 6.5) == pytest.approx(115.0)
+    assert scorecard.value_at(run, "test_elbo", 500_000) == -120.0  # before the first evaluation: the first
+    assert scorecard.value_at(run, "test_elbo", 9_950_000) == -109.0  # about the samples trained: metrics.json
+    assert scorecard.value_at(run, "test_is_log_px", 3_000_000) == -95.0  # not in the history: metrics.json
+    assert scorecard.value_at(run, "minutes_per_million", 1_000_000) == pytest.approx(2.0)
+
+
+def test_tolerance_is_in_nats_or_a_percentage_of_the_published_value():
+    assert scorecard.tolerance_of({"tolerance": "2.0", "published": -143.7}) == 2.0
+    assert scorecard.tolerance_of({"tolerance": "3%", "published": 872.0}) == pytest.approx(26.16)
+    assert scorecard.tolerance_of({"tolerance": "3%", "published": -872.0}) == pytest.approx(26.16)
+    assert math.isnan(scorecard.tolerance_of({"tolerance": "", "published": 30.0}))
+
+
+def test_test_log_likelihoods_lists_the_runs_with_one(runs_dir):
+    table = scorecard.test_log_likelihoods(runs_dir)
+    assert list(table.columns) == scorecard.LOG_LIKELIHOOD_COLUMNS
+    assert sorted(table.run) == sorted(
+        [r.name for r in grid.runs(dataset="mnist", latent_dim=20, protocol="report")]
+        + [the_run(dataset="mnist", protocol="burda").name])
+    aevb = table[table.run == "mnist/aevb_z20_report_s1"].iloc[0]
+    assert aevb.test_log_px == -90.0 and aevb.gap == pytest.approx(-90.0 + 101.1053) and aevb.k == 5000
+    assert math.isnan(table[table.protocol == "burda"].iloc[0].test_elbo)
+
+
+def test_every_runs_query_selects_runs_of_the_grid():
+    """Each field value a query names exists in the grid under the row's protocol; no query names a seed
+    or a protocol (every seed counts; the protocol column is the filter)."""
+    problems = []
+    for row in PUBLISHED.values():
+        if not row["runs"]:
+            assert not row["metric"], f"{row['id']} has a metric but no runs"
+            continue
+        if not grid.select(row["runs"], row["protocol"]):
+            problems.append(f"{row['id']}: {row['runs']!r} selects no run under protocol {row['protocol']!r}")
+        for part in row["runs"].split():
+            key, _, values = part.partition("=")
+            if key in ("seed", "protocol"):
+                problems.append(f"{row['id']}: {row['runs']!r} names a {key}")
+            for value in values.split(","):
+                narrowed = row["runs"].replace(part, f"{key}={value}")
+                if not grid.select(narrowed, row["protocol"]):
+                    problems.append(f"{row['id']}: the grid has no {narrowed!r} under protocol {row['protocol']!r}")
+    assert not problems, "\n".join(problems)
+
+
+# ---- slow: the notebook ----------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_the_notebook_writes_what_build_computes(runs_dir, tmp_path):
+    figures_dir = tmp_path / "figures"
+    result = run_notebook(tmp_path, "-p", "runs_dir", runs_dir, "-p", "figures_dir", figures_dir, name="scorecard")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (figures_dir / "scorecard.csv").read_text() == scorecard.build(runs_dir).to_csv(index=False)
+    assert (figures_dir / "test_log_likelihood.csv").read_text() == \
+        scorecard.test_log_likelihoods(runs_dir).to_csv(index=False)
+    for ext in ("png", "pdf"):
+        assert (figures_dir / f"scorecard_differences.{ext}").stat().st_size > 0
+    executed = (tmp_path / "scorecard.ipynb").read_text()
+    assert "claim 2 is reproduced" in executed and "background-color: #f8d7d7" in executed  # the printout, the table

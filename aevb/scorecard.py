@@ -1,0 +1,273 @@
+"""Published numbers beside ours, and the verdicts (notebooks/scorecard.ipynb tells the story).
+
+published_numbers.csv holds every number and claim that the replication report (Andriciuc, 2025),
+Kingma & Welling (2013) and Burda et al. (2015) publish, with the protocol, runs and tolerance each
+is judged by. A row's `runs` is a query of the experiment grid, 'dataset=mnist algorithm=aevb
+latent_dim=20', taken under the row's protocol (see `aevb.grid.select`). It names no seed, and a
+claim "at every Nz" names no Nz: the grid is the one list of runs, so a seed or an Nz added there is
+judged here without an edit. A row is judged on the runs its query selects whose folder holds a
+finished run (metrics.json); with several seeds, ours is their mean ± sd and the verdict judges the mean.
+
+Verdicts: `reproduced` (within the tolerance, or the claim's test holds), `not reproduced`, `not run
+at this scale` (our runs trained fewer than half the published samples, or there is no such run),
+`out of scope` (models this project does not implement) and `n/a (hardware)` (compute time).
+"""
+import csv
+import math
+import statistics
+
+import pandas as pd
+
+import aevb.grid
+from aevb import paths
+from aevb.runs import load_summary
+
+# scorecard.csv's columns, in order (scripts/build_html.py reads them by name)
+COLUMNS = ["source", "what", "published", "ours", "ours_sd", "n_runs", "difference", "tolerance", "protocol",
+           "samples_published", "samples_trained", "verdict", "note", "runs", "id"]
+LOG_LIKELIHOOD_COLUMNS = ["run", "protocol", "algorithm", "Nz", "samples", "points", "k", "test_log_px", "se",
+                          "test_elbo", "gap"]
+VERDICT_COLORS = {"reproduced": "#d9f2d9", "not reproduced": "#f8d7d7", "not run at this scale": "#eeeeee"}
+NOT_JUDGED = ((), (), False, "")  # a claim's (values, runs used, holds, detail) when its runs are missing
+
+
+# ---- the published numbers and the runs --------------------------------------------------------------
+
+def published_numbers(path=paths.PUBLISHED_NUMBERS):
+    """published_numbers.csv as {id: row}, in file order: `published` a float (None for a claim without
+    a number), `samples` a float, every other field its text."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        row["published"] = float(row["published"]) if row["published"] else None
+        row["samples"] = float(row["samples"])
+    return {row["id"]: row for row in rows}
+
+
+def tolerance_of(row):
+    """A row's tolerance in nats: '1.0' is absolute, '3%' is relative to the published value (Frey Face's
+    bounds are in the thousands); NaN for a row without one (compute time, out of scope)."""
+    text = row["tolerance"]
+    if not text:
+        return math.nan
+    return abs(float(row["published"])) * float(text[:-1]) / 100 if text.endswith("%") else float(text)
+
+
+def finished_runs(runs_dir, grid=None):
+    """{Run: summary (aevb.runs.load_summary)} for every run of the grid, in its order, whose folder in
+    runs_dir holds a finished run. A folder the grid does not list is not read."""
+    return {run: load_summary(run.folder(runs_dir)) for run in aevb.grid.runs(grid=grid)
+            if (run.folder(runs_dir) / "metrics.json").exists()}
+
+
+def selected_runs(row, grid=None):
+    """The grid's runs that a row's `runs` query selects under the row's protocol, finished or not."""
+    return aevb.grid.select(row["runs"], row["protocol"], grid) if row["runs"] else []
+
+
+def value_at(run, metric, samples):
+    """A run's `metric` ('-' in front: negated, e.g. '-test_elbo', a loss) after `samples` training samples.
+
+    Published values are read off curves at a sample count (Kingma & Welling's Figure 2 at 3x10^6 and
+    10^8), so a run that trained past it gives its value there: interpolated on a log scale, the
+    figure's axis, between the two evaluations around it. A run that trained about that many samples
+    gives its final value; so does a metric only its metrics.json holds (test_is_log_px).
+    """
+    sign, key = (-1, metric[1:]) if metric.startswith("-") else (1, metric)
+    metrics, history = run["metrics"], run["history"]
+    if key == "minutes_per_million":
+        return metrics["wall_time"] / 60 / (metrics["samples"] / 1e6)
+    if metrics["samples"] <= 1.01 * samples or key not in history[0]:
+        return sign * {**history[-1], **metrics}[key]  # e.g. running_elbo is in the history only
+    points = [(row["samples"], row[key]) for row in history]
+    for (s0, v0), (s1, v1) in zip(points, points[1:]):
+        if s0 <= samples <= s1:
+            t = math.log(samples / s0) / math.log(s1 / s0)
+            return sign * (v0 + t * (v1 - v0))
+    return sign * points[0][1]  # before the first evaluation: the first one
+
+
+# ---- the claims: each a test on several runs; the value is what the test measures --------------------
+# A claim returns (values, runs used, whether it holds, what it measured for the note).
+
+def mean_by_latent_dim(values):
+    """{Nz: mean} of {Run: value}: one number per Nz, however many seeds the grid has there."""
+    by_nz = {}
+    for run, value in values.items():
+        by_nz.setdefault(run.latent_dim, []).append(value)
+    return {nz: statistics.mean(v) for nz, v in sorted(by_nz.items())}
+
+
+def gaps_text(gaps):
+    return "gaps by Nz: " + ", ".join(f"{nz}: {gap:+.2f}" for nz, gap in sorted(gaps.items()))
+
+
+def paired_gaps(runs, finished, first, second, metric, samples):
+    """{run of `first`: metric(first) - metric(second)} over the finished pairs of the two algorithms with
+    the same dataset, Nz and seed, and the runs used. Pairing by seed keeps a missing run from skewing
+    a mean of the other algorithm's seeds."""
+    done = {(r.algorithm, r.dataset, r.latent_dim, r.seed): r for r in runs if r in finished}
+    gaps, used = {}, []
+    for (algorithm, *rest), a in done.items():
+        b = done.get((second, *rest))
+        if algorithm == first and b is not None:
+            gaps[a] = value_at(finished[a], metric, samples) - value_at(finished[b], metric, samples)
+            used += [a, b]
+    return gaps, used
+
+
+def adam_vs_kingma(row, runs, finished, published):
+    """The report's claim 1: Kingma & Welling's results replicate in 50 epochs with Adam. Per Nz, our Adam
+    test bound at 3x10^6 samples (seeds averaged) minus Kingma & Welling's Adagrad one at 10^8 (their
+    Figure 2); the value is the largest gap, and the claim holds when every gap is within the tolerance.
+    Judged on every Nz the query selects or not at all: on a subset it could hold where the whole fails."""
+    gaps = {}  # run -> its gap to the published bound at its Nz
+    for run in runs:
+        if run in finished:
+            kingma = published[f"kingma_fig2_{run.dataset}_aevb_z{run.latent_dim}_test_1e8"]["published"]
+            gaps[run] = value_at(finished[run], "test_elbo", int(row["samples"])) - kingma
+    by_nz = mean_by_latent_dim(gaps)
+    if not by_nz or set(by_nz) != {run.latent_dim for run in runs}:
+        return NOT_JUDGED
+    worst = max(by_nz.values(), key=abs)
+    return [worst], list(gaps), abs(worst) <= tolerance_of(row), gaps_text(by_nz)
+
+
+def ws_minus_aevb_loss(row, runs, finished, published):
+    """The report's claim 2: wake-sleep is "still comparable" with AEVB (its Table 1: test loss 101.16
+    against 101.11). Wake-sleep's test loss minus AEVB's, seed by seed; holds when the mean gap is within
+    the tolerance of the report's 0.06. The report's gap is between two AEVB runs; ours is between the
+    true wake-sleep algorithm (Hinton et al., 1995) and AEVB."""
+    gaps, used = paired_gaps(runs, finished, "wake_sleep", "aevb", "-test_elbo", int(row["samples"]))
+    mean = statistics.mean(gaps.values()) if gaps else math.nan
+    return list(gaps.values()), used, abs(mean - row["published"]) <= tolerance_of(row), ""
+
+
+def aevb_minus_ws_log_px(row, runs, finished, published):
+    """The report's claim 3: AEVB's random samples look better than wake-sleep's (its Figures 1, 2). A
+    qualitative claim; we measure the test log-likelihood by importance sampling (Burda et al.), AEVB
+    minus wake-sleep seed by seed, and it holds when the mean is above the tolerance."""
+    gaps, used = paired_gaps(runs, finished, "aevb", "wake_sleep", "test_is_log_px", int(row["samples"]))
+    return list(gaps.values()), used, bool(gaps) and statistics.mean(gaps.values()) > tolerance_of(row), ""
+
+
+def aevb_beats_ws(row, runs, finished, published):
+    """Kingma & Welling's Figure 2: AEVB reaches a higher lower bound than wake-sleep at every Nz. Per Nz,
+    the test bound of AEVB minus wake-sleep (seed-matched, seeds averaged); the value is the smallest gap,
+    and the claim holds when it is above the tolerance. "Every Nz" is every Nz at which the grid has both
+    algorithms under the row's protocol, judged on all of them or not at all."""
+    gaps, used = paired_gaps(runs, finished, "aevb", "wake_sleep", "test_elbo", int(row["samples"]))
+    by_nz = mean_by_latent_dim(gaps)
+    both = ({r.latent_dim for r in runs if r.algorithm == "aevb"}
+            & {r.latent_dim for r in runs if r.algorithm == "wake_sleep"})
+    if not by_nz or set(by_nz) != both:
+        return NOT_JUDGED
+    smallest = min(by_nz.values())
+    return [smallest], used, smallest > tolerance_of(row), gaps_text(by_nz)
+
+
+CLAIMS = {"adam_vs_kingma": adam_vs_kingma, "ws_minus_aevb_loss": ws_minus_aevb_loss,
+          "aevb_minus_ws_log_px": aevb_minus_ws_log_px, "aevb_beats_ws": aevb_beats_ws}
+
+
+# ---- the scorecard -------------------------------------------------------------------------------------
+
+def score(row, finished, published, grid=None):
+    """One scorecard row (a dict of COLUMNS) for a published row, judged on `finished` (see finished_runs);
+    `published` is every published row (claim 1 reads Kingma & Welling's bounds from it)."""
+    samples = int(row["samples"])
+    out = {"source": row["source"], "what": row["what"], "published": row["published"], "ours": math.nan,
+           "ours_sd": math.nan, "n_runs": 0, "difference": math.nan, "tolerance": row["tolerance"],
+           "protocol": row["protocol"], "samples_published": samples, "samples_trained": None, "verdict": "",
+           "note": row["note"], "runs": "", "id": row["id"]}
+    if not row["metric"]:
+        return {**out, "verdict": "out of scope"}
+    runs = selected_runs(row, grid)
+    if row["metric"].startswith("claim:"):
+        name = row["metric"].removeprefix("claim:")
+        if name not in CLAIMS:
+            raise ValueError(f"unknown claim {name!r} in published row {row['id']}; known: {', '.join(CLAIMS)}")
+        values, used, holds, detail = CLAIMS[name](row, runs, finished, published)
+        if detail:
+            out["note"] = f"{row['note']}; {detail}"
+    else:
+        used = [run for run in runs if run in finished]
+        values, holds = [value_at(finished[run], row["metric"], samples) for run in used], None
+    if not used:
+        return {**out, "verdict": "not run at this scale", "note": "no such run in this profile; " + row["note"]}
+    trained = min(finished[run]["metrics"]["samples"] for run in used)
+    ours = statistics.mean(values)
+    out.update(ours=ours, ours_sd=statistics.stdev(values) if len(values) > 1 else math.nan, n_runs=len(values),
+               samples_trained=trained, runs=" ".join(sorted({run.name for run in used})))
+    if row["published"] is not None:
+        out["difference"] = ours - row["published"]
+    if row["metric"] == "minutes_per_million":
+        out["verdict"] = "n/a (hardware)"
+    elif trained < 0.5 * samples:  # a 3x10^6-sample run cannot judge a 10^8-sample number
+        out["verdict"] = "not run at this scale"
+    elif holds is None:
+        out["verdict"] = "reproduced" if abs(out["difference"]) <= tolerance_of(row) else "not reproduced"
+    else:
+        out["verdict"] = "reproduced" if holds else "not reproduced"
+    return out
+
+
+def build(runs_dir, published=None, grid=None):
+    """The scorecard: one row per published row, in its order, with COLUMNS (what scorecard.csv holds).
+    `published`: published_numbers()' dict (None: published_numbers.csv); `grid`: a grid module (None: aevb.grid)."""
+    published = published_numbers() if published is None else published
+    finished = finished_runs(runs_dir, grid)
+    rows = [score(row, finished, published, grid) for row in published.values()]
+    return pd.DataFrame(rows, columns=COLUMNS).astype({"samples_trained": "Int64"})
+
+
+def test_log_likelihoods(runs_dir, grid=None):
+    """Every finished run with a test log-likelihood by importance sampling (test_is_log_px), beside its
+    test lower bound: log p(x) >= ELBO, and the gap is how loose the bound is."""
+    rows = []
+    for run, summary in finished_runs(runs_dir, grid).items():
+        metrics, config = summary["metrics"], summary["config"]
+        if "test_is_log_px" in metrics:
+            test_elbo = metrics.get("test_elbo", math.nan)
+            rows.append({"run": run.name, "protocol": config["protocol"], "algorithm": config["algorithm"],
+                         "Nz": config["latent_dim"], "samples": metrics["samples"], "points": config["is_points"],
+                         "k": config["is_k"], "test_log_px": metrics["test_is_log_px"],
+                         "se": metrics["test_is_log_px_se"], "test_elbo": test_elbo,
+                         "gap": metrics["test_is_log_px"] - test_elbo})
+    return pd.DataFrame(rows, columns=LOG_LIKELIHOOD_COLUMNS)
+
+
+# ---- for the notebook's narrative, table and figure ------------------------------------------------------
+
+def number_text(value, digits=2):
+    return "" if value is None or pd.isna(value) else f"{value:.{digits}f}"
+
+
+def ours_text(row):
+    """A scorecard row's value as 'mean ± sd (n runs)', or 'value (1 run)'."""
+    n = int(row["n_runs"])
+    sd = f" ± {row['ours_sd']:.2f}" if n > 1 else ""
+    return f"{row['ours']:.2f}{sd} ({n} run{'s' if n > 1 else ''})"
+
+
+def styled(card):
+    """The scorecard as the notebook shows it: numbers rounded, sample counts short, the verdict coloured."""
+    shown = card.assign(
+        published=["" if pd.isna(p) else f"{p:.10g}" for p in card.published],
+        ours=[number_text(o) + (f" ± {number_text(sd)}" if n > 1 else "")
+              for o, sd, n in zip(card.ours, card.ours_sd, card.n_runs)],
+        difference=[number_text(d) for d in card.difference],
+        samples_trained=["" if pd.isna(s) else f"{s:,}" for s in card.samples_trained],
+        samples_published=[f"{s:.0e}".replace("e+0", "e") for s in card.samples_published],
+    )[["source", "what", "published", "ours", "n_runs", "difference", "tolerance", "protocol", "samples_published",
+       "samples_trained", "verdict", "note"]]
+    return (shown.style.map(lambda v: f"background-color: {VERDICT_COLORS.get(v, 'white')}", subset=["verdict"])
+            .hide(axis="index"))
+
+
+def judged_differences(card):
+    """The rows with a published value that were judged at their scale, with `ratio`: (ours - published) in
+    units of the row's tolerance, so that values in nats and in percent share one axis."""
+    judged = card[card.verdict.isin(["reproduced", "not reproduced"]) & card.difference.notna()]
+    tolerance = pd.Series([tolerance_of(row) for _, row in judged.iterrows()], index=judged.index, dtype=float)
+    return judged.assign(ratio=judged.difference / tolerance)
