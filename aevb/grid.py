@@ -216,7 +216,6 @@ def main(argv=None):
         selected = notebook_runs(args.notebook, grid) if args.notebook else runs(grid=grid)
         print(" ".join(r.name for r in selected))
         return
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from aevb.runs import code_hash
     text = json.dumps({"parameters": run(args.run, grid).params(args.profile, grid), "code_hash": code_hash()},
                       indent=1, sort_keys=True) + "\n"
