@@ -82,9 +82,9 @@ $(RUNS)/%/metrics.json: $(RUNS)/%.params | setup data
 FORCE:
 .PRECIOUS: $(RUNS)/%.params
 
-# ---- figures: each notebook depends on the runs it reads (the grid's NOTEBOOK_RUNS) and on the code
+# ---- figures: each notebook (the grid's NOTEBOOK_RUNS) depends on the runs it reads and on the code
 # and published numbers it reads. Which figure each makes: aevb/figures.py (FIGURES, CSV_TABLES).
-FIGURE_NOTEBOOKS := replication_report kingma2013 marginal_likelihood scorecard
+FIGURE_NOTEBOOKS := $(shell $(GRID) notebooks)
 FIGURE_DONE := $(FIGURE_NOTEBOOKS:%=$(BUILD)/done/%)
 FIGURE_CODE := aevb/figures.py aevb/runs.py aevb/grid.py aevb/scorecard.py aevb/estimators.py aevb/data.py \
 	vae_core.py published_numbers.csv

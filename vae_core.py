@@ -267,16 +267,17 @@ class MCEM:
     """Monte Carlo EM (Kingma & Welling, App. E; their Figure 3 baseline). Learns the decoder only.
 
     E-step: move each point's persistent HMC chain on p(z|x) under the current decoder (10 leapfrog
-    steps per transition, step size adapted to ~90% acceptance). M-step: one gradient step on theta
-    ascending log p(x|z) + log p(z) at the chain states (log p(z) has no parameters, so only
-    log p(x|z) carries a gradient). It has no lower bound: judge it by an estimated log p(x)
+    steps per transition, step size adapted to ~90% acceptance). M-step: `updates` gradient steps on
+    theta ascending log p(x|z) + log p(z) at the chain states (log p(z) has no parameters, so only
+    log p(x|z) carries a gradient); App. E makes "5 weight updates steps using the acquired sample"
+    (anglepy, wzoptim.py: step_batch_mcem's m_steps=5). It has no lower bound: judge it by an estimated log p(x)
     (train's eval_fn, e.g. with aevb.estimators.log_likelihood_hmc).
     """
     terms = ("log p(x|z)", "-log p(z)")  # at the chain states
     has_bound = False
 
-    def __init__(self, model, n_train, hmc_transitions=1):
-        self.model, self.hmc_transitions = model, hmc_transitions
+    def __init__(self, model, n_train, hmc_transitions=1, updates=1):
+        self.model, self.hmc_transitions, self.updates = model, hmc_transitions, updates
         device = next(model.parameters()).device
         # one chain per training point, started from the prior
         self.chains = {"z": torch.randn(n_train, model.z_dim, device=device),
@@ -291,11 +292,14 @@ class MCEM:
         z, accept_prob, step_size = hmc(log_joint_fn(self.model, xb), chains["z"][idx], chains["step_size"][idx],
                                         n_transitions=self.hmc_transitions, adapt=True)
         chains["z"][idx], chains["step_size"][idx], chains["accept_prob"][idx] = z, step_size, accept_prob
-        log_px_given_z = self.model.log_px_given_z(xb, self.model.decode(z))
-        opt.zero_grad(set_to_none=True)
-        (-log_px_given_z.mean()).backward()
-        opt.step()
-        return torch.stack([log_px_given_z.detach().sum(), -log_standard_normal(z).sum()])
+        for i in range(self.updates):
+            log_px_given_z = self.model.log_px_given_z(xb, self.model.decode(z))
+            if i == 0:  # what the log shows: the terms at the new sample, before the M-step
+                logged = torch.stack([log_px_given_z.detach().sum(), -log_standard_normal(z).sum()])
+            opt.zero_grad(set_to_none=True)
+            (-log_px_given_z.mean()).backward()
+            opt.step()
+        return logged
 
     def running(self, sums, n):
         return {"running_log_joint": (sums[0] - sums[1]).item() / n,
@@ -402,7 +406,8 @@ def _check_finite(model, sums, samples_from, samples_to, terms):
 def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_size=100, n_samples=1,
           optimizer="adam", lr=1e-3, weight_prior=False, seed=0, device="auto", eval_at=None,
           test_x=None, eval_size=10_000, dynamic_binarization=False, checkpoint_path=None,
-          checkpoint_every=None, progress="lines", hmc_transitions=1, eval_fn=None, warmup_steps=0):
+          checkpoint_every=None, progress="lines", hmc_transitions=1, mcem_updates=1, eval_fn=None,
+          warmup_steps=0):
     """Train `model` on `train_x` [N, D] with AEVB, wake-sleep or MCEM; return the history (a list of rows).
 
     Budget: `samples` (training samples evaluated, Kingma's x-axis) or `epochs` (passes over train_x).
@@ -413,7 +418,8 @@ def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_
     moves every parameter by the full step size, lr * sign(g)). eval_at: the sample counts at which train
     (first `eval_size` points) and test lower bounds are logged; the final count is always one.
     MCEM has no lower bound (its encoder is unused): its rows carry the mean acceptance probability
-    and step size of its chains instead; hmc_transitions: its HMC transitions per minibatch.
+    and step size of its chains instead; hmc_transitions: its HMC transitions per minibatch,
+    mcem_updates: its decoder updates per HMC sample.
     eval_fn(model) -> dict: extra values logged at every evaluation (e.g. an estimated log p(x), see
     aevb.estimators), called in eval mode on its own seeded RNG stream.
     checkpoint_path: save model, optimizer, RNG, the step's state and history there at epoch ends (every
@@ -434,9 +440,11 @@ def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_
                          f"(got {total}, {n_samples}, {lr})")
     if warmup_steps < 0:
         raise ValueError(f"warmup_steps={warmup_steps} must be >= 0")
-    if algorithm == "mcem" and (n_samples != 1 or hmc_transitions < 1):
-        raise ValueError(f"mcem needs n_samples=1 (one chain state per datapoint) and hmc_transitions >= 1 "
-                         f"(got {n_samples}, {hmc_transitions})")
+    if algorithm == "mcem" and (n_samples != 1 or hmc_transitions < 1 or mcem_updates < 1):
+        raise ValueError(f"mcem needs n_samples=1 (one chain state per datapoint), hmc_transitions >= 1 and "
+                         f"mcem_updates >= 1 (got {n_samples}, {hmc_transitions}, {mcem_updates})")
+    if algorithm != "mcem" and (hmc_transitions, mcem_updates) != (1, 1):
+        raise ValueError(f"hmc_transitions and mcem_updates are MCEM's; {algorithm} takes neither")
 
     # ---- set up: device, seed, data, the algorithm's step, its optimizer
     device = select_device(device)
@@ -449,7 +457,7 @@ def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_
         eval_train_x = torch.bernoulli(eval_train_x, generator=torch.Generator(device).manual_seed(seed))
     test_x = None if test_x is None else test_x.to(device)
     points = sorted({int(p) for p in (eval_at or log_spaced_points(total)) if 0 < p < total} | {total})
-    step = MCEM(model, n_train, hmc_transitions) if algorithm == "mcem" else \
+    step = MCEM(model, n_train, hmc_transitions, mcem_updates) if algorithm == "mcem" else \
         {"aevb": AEVB, "wake_sleep": WakeSleep}[algorithm](model, n_samples)
     # the weight prior is on the parameters the step learns (MCEM: theta alone)
     opt = make_optimizer(step.parameters(), optimizer, lr, 1.0 / n_train if weight_prior else 0.0, device)

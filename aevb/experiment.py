@@ -32,6 +32,7 @@ class RunConfig:
     lr_trial_samples: int
     weight_prior: bool
     warmup_steps: int
+    mcem_updates: int
     train_size: int
     test_size: int
     eval_points: int
@@ -58,7 +59,7 @@ class RunConfig:
         choice("optimizer", self.optimizer, ["adam", "adagrad"])
         choice("weight_prior", self.weight_prior, [False, True])
         for name in ("latent_dim", "samples", "batch_size", "n_samples", "eval_points", "checkpoint_every", "seed",
-                     "lr_trial_samples", "is_k"):
+                     "lr_trial_samples", "is_k", "mcem_updates"):
             positive(name, getattr(self, name))
         for name in ("train_size", "test_size", "log_px_points", "log_px_k", "is_points", "warmup_steps"):
             positive(name, getattr(self, name), allow_zero=True)
@@ -69,6 +70,9 @@ class RunConfig:
                              "e.g. [0.01, 0.02, 0.1]")
         for value in self.lr_choices:
             positive("lr_choices", value, integer=False)
+        if self.mcem_updates != 1 and self.algorithm != "mcem":
+            raise ValueError(f"parameter mcem_updates={self.mcem_updates!r} is not allowed for {self.algorithm}: "
+                             "it is MCEM's (decoder updates per HMC sample)")
         if self.lr_choices and self.algorithm == "mcem":
             raise ValueError("parameter lr_choices is not allowed for mcem: the choice scores the training lower "
                              "bound, which MCEM (no encoder) does not have")
@@ -118,6 +122,8 @@ def saved_config(config, train_x, test_x, likelihood):
         saved.update(is_points=min(c.is_points, len(test_x)), is_k=c.is_k)
     if c.warmup_steps:
         saved.update(warmup_steps=c.warmup_steps)
+    if c.mcem_updates != 1:
+        saved.update(mcem_updates=c.mcem_updates)
     return saved
 
 
@@ -174,6 +180,7 @@ def train_run(config, run_dir, replace_stale=False, progress="lines", threads=0)
                     for split, x in (("train", train_x), ("test", test_x))}
 
         history = vc.train(model, train_x, c.algorithm, samples=c.samples, lr=lr, eval_at=eval_at, test_x=test_x,
+                           mcem_updates=c.mcem_updates,
                            checkpoint_path=checkpoint, checkpoint_every=c.checkpoint_every, progress=progress,
                            eval_fn=log_px_of_first_points if c.log_px_points else None, **common)
         if c.is_points:  # the test log-likelihood, once, on the final model

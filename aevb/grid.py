@@ -17,19 +17,30 @@ from pathlib import Path
 PROFILES = ("smoke", "default", "paper")
 
 # ---- protocols: the setups the papers describe, as parameters of notebooks/train.ipynb -------------
-KINGMA = dict(optimizer="adagrad", lr_choices=[0.01, 0.02, 0.1], weight_prior=True)
-FIG3 = dict(binarize="none", hidden=[100], optimizer="adagrad", lr=0.02, weight_prior=True)
+# Kingma & Welling's Adagrad, as their code runs it (anglepy, wzoptim.py): 100 minibatches that only
+# accumulate squared gradients before the first update; an N(0, I) prior on the parameters
+ADAGRAD = dict(optimizer="adagrad", weight_prior=True, warmup_steps=100)
+KINGMA = dict(ADAGRAD, lr_choices=[0.01, 0.02, 0.1])
+FIG3 = dict(ADAGRAD, binarize="none", hidden=[100], lr=0.02)
+KINGMA_MNIST = dict(KINGMA, binarize="none", hidden=[500], train_size=50_000)
 PROTOCOLS = {
     # the replication report's notebook as it ran: grey-level MNIST, 784-500-Nz tanh, Adam 1e-3
     ("mnist", "report"): dict(binarize="none", hidden=[500], optimizer="adam", lr=0.001, weight_prior=False),
-    # Kingma & Welling: Adagrad with the global step chosen from {0.01, 0.02, 0.1} on the training set,
-    # an N(0, I) prior on the parameters; 500 tanh units for MNIST, 200 and a Gaussian decoder for Frey Face
-    ("mnist", "kingma"): dict(binarize="none", hidden=[500], **KINGMA),
-    ("frey", "kingma"): dict(hidden=[200], **KINGMA),
+    # Kingma & Welling: Adagrad with the global step chosen from {0.01, 0.02, 0.1} on the training set;
+    # 500 tanh units and their 50,000 training images for MNIST, 200 and a Gaussian decoder for Frey Face
+    ("mnist", "kingma"): KINGMA_MNIST,
+    ("frey", "kingma"): dict(KINGMA, hidden=[200]),
+    # what moves wake-sleep's bound under Kingma's protocol: one change each (notebooks/wake_sleep_gap.ipynb)
+    ("mnist", "kingma-nowarmup-60k"): dict(KINGMA_MNIST, warmup_steps=0, train_size=0),  # the protocol before
+    ("mnist", "kingma-60k"): dict(KINGMA_MNIST, train_size=0),
+    ("mnist", "kingma-trial5e5"): dict(KINGMA_MNIST, lr_trial_samples=500_000),
+    ("mnist", "kingma-lr0.02"): dict(KINGMA_MNIST, lr_choices=[], lr=0.02),
+    ("mnist", "kingma-binary"): dict(KINGMA_MNIST, binarize="dynamic"),
     # Kingma & Welling's Figure 3: Nz 3, 100 tanh units, Adagrad 0.02 for all three algorithms, the weight
-    # prior, the first N training points
+    # prior, the first N training points (MCEM's 5 decoder updates per sample: in RUNS)
     ("mnist", "fig3n1000"): dict(FIG3, train_size=1000),
     ("mnist", "fig3n50000"): dict(FIG3, train_size=50000),
+    ("mnist", "fig3n1000-1update"): dict(FIG3, train_size=1000),  # MCEM with 1 decoder update per sample
     # Burda et al.'s VAE: dynamically binarized MNIST, 784-200-200-50 tanh, Adam, minibatch 20
     ("mnist", "burda"): dict(binarize="dynamic", hidden=[200, 200], batch_size=20, optimizer="adam", lr=0.001,
                              weight_prior=False),
@@ -44,38 +55,46 @@ SMOKE_FIG3 = dict(samples=2000, test_size=200, eval_points=1, log_px_points=10, 
 DEFAULT_FIG3 = dict(samples=300_000, eval_points=6, log_px_points=100, log_px_k=500)
 PAPER = dict(samples=100_000_000, checkpoint_every=5_000_000)  # the papers' 10^8 samples per run
 PAPER_FIG3 = dict(samples=60_000_000, checkpoint_every=5_000_000, log_px_points=1000, log_px_k=5000)
+KINGMA_VARIANTS = [protocol for _, protocol in PROTOCOLS if protocol.startswith("kingma-")]
 BUDGETS = {
     "smoke": {
         ("mnist", "report"): SMOKE,
         ("mnist", "kingma"): dict(SMOKE, lr_trial_samples=500),
+        **{("mnist", v): dict(SMOKE, lr_trial_samples=500) for v in KINGMA_VARIANTS},
         ("frey", "kingma"): dict(samples=2000, test_size=100, eval_points=3, lr_trial_samples=500),
         ("mnist", "fig3n1000"): SMOKE_FIG3,
         ("mnist", "fig3n50000"): SMOKE_FIG3,
+        ("mnist", "fig3n1000-1update"): SMOKE_FIG3,
         ("mnist", "burda"): dict(SMOKE, is_points=20, is_k=100),
         "test_log_px": dict(is_points=20, is_k=100),
     },
     "default": {  # the report's 50 epochs (3x10^6 samples) for MNIST: about an hour with make -j2 on 2 cores
         ("mnist", "report"): dict(samples=3_000_000),
         ("mnist", "kingma"): dict(samples=3_000_000),
+        **{("mnist", v): dict(samples=3_000_000) for v in KINGMA_VARIANTS},
         ("frey", "kingma"): dict(samples=1_000_000),
         ("mnist", "fig3n1000"): DEFAULT_FIG3,
         ("mnist", "fig3n50000"): DEFAULT_FIG3,
+        ("mnist", "fig3n1000-1update"): DEFAULT_FIG3,
         ("mnist", "burda"): dict(samples=1_000_000, is_points=1000, is_k=5000),
         "test_log_px": dict(is_points=1000, is_k=1000),
     },
     "paper": {  # the papers' budgets: a machine with a GPU
         ("mnist", "report"): dict(samples=3_000_000),  # the report's 50 epochs
         ("mnist", "kingma"): PAPER,
+        **{("mnist", v): dict(samples=3_000_000) for v in KINGMA_VARIANTS},  # the gap is measured at 3x10^6
         ("frey", "kingma"): PAPER,
         ("mnist", "fig3n1000"): PAPER_FIG3,
         ("mnist", "fig3n50000"): PAPER_FIG3,
+        ("mnist", "fig3n1000-1update"): PAPER_FIG3,
         ("mnist", "burda"): dict(samples=196_800_000, checkpoint_every=5_000_000, is_points=10_000, is_k=5000),
         "test_log_px": dict(is_points=10_000, is_k=5000),
     },
 }
 
 # ---- the runs: <dataset>/<algorithm>_z<Nz>_<protocol>_s<seed> ---------------------------------------
-# Each line is a sweep: every algorithm x latent dimension x seed. Longest first: make -j starts them first.
+# Each line is a sweep: every algorithm x latent dimension x seed (`params`: more parameters of its runs).
+# Longest first: make -j starts them first.
 RUNS = [
     # Kingma & Welling's Figure 2, MNIST (Nz = 20 also gets a test log-likelihood)
     dict(dataset="mnist", protocol="kingma", algorithms=["aevb", "wake_sleep"], latent_dims=[3, 5, 10, 20, 200],
@@ -86,9 +105,14 @@ RUNS = [
          test_log_px=[20]),
     # Kingma & Welling's Figure 2, Frey Face
     dict(dataset="frey", protocol="kingma", algorithms=["aevb", "wake_sleep"], latent_dims=[2, 5, 10, 20], seeds=[1]),
-    # Kingma & Welling's Figure 3
-    dict(dataset="mnist", protocol="fig3n1000", algorithms=["aevb", "wake_sleep", "mcem"], latent_dims=[3], seeds=[1]),
-    dict(dataset="mnist", protocol="fig3n50000", algorithms=["aevb", "wake_sleep", "mcem"], latent_dims=[3], seeds=[1]),
+    # what moves wake-sleep's bound at Nz = 20 (one change each from the kingma protocol)
+    *[dict(dataset="mnist", protocol=v, algorithms=["wake_sleep"], latent_dims=[20], seeds=[1]) for v in KINGMA_VARIANTS],
+    # Kingma & Welling's Figure 3; MCEM with App. E's 5 decoder updates per HMC sample, and with 1 for comparison
+    dict(dataset="mnist", protocol="fig3n1000", algorithms=["aevb", "wake_sleep"], latent_dims=[3], seeds=[1]),
+    dict(dataset="mnist", protocol="fig3n1000", algorithms=["mcem"], latent_dims=[3], seeds=[1], params=dict(mcem_updates=5)),
+    dict(dataset="mnist", protocol="fig3n1000-1update", algorithms=["mcem"], latent_dims=[3], seeds=[1]),
+    dict(dataset="mnist", protocol="fig3n50000", algorithms=["aevb", "wake_sleep"], latent_dims=[3], seeds=[1]),
+    dict(dataset="mnist", protocol="fig3n50000", algorithms=["mcem"], latent_dims=[3], seeds=[1], params=dict(mcem_updates=5)),
     # Burda et al.'s VAE
     dict(dataset="mnist", protocol="burda", algorithms=["aevb"], latent_dims=[50], seeds=[1]),
 ]
@@ -97,7 +121,8 @@ RUNS = [
 NOTEBOOK_RUNS = {
     "replication_report": dict(protocol="report"),
     "kingma2013": dict(protocol=["report", "kingma"]),
-    "marginal_likelihood": dict(protocol=["fig3n1000", "fig3n50000"]),
+    "marginal_likelihood": dict(protocol=["fig3n1000", "fig3n50000", "fig3n1000-1update"]),
+    "wake_sleep_gap": dict(protocol=["kingma", *KINGMA_VARIANTS], dataset="mnist", algorithm="wake_sleep", latent_dim=20),
     "scorecard": dict(),  # every run
 }
 
@@ -113,6 +138,7 @@ class Run:
     protocol: str
     seed: int
     test_log_px: bool = False  # a test log-likelihood by importance sampling after training
+    extra: tuple = ()  # its sweep's `params`, as sorted (name, value) pairs
 
     @property
     def name(self):
@@ -130,7 +156,7 @@ class Run:
         budgets = grid.BUDGETS[profile]
         key = (self.dataset, self.protocol)
         return {"dataset": self.dataset, "protocol": self.protocol, **grid.PROTOCOLS[key], **budgets[key],
-                **(budgets["test_log_px"] if self.test_log_px else {}),
+                **(budgets["test_log_px"] if self.test_log_px else {}), **dict(self.extra),
                 "algorithm": self.algorithm, "latent_dim": self.latent_dim, "seed": self.seed}
 
 
@@ -146,7 +172,7 @@ def runs(dataset=None, algorithm=None, latent_dim=None, protocol=None, seed=None
         for algorithm_, latent_dim_, seed_ in itertools.product(sweep["algorithms"], sweep["latent_dims"],
                                                                 sweep["seeds"]):
             run = Run(sweep["dataset"], algorithm_, latent_dim_, sweep["protocol"], seed_,
-                      latent_dim_ in sweep.get("test_log_px", ()))
+                      latent_dim_ in sweep.get("test_log_px", ()), tuple(sorted(sweep.get("params", {}).items())))
             if all(_matches(getattr(run, k), v) for k, v in (("dataset", dataset), ("algorithm", algorithm),
                    ("latent_dim", latent_dim), ("protocol", protocol), ("seed", seed))):
                 found.append(run)
@@ -196,7 +222,8 @@ def load(path):
 
 
 # ----------------------------------------------------------------------------------------------------
-# For make: `python -m aevb.grid [--grid FILE] runs [--notebook NAME]` prints run names;
+# For make: `python -m aevb.grid [--grid FILE] runs [--notebook NAME]` prints run names, `... notebooks`
+# the figure notebooks;
 # `python -m aevb.grid [--grid FILE] params RUN --profile P --write FILE` writes the run's parameters
 # and the training code's hash as JSON, only when they changed (so make retrains exactly what changed).
 
@@ -206,6 +233,7 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command", required=True)
     list_runs = sub.add_parser("runs", help="print the run names, one line")
     list_runs.add_argument("--notebook", help="only the runs this figure notebook reads")
+    sub.add_parser("notebooks", help="print the figure notebooks, one line")
     params = sub.add_parser("params", help="write a run's parameters")
     params.add_argument("run")
     params.add_argument("--profile", required=True)
@@ -215,6 +243,9 @@ def main(argv=None):
     if args.command == "runs":
         selected = notebook_runs(args.notebook, grid) if args.notebook else runs(grid=grid)
         print(" ".join(r.name for r in selected))
+        return
+    if args.command == "notebooks":
+        print(" ".join(grid.NOTEBOOK_RUNS))
         return
     from aevb.runs import code_hash
     text = json.dumps({"parameters": run(args.run, grid).params(args.profile, grid), "code_hash": code_hash()},

@@ -45,6 +45,8 @@ BAD_PARAMETERS = [
     ({"weight_prior": 1}, "parameter weight_prior=1 is not allowed"),
     ({"dataset": "frey", "binarize": "dynamic"}, "parameter binarize='dynamic' is not allowed"),
     ({"algorithm": "mcem", "lr_choices": [0.1]}, "parameter lr_choices is not allowed for mcem"),
+    ({"mcem_updates": 5}, "parameter mcem_updates=5 is not allowed for aevb"),
+    ({"warmup_steps": -1}, "parameter warmup_steps=-1 is not allowed"),
 ] + ([] if torch.cuda.is_available() else [({"device": "cuda"}, "CUDA is not available")])
 
 

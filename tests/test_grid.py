@@ -47,6 +47,8 @@ def test_queries_select_by_any_field():
         grid.select("mnist aevb")
     figure_runs = {r for notebook in grid.NOTEBOOK_RUNS for r in grid.notebook_runs(notebook)}
     assert figure_runs == set(grid.runs())  # every run is read by some figure notebook
+    from aevb.figures import notebooks
+    assert sorted(grid.NOTEBOOK_RUNS) == sorted(notebooks())  # the notebooks make reads are those that draw
 
 
 def make(*args, tmp_path):

@@ -78,3 +78,22 @@ def test_mcem_raises_log_likelihood_and_updates_only_the_decoder():
     assert changed_parameters(before, model) == {n for n in before if n.startswith("decoder.")}
     assert "train_elbo" not in history[-1]  # an unused encoder has no meaningful ELBO
     assert 0.8 < history[-1]["hmc_accept_prob"] < 0.97 and history[-1]["hmc_step_size"] > 0
+
+
+def test_mcem_makes_its_decoder_updates_on_each_sample():
+    """App. E: "followed by 5 weight updates steps using the acquired sample"."""
+    x = torch.bernoulli(torch.full((50, 12), 0.3))
+    for updates in (1, 5):
+        torch.manual_seed(0)
+        model = small_model()
+        step = vc.MCEM(model, len(x), updates=updates)
+        opt = torch.optim.Adam(step.parameters(), lr=0.01)
+        chains_before = step.chains["z"].clone()
+        sums = step(opt, x[:10], torch.arange(10))
+        assert all(opt.state[p]["step"] == updates for p in model.decoder.parameters())
+        assert not torch.equal(step.chains["z"][:10], chains_before[:10])  # one E-step moved the chains
+        assert torch.equal(step.chains["z"][10:], chains_before[10:])
+        if updates == 1:
+            logged = sums
+        else:  # the logged terms are those at the new sample, before the M-step, whatever the updates
+            assert torch.equal(sums, logged)

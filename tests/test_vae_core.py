@@ -244,7 +244,9 @@ def test_bad_arguments_are_refused_early():
                             (dict(samples=100, optimizer="sgd"), "optimizer"),
                             (dict(samples=1000, batch_size=500), "batch_size"),
                             (dict(algorithm="mcem", samples=100, n_samples=5), "n_samples=1"),
-                            (dict(algorithm="mcem", samples=100, hmc_transitions=0), "hmc_transitions")]:
+                            (dict(algorithm="mcem", samples=100, hmc_transitions=0), "hmc_transitions"),
+                            (dict(algorithm="mcem", samples=100, mcem_updates=0), "mcem_updates >= 1"),
+                            (dict(algorithm="aevb", samples=100, mcem_updates=5), "aevb takes neither")]:
         model = small_model()
         before = {k: v.clone() for k, v in model.state_dict().items()}
         with pytest.raises(ValueError, match=message):
