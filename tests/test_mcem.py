@@ -9,13 +9,8 @@ from aevb.estimators import log_likelihood_hmc
 from conftest import changed_parameters, exact_log_px, small_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # HMC makes many tiny autograd calls: on a busy machine one thread is several times faster than two.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# HMC makes many tiny autograd calls: on a busy machine one thread is several times faster than two
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gaussian_target(z_loc, z_scale):
