@@ -270,8 +270,8 @@ class MCEM:
     steps per transition, step size adapted to ~90% acceptance). M-step: `updates` gradient steps on
     theta ascending log p(x|z) + log p(z) at the chain states (log p(z) has no parameters, so only
     log p(x|z) carries a gradient); App. E makes "5 weight updates steps using the acquired sample"
-    (anglepy, wzoptim.py: step_batch_mcem's m_steps=5). It has no lower bound: judge it by an estimated log p(x)
-    (train's eval_fn, e.g. with aevb.estimators.log_likelihood_hmc).
+    (anglepy, wzoptim.py: step_batch_mcem's m_steps=5). It has no lower bound: judge it by an
+    estimated log p(x) (train's eval_fn, e.g. with aevb.estimators.log_likelihood_hmc).
     """
     terms = ("log p(x|z)", "-log p(z)")  # at the chain states
     has_bound = False
@@ -415,8 +415,8 @@ def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_
     per-datapoint objective (Kingma & Welling, Sec. 5). warmup_steps: minibatches whose gradients
     only feed the optimizer's statistics before the first update (Kingma's Adagrad accumulates 100
     minibatches of squared gradients first: anglepy, wzoptim.py; without it, Adagrad's first step
-    moves every parameter by the full step size, lr * sign(g)). eval_at: the sample counts at which train
-    (first `eval_size` points) and test lower bounds are logged; the final count is always one.
+    moves every parameter by the full step size, lr * sign(g)). eval_at: the sample counts at which
+    train (first `eval_size` points) and test lower bounds are logged; the final count is always one.
     MCEM has no lower bound (its encoder is unused): its rows carry the mean acceptance probability
     and step size of its chains instead; hmc_transitions: its HMC transitions per minibatch,
     mcem_updates: its decoder updates per HMC sample.

@@ -41,7 +41,7 @@ from torchvision import datasets, transforms
 
 import vae_core as vc
 from aevb import estimators
-from aevb.data import data_file, load_mnist
+from aevb.data import DATA_FILES, data_file, load_mnist
 from aevb.files import atomic_write_text
 
 # ---- settings: a full run takes a few minutes on 2 cores ----------------------------------------
@@ -388,8 +388,9 @@ def main():
     mnist_root = Path(tempfile.mkdtemp(prefix="bench-mnist-"))
     atexit.register(shutil.rmtree, mnist_root, True)
     (mnist_root / "MNIST" / "raw").mkdir(parents=True)
-    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
-        (mnist_root / "MNIST" / "raw" / name).symlink_to(data_file(None, f"MNIST/raw/{name}").resolve())
+    for name in DATA_FILES:
+        if name.startswith("MNIST/"):  # all four, or torchvision tries to download the others
+            (mnist_root / name).symlink_to(data_file(None, name).resolve())
     mnist = datasets.MNIST(str(mnist_root), train=True, download=True, transform=transforms.ToTensor())
     x_is = load_mnist(None, "test")[0][:IS_POINTS]
 
