@@ -35,12 +35,12 @@ GRID := $(PYTHON) -m aevb.grid $(if $(GRID_FILE),--grid $(GRID_FILE))
 ifeq ($(filter $(PROFILE),smoke default paper),)
 $(error PROFILE=$(PROFILE) is not known; expected smoke, default or paper)
 endif
-ALL_RUNS := $(shell $(GRID) runs)
+ALL_RUNS := $(shell $(GRID) runs --profile $(PROFILE))
 ifeq ($(ALL_RUNS),)
 $(error $(GRID) runs listed no run: is aevb/grid.py (or GRID_FILE) readable?)
 endif
 done = $(patsubst %,$(RUNS)/%/metrics.json,$1)
-reads = $(call done,$(shell $(GRID) runs --notebook $1))
+reads = $(call done,$(shell $(GRID) runs --notebook $1 --profile $(PROFILE)))
 
 # Under make -j N each job gets nproc/N PyTorch threads, so N jobs share the cores.
 NPROC := $(shell nproc 2>/dev/null || echo 1)

@@ -46,23 +46,30 @@ class VAE(nn.Module):
     """Gaussian encoder q(z|x), standard normal prior p(z), Bernoulli or Gaussian decoder p(x|z)."""
 
     def __init__(self, x_dim, z_dim, hidden=(500,), activation="tanh", likelihood="bernoulli",
-                 init_std=0.01):
+                 init_std=0.01, init="normal"):
         super().__init__()
         hidden = tuple(int(h) for h in hidden)
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation={activation!r}: expected one of {sorted(ACTIVATIONS)}")
         if likelihood not in ("bernoulli", "gaussian"):
             raise ValueError(f"likelihood={likelihood!r}: expected 'bernoulli' or 'gaussian'")
+        if init not in ("normal", "glorot"):
+            raise ValueError(f"init={init!r}: expected 'normal' or 'glorot'")
         if min(x_dim, z_dim, *hidden) < 1 or not hidden:
             raise ValueError(f"x_dim, z_dim and every hidden size must be >= 1 (got {x_dim}, {z_dim}, {hidden})")
         self.config = dict(x_dim=x_dim, z_dim=z_dim, hidden=list(hidden), activation=activation,
-                           likelihood=likelihood, init_std=init_std)
+                           likelihood=likelihood, init_std=init_std, init=init)
         self.x_dim, self.z_dim, self.likelihood = x_dim, z_dim, likelihood
         x_out = x_dim if likelihood == "bernoulli" else 2 * x_dim
         self.encoder = mlp([x_dim, *hidden, 2 * z_dim], activation)  # recognition model, phi
         self.decoder = mlp([z_dim, *hidden[::-1], x_out], activation)  # generative model, theta
-        for p in self.parameters():  # Kingma & Welling, Sec. 5: parameters initialized N(0, 0.01)
-            nn.init.normal_(p, 0.0, init_std)
+        for name, p in self.named_parameters():
+            if init == "normal":  # Kingma & Welling, Sec. 5: parameters initialized N(0, 0.01), 0.01 a std
+                nn.init.normal_(p, 0.0, init_std)
+            elif name.endswith("weight"):  # Burda et al., Sec. 5.1: "the heuristic of Glorot & Bengio (2010)"
+                nn.init.xavier_uniform_(p)
+            else:
+                nn.init.zeros_(p)
 
     def encode(self, x):
         z_loc, z_logvar = self.encoder(x).chunk(2, dim=-1)
@@ -134,6 +141,15 @@ def log_standard_normal(z):
 def aevb_loss(model, x, n_samples=1):
     elbo, log_px_given_z, kl = model.elbo(x, n_samples)
     return -elbo.mean(), log_px_given_z.detach(), kl.detach()
+
+
+def iwae_bound(model, x, k):
+    """Per-datapoint k-sample importance-weighted bound (Burda et al., 2015, Eq. 8):
+    log (1/k) sum_i p(x, z_i) / q(z_i|x), z_i ~ q(z|x) reparameterized; k = 1 is the ELBO."""
+    z_loc, z_logvar = model.encode(x)
+    z = z_loc + torch.exp(0.5 * z_logvar) * torch.randn((k, *z_loc.shape), device=x.device, dtype=x.dtype)
+    log_w = model.log_px_given_z(x, model.decode(z)) + log_standard_normal(z) - log_normal(z, z_loc, z_logvar)
+    return torch.logsumexp(log_w, 0) - math.log(k)
 
 
 def wake_sleep_losses(model, x, n_samples=1):
@@ -260,6 +276,23 @@ class WakeSleep(AEVB):
         return torch.stack([log_px_given_z.sum(), kl.sum()])
 
 
+class IWAE(AEVB):
+    """The importance weighted autoencoder (Burda, Grosse & Salakhutdinov, 2015): ascend the k-sample
+    bound (`iwae_bound`, k = n_samples) in encoder and decoder jointly. Its lower bound is evaluated
+    with the same ELBO as the others'; its log p(x) by importance sampling."""
+    terms = ("k-sample bound", "zero")
+
+    def __call__(self, opt, xb, idx):
+        bound = iwae_bound(self.model, xb, self.n_samples)
+        opt.zero_grad(set_to_none=True)
+        (-bound.mean()).backward()
+        opt.step()
+        return torch.stack([bound.detach().sum(), torch.zeros((), device=xb.device)])
+
+    def running(self, sums, n):
+        return {"running_iwae_bound": sums[0].item() / n}
+
+
 HMC_INIT_STEP_SIZE = 0.1  # where each chain's step size starts; adaptation tunes it within ~30 transitions
 
 
@@ -313,7 +346,7 @@ class MCEM:
         self.chains = state["chains"]
 
 
-ALGORITHMS = ("aevb", "wake_sleep", "mcem")
+ALGORITHMS = ("aevb", "wake_sleep", "mcem", "iwae")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -385,9 +418,9 @@ def log_spaced_points(total, n=20, first=10_000):
     return sorted({int(round(v)) for v in np.geomspace(first, total, n)})
 
 
-def make_optimizer(params, name, lr, weight_decay, device):
+def make_optimizer(params, name, lr, weight_decay, device, adam_eps=1e-8):
     if name == "adam":  # fused: one kernel for all parameters (CPU, CUDA and MPS)
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+        return torch.optim.Adam(params, lr=lr, eps=adam_eps, weight_decay=weight_decay, fused=True)
     if name == "adagrad":  # Kingma & Welling's optimizer; its fused kernel is CPU-only
         return torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay,
                                    fused=True if device.type == "cpu" else None)
@@ -403,11 +436,24 @@ def _check_finite(model, sums, samples_from, samples_to, terms):
                                f"samples: non-finite {', '.join(bad)}. Try a smaller learning rate.")
 
 
+LR_SCHEDULES = ("constant", "burda")
+
+
+def burda_stage(epoch):
+    """Burda et al.'s schedule (Sec. 5.1): stage i = 0..7 lasts 3^i passes over the data at learning
+    rate 0.001 * 10^(-i/7), 3280 passes in all; the stage of pass `epoch` (0-based), 7 after the end."""
+    stage, end = 0, 1
+    while epoch >= end and stage < 7:
+        stage += 1
+        end += 3 ** stage
+    return stage
+
+
 def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_size=100, n_samples=1,
           optimizer="adam", lr=1e-3, weight_prior=False, seed=0, device="auto", eval_at=None,
           test_x=None, eval_size=10_000, dynamic_binarization=False, checkpoint_path=None,
           checkpoint_every=None, progress="lines", hmc_transitions=1, mcem_updates=1, eval_fn=None,
-          warmup_steps=0):
+          warmup_steps=0, lr_schedule="constant", adam_eps=1e-8):
     """Train `model` on `train_x` [N, D] with AEVB, wake-sleep or MCEM; return the history (a list of rows).
 
     Budget: `samples` (training samples evaluated, Kingma's x-axis) or `epochs` (passes over train_x).
@@ -417,6 +463,8 @@ def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_
     minibatches of squared gradients first: anglepy, wzoptim.py; without it, Adagrad's first step
     moves every parameter by the full step size, lr * sign(g)). eval_at: the sample counts at which
     train (first `eval_size` points) and test lower bounds are logged; the final count is always one.
+    lr_schedule: "constant", or "burda": lr * 10^(-i/7) in stage i of `burda_stage` (lr = 0.001 there);
+    adam_eps: Adam's epsilon (Burda et al.: 1e-4). n_samples: the SGVB estimator's L; IWAE's k.
     MCEM has no lower bound (its encoder is unused): its rows carry the mean acceptance probability
     and step size of its chains instead; hmc_transitions: its HMC transitions per minibatch,
     mcem_updates: its decoder updates per HMC sample.
@@ -440,6 +488,8 @@ def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_
                          f"(got {total}, {n_samples}, {lr})")
     if warmup_steps < 0:
         raise ValueError(f"warmup_steps={warmup_steps} must be >= 0")
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule={lr_schedule!r}: expected one of {LR_SCHEDULES}")
     if algorithm == "mcem" and (n_samples != 1 or hmc_transitions < 1 or mcem_updates < 1):
         raise ValueError(f"mcem needs n_samples=1 (one chain state per datapoint), hmc_transitions >= 1 and "
                          f"mcem_updates >= 1 (got {n_samples}, {hmc_transitions}, {mcem_updates})")
@@ -458,12 +508,17 @@ def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_
     test_x = None if test_x is None else test_x.to(device)
     points = sorted({int(p) for p in (eval_at or log_spaced_points(total)) if 0 < p < total} | {total})
     step = MCEM(model, n_train, hmc_transitions, mcem_updates) if algorithm == "mcem" else \
-        {"aevb": AEVB, "wake_sleep": WakeSleep}[algorithm](model, n_samples)
+        {"aevb": AEVB, "wake_sleep": WakeSleep, "iwae": IWAE}[algorithm](model, n_samples)
     # the weight prior is on the parameters the step learns (MCEM: theta alone)
-    opt = make_optimizer(step.parameters(), optimizer, lr, 1.0 / n_train if weight_prior else 0.0, device)
-    # a step size of 0 during the warm-up: the optimizer accumulates its statistics, nothing moves
-    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: float(i >= warmup_steps)) if warmup_steps else None
+    opt = make_optimizer(step.parameters(), optimizer, lr, 1.0 / n_train if weight_prior else 0.0, device,
+                         adam_eps)
     steps_per_epoch = n_train // batch_size  # drop the last partial batch: every step sees M points
+
+    def lr_factor(i):  # of minibatch i (0-based): 0 during the warm-up, whose steps only feed the statistics
+        decay = 10 ** (-burda_stage(i // steps_per_epoch) / 7) if lr_schedule == "burda" else 1.0
+        return float(i >= warmup_steps) * decay
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor) if warmup_steps or lr_schedule != "constant" else None
     history, samples_seen, wall_offset = [], 0, 0.0
     sums = torch.zeros(2, device=device, dtype=torch.float64)  # step.terms summed since the last evaluation
     sums_from = 0

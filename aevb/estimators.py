@@ -1,12 +1,22 @@
-"""log p(x) per datapoint, estimated: by importance sampling with the encoder as proposal (Burda et
-al., 2015), and without an encoder from HMC posterior samples (after Kingma & Welling, App. D).
+"""log p(x) per datapoint, estimated:
+- `log_likelihood`: importance sampling with the encoder as proposal (Burda et al., 2015);
+- `log_likelihood_appendix_d`: Kingma & Welling's Appendix D estimator, as published, with no encoder:
+  the one their Figure 3 uses for all three algorithms;
+- `log_likelihood_hmc`: importance sampling from a proposal fitted to HMC posterior samples (no encoder);
+- `log_likelihood_refit`: importance sampling with a fresh encoder fitted to the frozen decoder, so that
+  two decoders are judged by the same procedure whatever their own encoders learned.
 
-Both run on their own seeded RNG stream, so estimating never changes a training run's numbers.
+Each runs on its own seeded RNG stream, so estimating never changes a training run's numbers.
 """
+import copy
 import math
 
+import numpy as np
+import scipy.special
+import scipy.stats
 import torch
 
+import vae_core as vc
 from vae_core import HMC_INIT_STEP_SIZE, hmc, log_joint_fn, log_normal, log_standard_normal, seeded_rng
 
 
@@ -105,3 +115,81 @@ def log_likelihood_hmc(model, x, k=1000, n_chains=4, n_burnin=100, n_hmc_samples
             out.append((log_sum_w - math.log(k)).cpu())
     return torch.cat(out)
 
+
+
+def log_likelihood_appendix_d(model, x, n_samples=50, n_leapfrog=4, n_burnin=100, seed=0, max_points=1000):
+    """log p(x) per datapoint by Kingma & Welling's Appendix D estimator, with App. E's settings
+    (L = 50 posterior samples per point, HMC with 4 leapfrog steps) and the released code's choices
+    (anglepy, hmc.py: `compute_mcmc_likelihood`):
+
+    1. L posterior samples z_l ~ p(z|x) by HMC: one chain per point from the prior, n_burnin
+       transitions whose step size is tuned to ~90% acceptance, then L transitions at that step size,
+       each state kept (the burn-in length is ours: the paper does not give it);
+    2. a density q(z) fitted to the first half of the samples: scipy.stats.gaussian_kde (Scott's
+       bandwidth), or a diagonal Gaussian when Nz = 1 or the half holds fewer than 4 samples per
+       dimension (L = 50 and Nz >= 7), as in the released code;
+    3. on the second half, 1/p(x) ~= (1/L') sum_l q(z_l) / (p(x|z_l) p(z_l)) (App. D), since
+       E_p(z|x)[q(z) / p(x, z)] = 1/p(x) for any normalized q.
+    Unlike importance sampling this errs high where q has heavier tails than the posterior.
+    Returns a float64 tensor [N] on the CPU.
+    """
+    if n_samples < 4 or n_leapfrog < 1 or n_burnin < 0:
+        raise ValueError(f"need n_samples >= 4, n_leapfrog >= 1 and n_burnin >= 0 "
+                         f"(got {n_samples}, {n_leapfrog}, {n_burnin})")
+    device = next(model.parameters()).device
+    n_fit = n_samples // 2
+    out = []
+    with seeded_rng(device, seed):
+        for i in range(0, len(x), max_points):
+            xb = x[i:i + max_points].to(device)
+            log_joint = log_joint_fn(model, xb)
+            z = torch.randn(len(xb), model.z_dim, device=device)
+            z, _, step_size = hmc(log_joint, z, HMC_INIT_STEP_SIZE, n_transitions=n_burnin,
+                                  n_leapfrog=n_leapfrog, adapt=True)
+            samples, log_joints = [], []
+            for _ in range(n_samples):
+                z, _, _ = hmc(log_joint, z, step_size, n_leapfrog=n_leapfrog)
+                samples.append(z)
+                with torch.no_grad():
+                    log_joints.append(log_joint(z))
+            samples = torch.stack(samples, 1).double().cpu().numpy()  # [B, L, Nz]
+            log_joints = torch.stack(log_joints, 1).double().cpu().numpy()  # [B, L]
+            log_q = np.stack([_log_fitted_density(s[:n_fit], s[n_fit:]) for s in samples])
+            log_ratio = log_q - log_joints[:, n_fit:]
+            log_inv_px = scipy.special.logsumexp(log_ratio, axis=1) - math.log(n_samples - n_fit)
+            out.append(torch.from_numpy(-log_inv_px))
+    return torch.cat(out)
+
+
+def _log_fitted_density(fit, at):
+    """log q(at) [M] of the density fitted to `fit` [n, Nz] (see log_likelihood_appendix_d, step 2)."""
+    n, z_dim = fit.shape
+    if z_dim == 1 or n // z_dim < 4:
+        std = fit.std(0)
+        std = np.where(std > 0, std, std[std > 0].min() if (std > 0).any() else 1000.0)  # as anglepy
+        return scipy.stats.norm.logpdf(at, fit.mean(0), std).sum(1)
+    return scipy.stats.gaussian_kde(fit.T).logpdf(at.T)
+
+
+def log_likelihood_refit(model, train_x, x, samples, k=1000, batch_size=100, lr=1e-3, seed=0,
+                         dynamic_binarization=False):
+    """log p(x) per datapoint by importance sampling (`log_likelihood`, k draws) with a fresh encoder
+    fitted to `model`'s frozen decoder: a new encoder (the model's own initialization) trained by
+    AEVB with Adam at `lr` for `samples` training samples of train_x, the decoder untouched. Two
+    decoders judged this way are judged by the same procedure, whatever their own encoders learned
+    (a wake-sleep encoder learns from dreams, not from data). The estimate is still a lower bound in
+    expectation: a poorer fit makes it lower, never higher.
+    Returns (log p(x) [N] float64 on the CPU, the fitted encoder's final training ELBO).
+    """
+    device = next(model.parameters()).device
+    with seeded_rng(device, seed):
+        refit = vc.VAE(**model.config).to(device)
+        refit.decoder.load_state_dict(model.decoder.state_dict())
+        refit.decoder.requires_grad_(False)  # the optimizer then leaves theta alone
+        history = vc.train(refit, train_x, "aevb", samples=samples, batch_size=batch_size, lr=lr, seed=seed,
+                           device=device, eval_at=[samples], progress="none",
+                           dynamic_binarization=dynamic_binarization)
+    decoder = dict(model.decoder.state_dict())
+    assert all(torch.equal(decoder[n], p) for n, p in refit.decoder.state_dict().items())
+    refit.eval()
+    return log_likelihood(refit, x, k=k, seed=seed), history[-1]["train_elbo"]

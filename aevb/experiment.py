@@ -22,12 +22,15 @@ class RunConfig:
     latent_dim: int
     hidden: list
     activation: str
+    init: str
     init_std: float
     samples: int
     batch_size: int
     n_samples: int
     optimizer: str
     lr: float
+    lr_schedule: str
+    adam_eps: float
     lr_choices: list
     lr_trial_samples: int
     weight_prior: bool
@@ -40,6 +43,8 @@ class RunConfig:
     log_px_k: int
     is_points: int
     is_k: int
+    refit_samples: int
+    appd_points: int
     checkpoint_every: int
     protocol: str
     seed: int
@@ -56,15 +61,19 @@ class RunConfig:
         choice("binarize", self.binarize, ["none"] if self.dataset == "frey" else ["none", "dynamic", "static"])
         choice("algorithm", self.algorithm, vc.ALGORITHMS)
         choice("activation", self.activation, sorted(vc.ACTIVATIONS))
+        choice("init", self.init, ["normal", "glorot"])
+        choice("lr_schedule", self.lr_schedule, list(vc.LR_SCHEDULES))
         choice("optimizer", self.optimizer, ["adam", "adagrad"])
         choice("weight_prior", self.weight_prior, [False, True])
         for name in ("latent_dim", "samples", "batch_size", "n_samples", "eval_points", "checkpoint_every", "seed",
                      "lr_trial_samples", "is_k", "mcem_updates"):
             positive(name, getattr(self, name))
-        for name in ("train_size", "test_size", "log_px_points", "log_px_k", "is_points", "warmup_steps"):
+        for name in ("train_size", "test_size", "log_px_points", "log_px_k", "is_points", "warmup_steps",
+                     "refit_samples", "appd_points"):
             positive(name, getattr(self, name), allow_zero=True)
         positive("lr", self.lr, integer=False)
         positive("init_std", self.init_std, integer=False)
+        positive("adam_eps", self.adam_eps, integer=False)
         if not isinstance(self.lr_choices, (list, tuple)):
             raise ValueError(f"parameter lr_choices={self.lr_choices!r} is not allowed; expected a list, "
                              "e.g. [0.01, 0.02, 0.1]")
@@ -73,6 +82,9 @@ class RunConfig:
         if self.mcem_updates != 1 and self.algorithm != "mcem":
             raise ValueError(f"parameter mcem_updates={self.mcem_updates!r} is not allowed for {self.algorithm}: "
                              "it is MCEM's (decoder updates per HMC sample)")
+        if self.refit_samples and not self.is_points:
+            raise ValueError(f"parameter refit_samples={self.refit_samples!r} needs is_points > 0: the refitted "
+                             "encoder's estimate is of the first is_points test points")
         if self.lr_choices and self.algorithm == "mcem":
             raise ValueError("parameter lr_choices is not allowed for mcem: the choice scores the training lower "
                              "bound, which MCEM (no encoder) does not have")
@@ -124,6 +136,16 @@ def saved_config(config, train_x, test_x, likelihood):
         saved.update(warmup_steps=c.warmup_steps)
     if c.mcem_updates != 1:
         saved.update(mcem_updates=c.mcem_updates)
+    if c.init != "normal":
+        saved.update(init=c.init, init_std=None)
+    if c.lr_schedule != "constant":
+        saved.update(lr_schedule=c.lr_schedule)
+    if c.optimizer == "adam" and c.adam_eps != 1e-8:
+        saved.update(adam_eps=c.adam_eps)
+    if c.refit_samples:
+        saved.update(refit_samples=c.refit_samples)
+    if c.appd_points:
+        saved.update(appd_points=min(c.appd_points, len(test_x)))
     return saved
 
 
@@ -131,6 +153,11 @@ def log_px_estimator(algorithm):
     """Importance sampling with q(z|x) as proposal, or for MCEM, which has no encoder, with a proposal
     fitted to HMC samples of the posterior."""
     return estimators.log_likelihood_hmc if algorithm == "mcem" else estimators.log_likelihood
+
+
+def with_se(values):
+    """(mean, standard error of the mean) of a tensor of per-point estimates."""
+    return values.mean().item(), (values.std() / math.sqrt(len(values))).item() if len(values) > 1 else 0.0
 
 
 def train_run(config, run_dir, replace_stale=False, progress="lines", threads=0):
@@ -157,10 +184,10 @@ def train_run(config, run_dir, replace_stale=False, progress="lines", threads=0)
             return load_run(run_dir)
         c = config
         torch.manual_seed(c.seed)
-        model = vc.VAE(train_x.shape[1], c.latent_dim, c.hidden, c.activation, likelihood, c.init_std)
+        model = vc.VAE(train_x.shape[1], c.latent_dim, c.hidden, c.activation, likelihood, c.init_std, c.init)
         common = dict(batch_size=c.batch_size, n_samples=c.n_samples, optimizer=c.optimizer,
                       weight_prior=c.weight_prior, warmup_steps=c.warmup_steps, seed=c.seed, device=c.device,
-                      dynamic_binarization=c.binarize == "dynamic")
+                      dynamic_binarization=c.binarize == "dynamic", lr_schedule=c.lr_schedule, adam_eps=c.adam_eps)
         lr, extra_metrics = c.lr, {}
         if c.lr_choices:  # Kingma's rule; each candidate trains a copy from this same initialization
             lr, scores = vc.choose_lr(model, train_x, c.algorithm, c.lr_choices, c.lr_trial_samples, **common)
@@ -175,21 +202,35 @@ def train_run(config, run_dir, replace_stale=False, progress="lines", threads=0)
             # as the report's training loss (not with log_px_points: each evaluation would also estimate log p(x))
             eval_at = sorted(set(eval_at) | {last_epoch})
 
-        def log_px_of_first_points(model):  # Kingma's Figure 3: log p(x) of the first points at each evaluation
-            return {f"{split}_log_px": estimate(model, x[:c.log_px_points], k=c.log_px_k).mean()
-                    for split, x in (("train", train_x), ("test", test_x))}
+        def log_px_of_first_points(model):  # Kingma's Figure 3: log p(x) of the first points at each evaluation,
+            # by App. D's estimator (the paper's, for all three algorithms) and by importance sampling beside it
+            out = {}
+            for split, x in (("train", train_x), ("test", test_x)):
+                out[f"{split}_log_px_appd"] = estimators.log_likelihood_appendix_d(model, x[:c.log_px_points]).mean()
+                out[f"{split}_log_px_is"] = estimate(model, x[:c.log_px_points], k=c.log_px_k).mean()
+            return out
 
         history = vc.train(model, train_x, c.algorithm, samples=c.samples, lr=lr, eval_at=eval_at, test_x=test_x,
                            mcem_updates=c.mcem_updates,
                            checkpoint_path=checkpoint, checkpoint_every=c.checkpoint_every, progress=progress,
                            eval_fn=log_px_of_first_points if c.log_px_points else None, **common)
-        if c.is_points:  # the test log-likelihood, once, on the final model
-            model.eval()
-            log_px = estimate(model, test_x[:c.is_points], k=c.is_k)
-            se = (log_px.std() / math.sqrt(len(log_px))).item() if len(log_px) > 1 else 0.0
-            extra_metrics.update(test_is_log_px=log_px.mean().item(), test_is_log_px_se=se)
-            print(f"test log p(x), importance sampling with k = {c.is_k} on {len(log_px)} points: "
-                  f"{extra_metrics['test_is_log_px']:.2f} ± {se:.2f}")
+        model.eval()  # the test log-likelihood, once, on the final model
+        if c.is_points:
+            mean, se = with_se(estimate(model, test_x[:c.is_points], k=c.is_k))
+            extra_metrics.update(test_is_log_px=mean, test_is_log_px_se=se)
+            print(f"test log p(x), importance sampling with k = {c.is_k} on {c.is_points} points: {mean:.2f} ± {se:.2f}")
+        if c.refit_samples:  # the same estimate with an encoder fitted afresh to the frozen decoder
+            log_px, refit_elbo = estimators.log_likelihood_refit(
+                model, train_x, test_x[:c.is_points], c.refit_samples, k=c.is_k, seed=c.seed,
+                dynamic_binarization=c.binarize == "dynamic")
+            mean, se = with_se(log_px)
+            extra_metrics.update(test_refit_is_log_px=mean, test_refit_is_log_px_se=se, refit_train_elbo=refit_elbo)
+            print(f"... with an encoder refitted for {c.refit_samples:,} samples: {mean:.2f} ± {se:.2f} "
+                  f"(its training ELBO {refit_elbo:.2f})")
+        if c.appd_points:
+            mean, se = with_se(estimators.log_likelihood_appendix_d(model, test_x[:c.appd_points], seed=c.seed))
+            extra_metrics.update(test_appd_log_px=mean, test_appd_log_px_se=se)
+            print(f"test log p(x), Appendix D's estimator on {c.appd_points} points: {mean:.2f} ± {se:.2f}")
         save_run(run_dir, saved, history, model, extra_metrics)
         checkpoint.unlink(missing_ok=True)
     return load_run(run_dir)

@@ -23,6 +23,8 @@ ADAGRAD = dict(optimizer="adagrad", weight_prior=True, warmup_steps=100)
 KINGMA = dict(ADAGRAD, lr_choices=[0.01, 0.02, 0.1])
 FIG3 = dict(ADAGRAD, binarize="none", hidden=[100], lr=0.02)
 KINGMA_MNIST = dict(KINGMA, binarize="none", hidden=[500], train_size=50_000)
+BURDA = dict(binarize="dynamic", hidden=[200, 200], batch_size=20, optimizer="adam", lr=0.001, adam_eps=1e-4,
+             lr_schedule="burda", init="glorot", weight_prior=False)
 PROTOCOLS = {
     # the replication report's notebook as it ran: grey-level MNIST, 784-500-Nz tanh, Adam 1e-3
     ("mnist", "report"): dict(binarize="none", hidden=[500], optimizer="adam", lr=0.001, weight_prior=False),
@@ -41,20 +43,27 @@ PROTOCOLS = {
     ("mnist", "fig3n1000"): dict(FIG3, train_size=1000),
     ("mnist", "fig3n50000"): dict(FIG3, train_size=50000),
     ("mnist", "fig3n1000-1update"): dict(FIG3, train_size=1000),  # MCEM with 1 decoder update per sample
-    # Burda et al.'s VAE: dynamically binarized MNIST, 784-200-200-50 tanh, Adam, minibatch 20
-    ("mnist", "burda"): dict(binarize="dynamic", hidden=[200, 200], batch_size=20, optimizer="adam", lr=0.001,
-                             weight_prior=False),
+    # Burda et al. (Sec. 5.1): dynamically binarized MNIST (60,000 images), 784-200-200-50 tanh, minibatch 20,
+    # Adam with beta = (0.9, 0.999) and eps = 1e-4, 3^i passes at 0.001 * 10^(-i/7) for i = 0..7, Glorot's init
+    ("mnist", "burda"): BURDA,
+    # ... on Larochelle's statically binarized MNIST, trained on its 50,000 training images (their App. D)
+    ("mnist", "burda-static"): dict(BURDA, binarize="static"),
 }
 
 # ---- budgets: what a profile changes (never code) ---------------------------------------------------
-# Keyed like PROTOCOLS. "test_log_px": the test log-likelihood by importance sampling that the runs
-# marked so in RUNS get. Figure 3's budget also sizes its log p(x) estimates (log_px_points train and
-# test points, log_px_k samples each).
+# Keyed like PROTOCOLS. "test_log_px": the test log-likelihoods that the runs marked so in RUNS get: by
+# importance sampling with their own encoder (is_points, is_k), with an encoder refitted to the frozen
+# decoder (refit_samples) and by App. D's estimator (appd_points). Figure 3's budget also sizes its
+# log p(x) estimates (the first log_px_points train and test points; log_px_k importance samples each).
 SMOKE = dict(samples=2000, train_size=1000, test_size=200, eval_points=3)  # every notebook in minutes
 SMOKE_FIG3 = dict(samples=2000, test_size=200, eval_points=1, log_px_points=10, log_px_k=100)
 DEFAULT_FIG3 = dict(samples=300_000, eval_points=6, log_px_points=100, log_px_k=500)
 PAPER = dict(samples=100_000_000, checkpoint_every=5_000_000)  # the papers' 10^8 samples per run
 PAPER_FIG3 = dict(samples=60_000_000, checkpoint_every=5_000_000, log_px_points=1000, log_px_k=5000)
+PAPER_FIG3_N50000 = dict(PAPER_FIG3, samples=68_000_000)  # the published curve's last point
+# Burda's 3280 passes (stages 0..7) in the paper profile; stages 0 and 1 (4 passes) in the others
+BURDA_PASSES = {"paper": 3280, "default": 4}
+BURDA_IMAGES = {"burda": 60_000, "burda-static": 50_000}
 KINGMA_VARIANTS = [protocol for _, protocol in PROTOCOLS if protocol.startswith("kingma-")]
 BUDGETS = {
     "smoke": {
@@ -66,7 +75,8 @@ BUDGETS = {
         ("mnist", "fig3n50000"): SMOKE_FIG3,
         ("mnist", "fig3n1000-1update"): SMOKE_FIG3,
         ("mnist", "burda"): dict(SMOKE, is_points=20, is_k=100),
-        "test_log_px": dict(is_points=20, is_k=100),
+        ("mnist", "burda-static"): dict(SMOKE, is_points=20, is_k=100),
+        "test_log_px": dict(is_points=20, is_k=100, refit_samples=2000, appd_points=10),
     },
     "default": {  # the report's 50 epochs (3x10^6 samples) for MNIST: about an hour with make -j2 on 2 cores
         ("mnist", "report"): dict(samples=3_000_000),
@@ -76,8 +86,9 @@ BUDGETS = {
         ("mnist", "fig3n1000"): DEFAULT_FIG3,
         ("mnist", "fig3n50000"): DEFAULT_FIG3,
         ("mnist", "fig3n1000-1update"): DEFAULT_FIG3,
-        ("mnist", "burda"): dict(samples=1_000_000, is_points=1000, is_k=5000),
-        "test_log_px": dict(is_points=1000, is_k=1000),
+        **{("mnist", p): dict(samples=BURDA_PASSES["default"] * n, is_points=1000, is_k=5000)
+           for p, n in BURDA_IMAGES.items()},
+        "test_log_px": dict(is_points=1000, is_k=1000, refit_samples=500_000, appd_points=200),
     },
     "paper": {  # the papers' budgets: a machine with a GPU
         ("mnist", "report"): dict(samples=3_000_000),  # the report's 50 epochs
@@ -85,20 +96,26 @@ BUDGETS = {
         **{("mnist", v): dict(samples=3_000_000) for v in KINGMA_VARIANTS},  # the gap is measured at 3x10^6
         ("frey", "kingma"): PAPER,
         ("mnist", "fig3n1000"): PAPER_FIG3,
-        ("mnist", "fig3n50000"): PAPER_FIG3,
+        ("mnist", "fig3n50000"): PAPER_FIG3_N50000,
         ("mnist", "fig3n1000-1update"): PAPER_FIG3,
-        ("mnist", "burda"): dict(samples=196_800_000, checkpoint_every=5_000_000, is_points=10_000, is_k=5000),
-        "test_log_px": dict(is_points=10_000, is_k=5000),
+        **{("mnist", p): dict(samples=BURDA_PASSES["paper"] * n, checkpoint_every=5_000_000, is_points=10_000,
+                              is_k=5000) for p, n in BURDA_IMAGES.items()},
+        "test_log_px": dict(is_points=10_000, is_k=5000, refit_samples=3_000_000, appd_points=1000),
     },
 }
 
 # ---- the runs: <dataset>/<algorithm>_z<Nz>_<protocol>_s<seed> ---------------------------------------
-# Each line is a sweep: every algorithm x latent dimension x seed (`params`: more parameters of its runs).
-# Longest first: make -j starts them first.
+# Each line is a sweep: every algorithm x latent dimension x seed (`params`: more parameters of its runs;
+# `profiles`: only in these profiles, where not in all). Longest first: make -j starts them first.
 RUNS = [
-    # Kingma & Welling's Figure 2, MNIST (Nz = 20 also gets a test log-likelihood)
-    dict(dataset="mnist", protocol="kingma", algorithms=["aevb", "wake_sleep"], latent_dims=[3, 5, 10, 20, 200],
-         seeds=[1], test_log_px=[20]),
+    # Kingma & Welling's Figure 2, MNIST, 3 seeds (Nz = 20 also gets test log-likelihoods). The default
+    # profile's hour has room for the extra seeds at Nz = 20 only; the paper profile runs them at every Nz.
+    dict(dataset="mnist", protocol="kingma", algorithms=["aevb", "wake_sleep"], latent_dims=[20], seeds=[1, 2, 3],
+         test_log_px=[20]),
+    dict(dataset="mnist", protocol="kingma", algorithms=["aevb", "wake_sleep"], latent_dims=[3, 5, 10, 200],
+         seeds=[1]),
+    dict(dataset="mnist", protocol="kingma", algorithms=["aevb", "wake_sleep"], latent_dims=[3, 5, 10, 200],
+         seeds=[2, 3], profiles=["paper"]),
     # the report's latent sweep (AEVB), and its Table 1 (Nz = 20) with 3 seeds of AEVB and of wake-sleep
     dict(dataset="mnist", protocol="report", algorithms=["aevb"], latent_dims=[2, 3, 5, 10], seeds=[1]),
     dict(dataset="mnist", protocol="report", algorithms=["aevb", "wake_sleep"], latent_dims=[20], seeds=[1, 2, 3],
@@ -113,8 +130,10 @@ RUNS = [
     dict(dataset="mnist", protocol="fig3n1000-1update", algorithms=["mcem"], latent_dims=[3], seeds=[1]),
     dict(dataset="mnist", protocol="fig3n50000", algorithms=["aevb", "wake_sleep"], latent_dims=[3], seeds=[1]),
     dict(dataset="mnist", protocol="fig3n50000", algorithms=["mcem"], latent_dims=[3], seeds=[1], params=dict(mcem_updates=5)),
-    # Burda et al.'s VAE
-    dict(dataset="mnist", protocol="burda", algorithms=["aevb"], latent_dims=[50], seeds=[1]),
+    # Burda et al.'s VAE (k = 1) and IWAE (k = 50), on dynamically and on statically binarized MNIST
+    *[dict(dataset="mnist", protocol=p, algorithms=["iwae"], latent_dims=[50], seeds=[1], params=dict(n_samples=50))
+      for p in BURDA_IMAGES],
+    *[dict(dataset="mnist", protocol=p, algorithms=["aevb"], latent_dims=[50], seeds=[1]) for p in BURDA_IMAGES],
 ]
 
 # ---- what each figure notebook reads (make re-runs a notebook when one of these runs changes) -------
@@ -122,6 +141,7 @@ NOTEBOOK_RUNS = {
     "replication_report": dict(protocol="report"),
     "kingma2013": dict(protocol=["report", "kingma"]),
     "marginal_likelihood": dict(protocol=["fig3n1000", "fig3n50000", "fig3n1000-1update"]),
+    "burda2015": dict(protocol=list(BURDA_IMAGES)),
     "wake_sleep_gap": dict(protocol=["kingma", *KINGMA_VARIANTS], dataset="mnist", algorithm="wake_sleep", latent_dim=20),
     "scorecard": dict(),  # every run
 }
@@ -164,11 +184,14 @@ def _matches(value, wanted):
     return wanted is None or value == wanted or (isinstance(wanted, (list, tuple, set)) and value in wanted)
 
 
-def runs(dataset=None, algorithm=None, latent_dim=None, protocol=None, seed=None, grid=None):
-    """The grid's runs, in its order, that match every filter given (a value, or a list of values)."""
+def runs(dataset=None, algorithm=None, latent_dim=None, protocol=None, seed=None, grid=None, profile=None):
+    """The grid's runs, in its order, that match every filter given (a value, or a list of values);
+    profile: only the runs that profile trains (None: the runs of every profile)."""
     grid = grid or sys.modules[__name__]
     found = []
     for sweep in grid.RUNS:
+        if profile is not None and profile not in sweep.get("profiles", [profile]):
+            continue
         for algorithm_, latent_dim_, seed_ in itertools.product(sweep["algorithms"], sweep["latent_dims"],
                                                                 sweep["seeds"]):
             run = Run(sweep["dataset"], algorithm_, latent_dim_, sweep["protocol"], seed_,
@@ -206,9 +229,9 @@ def select(query, protocol=None, grid=None):
     return runs(grid=grid, **filters)
 
 
-def notebook_runs(notebook, grid=None):
+def notebook_runs(notebook, grid=None, profile=None):
     grid = grid or sys.modules[__name__]
-    return runs(grid=grid, **grid.NOTEBOOK_RUNS[notebook])
+    return runs(grid=grid, profile=profile, **grid.NOTEBOOK_RUNS[notebook])
 
 
 def load(path):
@@ -233,6 +256,7 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command", required=True)
     list_runs = sub.add_parser("runs", help="print the run names, one line")
     list_runs.add_argument("--notebook", help="only the runs this figure notebook reads")
+    list_runs.add_argument("--profile", help="only the runs this profile trains")
     sub.add_parser("notebooks", help="print the figure notebooks, one line")
     params = sub.add_parser("params", help="write a run's parameters")
     params.add_argument("run")
@@ -241,7 +265,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     grid = load(args.grid)
     if args.command == "runs":
-        selected = notebook_runs(args.notebook, grid) if args.notebook else runs(grid=grid)
+        if args.profile is not None and args.profile not in PROFILES:
+            parser.error(f"profile {args.profile!r} is not known; expected one of {', '.join(PROFILES)}")
+        selected = notebook_runs(args.notebook, grid, args.profile) if args.notebook else runs(grid=grid,
+                                                                                               profile=args.profile)
         print(" ".join(r.name for r in selected))
         return
     if args.command == "notebooks":

@@ -47,6 +47,11 @@ BAD_PARAMETERS = [
     ({"algorithm": "mcem", "lr_choices": [0.1]}, "parameter lr_choices is not allowed for mcem"),
     ({"mcem_updates": 5}, "parameter mcem_updates=5 is not allowed for aevb"),
     ({"warmup_steps": -1}, "parameter warmup_steps=-1 is not allowed"),
+    ({"lr_schedule": "cosine"}, "parameter lr_schedule='cosine' is not allowed"),
+    ({"init": "he"}, "parameter init='he' is not allowed"),
+    ({"adam_eps": 0}, "parameter adam_eps=0 is not allowed"),
+    ({"refit_samples": 1000, "is_points": 0}, "parameter refit_samples=1000 needs is_points > 0"),
+    ({"appd_points": -2}, "parameter appd_points=-2 is not allowed"),
 ] + ([] if torch.cuda.is_available() else [({"device": "cuda"}, "CUDA is not available")])
 
 

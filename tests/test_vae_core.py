@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import vae_core as vc
-from conftest import ROOT, changed_parameters, small_model, without_wall_time
+from conftest import ROOT, changed_parameters, exact_log_px, small_model, without_wall_time
 
 
 # ---- the model and its objectives ---------------------------------------------------------------
@@ -80,11 +80,13 @@ def test_wake_updates_only_decoder_and_sleep_only_encoder(likelihood):
         assert changed_parameters(before, model) == expected, phase
 
 
-@pytest.mark.parametrize("algorithm, learns", [("aevb", "both"), ("wake_sleep", "both"), ("mcem", "decoder")])
+@pytest.mark.parametrize("algorithm, learns", [("aevb", "both"), ("wake_sleep", "both"), ("mcem", "decoder"),
+                                               ("iwae", "both")])
 def test_each_step_learns_its_parameters_and_returns_its_two_terms(algorithm, learns):
     model = small_model()
     x = torch.bernoulli(torch.full((50, 12), 0.3))
-    step = vc.MCEM(model, len(x)) if algorithm == "mcem" else {"aevb": vc.AEVB, "wake_sleep": vc.WakeSleep}[algorithm](model)
+    step = vc.MCEM(model, len(x)) if algorithm == "mcem" else \
+        {"aevb": vc.AEVB, "wake_sleep": vc.WakeSleep, "iwae": vc.IWAE}[algorithm](model, 5)
     opt = torch.optim.Adam(step.parameters(), lr=0.01)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     sums = step(opt, x[:10], torch.arange(10))
@@ -162,8 +164,9 @@ def test_checkpoint_resume_matches_uninterrupted_run(tmp_path, algorithm):
     torch.manual_seed(4)
     x = torch.bernoulli(torch.rand(5, 12).repeat(40, 1))  # 200 points
     # 4 steps per epoch, a checkpoint after 12; the warm-up's 14 steps go on after the resume
+    # Burda's schedule changes the step size at the ends of epochs 1 and 4, on either side of the resume
     kwargs = dict(seed=5, eval_at=[300, 700], batch_size=50, lr=1e-2, device="cpu", progress="none",
-                  test_x=x[:20] if algorithm != "mcem" else None, warmup_steps=14)
+                  test_x=x[:20] if algorithm != "mcem" else None, warmup_steps=14, lr_schedule="burda")
     if algorithm == "mcem":  # its logged log p(x) draws from the RNG too
         from aevb.estimators import log_likelihood_hmc
         kwargs["eval_fn"] = lambda m: {"train_log_px": log_likelihood_hmc(m, x[:10], k=100, n_burnin=10,
@@ -186,6 +189,52 @@ def test_checkpoint_resume_matches_uninterrupted_run(tmp_path, algorithm):
     assert without_wall_time(resumed) == without_wall_time(expected) and len(expected) == 3
     assert all(torch.equal(a, b) for a, b in zip(resumed_model.state_dict().values(),
                                                   reference.state_dict().values()))
+
+
+def test_iwae_bound_is_the_elbo_at_k1_and_tightens_towards_log_px():
+    torch.manual_seed(3)
+    model = small_model()
+    x = torch.bernoulli(torch.full((6, 12), 0.3))
+    exact = exact_log_px(model, x)
+    with torch.no_grad():
+        elbo = model.elbo(x, n_samples=20_000)[0]
+        k1 = torch.stack([vc.iwae_bound(model, x, 1) for _ in range(20_000)]).mean(0)
+        bounds = {k: torch.stack([vc.iwae_bound(model, x, k) for _ in range(400)]).mean(0) for k in (5, 50, 2000)}
+    assert (k1 - elbo).abs().max() < 0.05  # k = 1: one importance weight, the ELBO in expectation
+    assert torch.all(bounds[5] > elbo + 0.01) and torch.all(bounds[50] > bounds[5])  # Burda et al., Theorem 1
+    assert torch.all(bounds[2000] > bounds[50]) and torch.all(bounds[2000] <= exact.float() + 0.02)  # below log p(x)
+    assert torch.all(exact.float() - bounds[2000] < 0.5 * (exact.float() - elbo))  # ... and closing in on it
+
+
+def test_burda_schedule_is_3_to_the_i_passes_at_a_tenth_of_the_rate_every_7_stages():
+    stages = [vc.burda_stage(e) for e in range(3300)]
+    assert [stages.count(i) for i in range(8)] == [3 ** i for i in range(7)] + [3 ** 7 + 3300 - 3280]
+    assert stages == sorted(stages) and vc.burda_stage(1092) == 6 and vc.burda_stage(1093) == 7
+    # in training: the first pass at lr, then 10^(-1/7) of it; a constant schedule matches for one pass
+    x = torch.bernoulli(torch.full((100, 12), 0.3))
+    models = {}
+    for schedule, epochs in (("constant", 1), ("burda", 1), ("constant", 2), ("burda", 2)):
+        torch.manual_seed(0)
+        models[schedule, epochs] = small_model()
+        vc.train(models[schedule, epochs], x, "aevb", epochs=epochs, batch_size=20, lr=1e-2, seed=1,
+                 progress="none", lr_schedule=schedule, adam_eps=1e-4)
+    same = lambda a, b: all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert same(models["constant", 1], models["burda", 1]) and not same(models["constant", 2], models["burda", 2])
+    with pytest.raises(ValueError, match="lr_schedule"):
+        vc.train(small_model(), x, "aevb", epochs=1, lr_schedule="cosine", progress="none")
+
+
+def test_glorot_init_is_uniform_within_its_bound_with_zero_biases():
+    model = vc.VAE(784, 50, [200, 200], init="glorot")
+    for name, p in model.named_parameters():
+        if name.endswith("bias"):
+            assert torch.all(p == 0), name
+        else:
+            bound = math.sqrt(6 / sum(p.shape))
+            assert p.abs().max() <= bound and p.abs().max() > 0.95 * bound, name
+            assert p.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.05), name
+    with pytest.raises(ValueError, match="init"):
+        vc.VAE(784, 50, init="he")
 
 
 def test_warmup_steps_only_feed_the_optimizer_then_adagrad_starts_below_its_full_step():
