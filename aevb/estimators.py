@@ -10,6 +10,7 @@ Each runs on its own seeded RNG stream, so estimating never changes a training r
 """
 import copy
 import math
+import warnings
 
 import numpy as np
 import scipy.special
@@ -127,7 +128,8 @@ def log_likelihood_appendix_d(model, x, n_samples=50, n_leapfrog=4, n_burnin=100
        each state kept (the burn-in length is ours: the paper does not give it);
     2. a density q(z) fitted to the first half of the samples: scipy.stats.gaussian_kde (Scott's
        bandwidth), or a diagonal Gaussian when Nz = 1 or the half holds fewer than 4 samples per
-       dimension (L = 50 and Nz >= 7), as in the released code;
+       dimension (L = 50 and Nz >= 7), as in the released code, or when the samples span fewer than Nz
+       dimensions (a chain that hardly moved, where the KDE is undefined: a RuntimeWarning says so);
     3. on the second half, 1/p(x) ~= (1/L') sum_l q(z_l) / (p(x|z_l) p(z_l)) (App. D), since
        E_p(z|x)[q(z) / p(x, z)] = 1/p(x) for any normalized q.
     Unlike importance sampling this errs high where q has heavier tails than the posterior.
@@ -164,11 +166,15 @@ def log_likelihood_appendix_d(model, x, n_samples=50, n_leapfrog=4, n_burnin=100
 def _log_fitted_density(fit, at):
     """log q(at) [M] of the density fitted to `fit` [n, Nz] (see log_likelihood_appendix_d, step 2)."""
     n, z_dim = fit.shape
-    if z_dim == 1 or n // z_dim < 4:
-        std = fit.std(0)
-        std = np.where(std > 0, std, std[std > 0].min() if (std > 0).any() else 1000.0)  # as anglepy
-        return scipy.stats.norm.logpdf(at, fit.mean(0), std).sum(1)
-    return scipy.stats.gaussian_kde(fit.T).logpdf(at.T)
+    if z_dim > 1 and n // z_dim >= 4:
+        try:
+            return scipy.stats.gaussian_kde(fit.T).logpdf(at.T)
+        except np.linalg.LinAlgError:  # the samples span less than Nz dimensions (a chain that hardly moved)
+            warnings.warn("App. D estimator: a chain's samples have a singular covariance; its point gets the "
+                          "diagonal Gaussian instead of the KDE", RuntimeWarning)
+    std = fit.std(0)
+    std = np.where(std > 0, std, std[std > 0].min() if (std > 0).any() else 1000.0)  # as anglepy
+    return scipy.stats.norm.logpdf(at, fit.mean(0), std).sum(1)
 
 
 def log_likelihood_refit(model, train_x, x, samples, k=1000, batch_size=100, lr=1e-3, seed=0,

@@ -1,11 +1,13 @@
 """The log p(x) estimators against exact values by quadrature (Nz = 2), and their refusals."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
 import vae_core as vc
-from aevb.estimators import log_likelihood, log_likelihood_appendix_d, log_likelihood_hmc, log_likelihood_refit
+from aevb.estimators import (_log_fitted_density, log_likelihood, log_likelihood_appendix_d, log_likelihood_hmc,
+                             log_likelihood_refit)
 from conftest import exact_log_px, small_model
 
 
@@ -93,6 +95,11 @@ def test_appendix_d_estimator_matches_quadrature():
     # too few samples per dimension for a KDE: the released code's diagonal Gaussian (6 fitted samples)
     diagonal = log_likelihood_appendix_d(model, x, n_samples=12, seed=0)
     assert (diagonal - exact).mean().abs() < 0.5
+    # samples in a lower-dimensional subspace, where scipy's KDE is undefined: the diagonal Gaussian, said so
+    fit = np.stack([np.linspace(0, 1, 25), np.zeros(25)], 1)
+    with pytest.warns(RuntimeWarning, match="singular covariance"):
+        log_q = _log_fitted_density(fit, fit + 0.01)
+    assert np.all(np.isfinite(log_q))
 
 
 def test_refitted_encoder_judges_a_decoder_whatever_its_own_encoder():
