@@ -8,7 +8,6 @@
 
 Each runs on its own seeded RNG stream, so estimating never changes a training run's numbers.
 """
-import copy
 import math
 import warnings
 
@@ -132,7 +131,8 @@ def log_likelihood_appendix_d(model, x, n_samples=50, n_leapfrog=4, n_burnin=100
        dimensions (a chain that hardly moved, where the KDE is undefined: a RuntimeWarning says so);
     3. on the second half, 1/p(x) ~= (1/L') sum_l q(z_l) / (p(x|z_l) p(z_l)) (App. D), since
        E_p(z|x)[q(z) / p(x, z)] = 1/p(x) for any normalized q.
-    Unlike importance sampling this errs high where q has heavier tails than the posterior.
+    It errs high where q has heavier tails than the posterior, and low where the chain misses modes of
+    a multimodal posterior (q then covers one mode; see the README's Figure 3 notes).
     Returns a float64 tensor [N] on the CPU.
     """
     if n_samples < 4 or n_leapfrog < 1 or n_burnin < 0:

@@ -61,7 +61,7 @@ DEFAULT_FIG3 = dict(samples=300_000, eval_points=6, log_px_points=100, log_px_k=
 PAPER = dict(samples=100_000_000, checkpoint_every=5_000_000)  # the papers' 10^8 samples per run
 PAPER_FIG3 = dict(samples=60_000_000, checkpoint_every=5_000_000, log_px_points=1000, log_px_k=5000)
 PAPER_FIG3_N50000 = dict(PAPER_FIG3, samples=68_000_000)  # the published curve's last point
-# Burda's 3280 passes (stages 0..7) in the paper profile; stages 0 and 1 (4 passes) in the others
+# Burda's 3280 passes (stages 0..7) in the paper profile; stages 0 and 1 (4 passes) in the default (smoke: SMOKE)
 BURDA_PASSES = {"paper": 3280, "default": 4}
 BURDA_IMAGES = {"burda": 60_000, "burda-static": 50_000}
 KINGMA_VARIANTS = [protocol for _, protocol in PROTOCOLS if protocol.startswith("kingma-")]
