@@ -4,9 +4,11 @@
 #   make setup      .venv with requirements.txt, the project installed (pip install -e .), a Jupyter kernel "aevb"
 #   make data       data files into $(VAE_DATA_DIR), checksums verified
 #   make runs       one executed notebooks/train.ipynb per run of the grid (aevb/grid.py) -> $(RUNS)/<dataset>/<run>/
-#   make figures    the figure notebooks, which only read runs     -> $(FIGURES)/*.png|pdf|csv
+#   make figures    the figure notebooks, which only read runs     -> $(FIGURES)/*.png|pdf|csv, findings/*.json
 #   make html       every executed notebook as HTML, and index.html -> $(BUILD)/html/
-#   make test       every test (pytest, including a smoke `make paper` into a temporary folder)
+#   make results    the verdicts and headline findings as Markdown -> $(RESULTS) (default profile: RESULTS.md)
+#   make test       every test (pytest, including a smoke `make paper` into a temporary folder); the
+#                   browser test needs Chromium, installed here where it can be (root with apt-get)
 #   make test-fast  the unit tests alone, for use while editing (under two minutes)
 #   make lab        JupyterLab in the project's environment
 #   make bench      training and evaluation throughput vs the matmul ceiling -> bench/results.json|md
@@ -21,10 +23,13 @@ PY := $(VENV)/bin/python
 KERNEL := aevb
 export VAE_DATA_DIR ?= $(CURDIR)/data
 
+# Each profile has its own runs, figures and build folders, so profiles never overwrite each other.
 PROFILE ?= default
 RUNS ?= runs/$(PROFILE)
-FIGURES ?= figures
-BUILD ?= build
+FIGURES ?= figures/$(PROFILE)
+BUILD ?= build/$(PROFILE)
+# The default profile's results are the ones committed (RESULTS.md and the README's summary block).
+RESULTS ?= $(if $(filter default,$(PROFILE)),RESULTS.md,$(BUILD)/RESULTS.md)
 NB := $(BUILD)/notebooks
 GRID_FILE ?=
 LAUNCH ?=
@@ -48,10 +53,10 @@ JOBS = $(if $(filter -j,$(MAKEFLAGS)),$(NPROC),$(or $(patsubst -j%,%,$(filter -j
 THREADS = $(shell echo $$(( $(NPROC) / $(JOBS) > 0 ? $(NPROC) / $(JOBS) : 1 )))
 RUN_NOTEBOOK = env OMP_NUM_THREADS=$(THREADS) $(PY) scripts/run_notebook.py
 
-.PHONY: paper setup data runs figures html test test-fast browser lab clean-build bench FORCE
+.PHONY: paper setup data runs figures html results test test-fast browser lab clean-build bench FORCE
 
-paper: html
-	@echo "make paper ($(PROFILE)): figures in $(FIGURES)/, open $(BUILD)/html/index.html"
+paper: html results
+	@echo "make paper ($(PROFILE)): figures in $(FIGURES)/, results in $(RESULTS), open $(BUILD)/html/index.html"
 
 # The kernel is registered again whenever it does not launch this venv's python (a moved or copied venv).
 KERNEL_JSON := $(VENV)/share/jupyter/kernels/$(KERNEL)/kernel.json
@@ -83,21 +88,35 @@ FORCE:
 .PRECIOUS: $(RUNS)/%.params
 
 # ---- figures: each notebook (the grid's NOTEBOOK_RUNS) depends on the runs it reads and on the code
-# and published numbers it reads. Which figure each makes: aevb/figures.py (FIGURES, CSV_TABLES).
+# and published numbers it reads. Its outputs are declared (aevb/figures.py: FIGURES, CSV_TABLES and its
+# findings file) as one grouped target, so a deleted figure re-executes the notebook that makes it.
 FIGURE_NOTEBOOKS := $(shell $(GRID) notebooks)
-FIGURE_DONE := $(FIGURE_NOTEBOOKS:%=$(BUILD)/done/%)
-FIGURE_CODE := aevb/figures.py aevb/runs.py aevb/grid.py aevb/scorecard.py aevb/estimators.py aevb/data.py \
-	vae_core.py published_numbers.csv
-$(foreach n,$(FIGURE_NOTEBOOKS),$(eval $(BUILD)/done/$n: $(call reads,$n)))
-figures: $(FIGURE_DONE)
-$(BUILD)/done/%: notebooks/%.ipynb $(FIGURE_CODE) | setup
-	$(RUN_NOTEBOOK) $< $(NB)/$*.ipynb -p runs_dir $(RUNS) -p figures_dir $(FIGURES)
-	mkdir -p $(@D) && touch $@
+FIGURE_CODE := aevb/figures.py aevb/findings.py aevb/runs.py aevb/grid.py aevb/scorecard.py aevb/estimators.py \
+	aevb/data.py vae_core.py published_numbers.csv
+# (The stamp in $(BUILD)/done/ is written only when the notebook succeeded and wrote every output it declares.)
+outputs = $(BUILD)/done/$1 $(addprefix $(FIGURES)/,$(shell $(PYTHON) -m aevb.figures outputs $1))
+FIGURE_OUTPUTS := $(foreach n,$(FIGURE_NOTEBOOKS),$(call outputs,$n))
+define figure_rule
+$(call outputs,$1) &: notebooks/$1.ipynb $(FIGURE_CODE) $(call reads,$1) | setup
+	$$(RUN_NOTEBOOK) notebooks/$1.ipynb $(NB)/$1.ipynb -p runs_dir $(RUNS) -p figures_dir $(FIGURES)
+	$(PYTHON) -m aevb.figures check $1 $(FIGURES)
+	mkdir -p $(BUILD)/done && touch $(BUILD)/done/$1
+endef
+$(foreach n,$(FIGURE_NOTEBOOKS),$(eval $(call figure_rule,$n)))
+figures: $(FIGURE_OUTPUTS)
 
 html: $(BUILD)/html/index.html
-$(BUILD)/html/index.html: $(call done,$(ALL_RUNS)) $(FIGURE_DONE) scripts/build_html.py aevb/figures.py | setup
+$(BUILD)/html/index.html: $(call done,$(ALL_RUNS)) $(FIGURE_OUTPUTS) scripts/build_html.py aevb/figures.py \
+		aevb/findings.py | setup
 	$(PY) scripts/build_html.py --profile $(PROFILE) --runs $(RUNS) --figures $(FIGURES) \
 		--notebooks $(NB) --html $(BUILD)/html
+
+# The verdicts per paper and the headline findings, with their provenance (profile, commit, code hash,
+# device, date); the default profile's also refresh README.md's summary block.
+results: $(RESULTS)
+$(RESULTS): $(FIGURE_OUTPUTS) scripts/write_results.py | setup
+	$(PY) scripts/write_results.py --profile $(PROFILE) --runs $(RUNS) --figures $(FIGURES) --out $@ \
+		$(if $(filter RESULTS.md,$(RESULTS)),--readme README.md)
 
 # ---- tests and tools ---------------------------------------------------------------------------------
 test: setup data browser
@@ -106,10 +125,15 @@ test: setup data browser
 test-fast: setup data
 	$(PY) -m pytest -q -m "not slow" tests
 
-# Headless Chromium and its driver for the rendered-page test: Debian's packages (CI runs as root).
+# Headless Chromium and its driver for the rendered-page test: Debian's packages where this user may install
+# them (root with apt-get, as in CI); elsewhere the test is skipped with a message naming what to install.
 browser:
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
-		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	else echo "make test: no chromium and chromedriver here, and no root to install them: the browser test" \
+		"will be skipped. To run it, install both (Debian/Ubuntu: apt-get install chromium chromium-driver;" \
+		"macOS: brew install --cask chromium and brew install chromedriver)."; fi
 
 # Samples/s of vae_core's loops beside a pytorch/examples-style loop, at batch 100, on this machine;
 # run it on an otherwise idle machine. BENCH_ARGS="--threads 1" times one core's worth (a make -j job).
@@ -121,4 +145,4 @@ lab: setup data
 	$(VENV)/bin/jupyter lab notebooks/
 
 clean-build:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(FIGURES)

@@ -82,6 +82,9 @@ class RunConfig:
         if self.mcem_updates != 1 and self.algorithm != "mcem":
             raise ValueError(f"parameter mcem_updates={self.mcem_updates!r} is not allowed for {self.algorithm}: "
                              "it is MCEM's (decoder updates per HMC sample)")
+        if self.appd_points and self.log_px_points:
+            raise ValueError("parameters appd_points and log_px_points are not allowed together: both log "
+                             "test_log_px_appd (after training, and at each evaluation)")
         if self.refit_samples and not self.is_points:
             raise ValueError(f"parameter refit_samples={self.refit_samples!r} needs is_points > 0: the refitted "
                              "encoder's estimate is of the first is_points test points")
@@ -217,19 +220,19 @@ def train_run(config, run_dir, replace_stale=False, progress="lines", threads=0)
         model.eval()  # the test log-likelihood, once, on the final model
         if c.is_points:
             mean, se = with_se(estimate(model, test_x[:c.is_points], k=c.is_k))
-            extra_metrics.update(test_is_log_px=mean, test_is_log_px_se=se)
+            extra_metrics.update(test_log_px_is=mean, test_log_px_is_se=se)
             print(f"test log p(x), importance sampling with k = {c.is_k} on {c.is_points} points: {mean:.2f} ± {se:.2f}")
         if c.refit_samples:  # the same estimate with an encoder fitted afresh to the frozen decoder
             log_px, refit_elbo = estimators.log_likelihood_refit(
                 model, train_x, test_x[:c.is_points], c.refit_samples, k=c.is_k, seed=c.seed,
                 dynamic_binarization=c.binarize == "dynamic")
             mean, se = with_se(log_px)
-            extra_metrics.update(test_refit_is_log_px=mean, test_refit_is_log_px_se=se, refit_train_elbo=refit_elbo)
+            extra_metrics.update(test_log_px_refit=mean, test_log_px_refit_se=se, refit_train_elbo=refit_elbo)
             print(f"... with an encoder refitted for {c.refit_samples:,} samples: {mean:.2f} ± {se:.2f} "
                   f"(its training ELBO {refit_elbo:.2f})")
         if c.appd_points:
             mean, se = with_se(estimators.log_likelihood_appendix_d(model, test_x[:c.appd_points], seed=c.seed))
-            extra_metrics.update(test_appd_log_px=mean, test_appd_log_px_se=se)
+            extra_metrics.update(test_log_px_appd=mean, test_log_px_appd_se=se)
             print(f"test log p(x), Appendix D's estimator on {c.appd_points} points: {mean:.2f} ± {se:.2f}")
         save_run(run_dir, saved, history, model, extra_metrics)
         checkpoint.unlink(missing_ok=True)

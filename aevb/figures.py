@@ -44,6 +44,31 @@ def notebooks():
     return list(dict.fromkeys(nb for _, nb in [*FIGURES.values(), *CSV_TABLES.values()]))
 
 
+def outputs(notebook):
+    """The files a figure notebook writes below the figures folder (make declares them as its targets):
+    PNG and PDF of each figure, the CSV of each table, and its findings (aevb.findings)."""
+    files = [f"{name}.{ext}" for name, (_, nb) in FIGURES.items() if nb == notebook for ext in ("png", "pdf")]
+    files += [f"{name}.csv" for name, (_, nb) in [*CSV_TABLES.items(), *((t, FIGURES[t]) for t in TABLES)]
+              if nb == notebook]
+    return files + [f"findings/{notebook}.json"]
+
+
+def figure_has_data(fig):
+    """The visible axes of `fig` that show nothing: no line with a finite point, no image, no collection
+    with points, no bar; an axes turned off (a legend panel) or holding only text is not counted."""
+    import numpy as np
+    empty = []
+    for ax in fig.axes:
+        if not ax.get_visible() or not ax.axison:
+            continue
+        lines = any(np.isfinite(np.asarray(line.get_xydata(), dtype=float)).all(axis=1).any()
+                    for line in ax.get_lines() if len(line.get_xydata()))
+        collections = any(len(c.get_offsets()) for c in ax.collections if hasattr(c, "get_offsets"))
+        if not (lines or ax.images or collections or ax.patches or ax.tables):
+            empty.append(ax.get_title() or f"axes {fig.axes.index(ax)}")
+    return empty
+
+
 def setup_matplotlib():
     """One look for every notebook: moderate resolution keeps the rendered HTML small."""
     import matplotlib.pyplot as plt
@@ -54,6 +79,10 @@ def save_figure(fig, name, figures_dir="figures", dpi=90):
     """Write figures_dir/name.png and .pdf, each atomically (a later run never sees half a file)."""
     if name not in FIGURES:
         raise KeyError(f"{name} is not in aevb.figures.FIGURES; add it there with its caption")
+    empty = figure_has_data(fig)
+    if empty:
+        raise ValueError(f"figure {name}: {len(empty)} panel(s) show no data ({'; '.join(empty)}): "
+                         "its runs lack the values it plots")
     figures_dir = Path(figures_dir)
     figures_dir.mkdir(parents=True, exist_ok=True)
     for ext in ("png", "pdf"):
@@ -88,3 +117,25 @@ def image_panel(ax, images, image_shape, nrow, title=None):
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title)
+
+
+def main(argv=None):
+    """For make: `python -m aevb.figures outputs NOTEBOOK` prints the files it writes; `... check NOTEBOOK
+    FIGURES_DIR` fails, naming them, when any of them is missing after the notebook ran."""
+    import argparse
+    import sys
+    parser = argparse.ArgumentParser(description="The figure notebooks' outputs, for make")
+    parser.add_argument("command", choices=["outputs", "check"])
+    parser.add_argument("notebook", choices=notebooks())
+    parser.add_argument("figures_dir", nargs="?")
+    args = parser.parse_args(argv)
+    if args.command == "outputs":
+        print(" ".join(outputs(args.notebook)))
+        return
+    missing = [name for name in outputs(args.notebook) if not (Path(args.figures_dir) / name).exists()]
+    if missing:
+        sys.exit(f"notebooks/{args.notebook}.ipynb ran but did not write {', '.join(missing)} in {args.figures_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -51,7 +51,7 @@ PROTOCOLS = {
 }
 
 # ---- budgets: what a profile changes (never code) ---------------------------------------------------
-# Keyed like PROTOCOLS. "test_log_px": the test log-likelihoods that the runs marked so in RUNS get: by
+# Keyed like PROTOCOLS. "estimates": the test log-likelihoods that the runs marked so in RUNS get: by
 # importance sampling with their own encoder (is_points, is_k), with an encoder refitted to the frozen
 # decoder (refit_samples) and by App. D's estimator (appd_points). Figure 3's budget also sizes its
 # log p(x) estimates (the first log_px_points train and test points; log_px_k importance samples each).
@@ -76,7 +76,7 @@ BUDGETS = {
         ("mnist", "fig3n1000-1update"): SMOKE_FIG3,
         ("mnist", "burda"): dict(SMOKE, is_points=20, is_k=100),
         ("mnist", "burda-static"): dict(SMOKE, is_points=20, is_k=100),
-        "test_log_px": dict(is_points=20, is_k=100, refit_samples=2000, appd_points=10),
+        "estimates": dict(is_points=20, is_k=100, refit_samples=2000, appd_points=10),
     },
     "default": {  # the report's 50 epochs (3x10^6 samples) for MNIST: about 80 min with make -j2 on 2 cores
         ("mnist", "report"): dict(samples=3_000_000),
@@ -88,7 +88,7 @@ BUDGETS = {
         ("mnist", "fig3n1000-1update"): DEFAULT_FIG3,
         **{("mnist", p): dict(samples=BURDA_PASSES["default"] * n, is_points=1000, is_k=5000)
            for p, n in BURDA_IMAGES.items()},
-        "test_log_px": dict(is_points=1000, is_k=1000, refit_samples=500_000, appd_points=200),
+        "estimates": dict(is_points=1000, is_k=1000, refit_samples=500_000, appd_points=200),
     },
     "paper": {  # the papers' budgets: a machine with a GPU
         ("mnist", "report"): dict(samples=3_000_000),  # the report's 50 epochs
@@ -100,7 +100,7 @@ BUDGETS = {
         ("mnist", "fig3n1000-1update"): PAPER_FIG3,
         **{("mnist", p): dict(samples=BURDA_PASSES["paper"] * n, checkpoint_every=5_000_000, is_points=10_000,
                               is_k=5000) for p, n in BURDA_IMAGES.items()},
-        "test_log_px": dict(is_points=10_000, is_k=5000, refit_samples=3_000_000, appd_points=1000),
+        "estimates": dict(is_points=10_000, is_k=5000, refit_samples=3_000_000, appd_points=1000),
     },
 }
 
@@ -111,7 +111,7 @@ RUNS = [
     # Kingma & Welling's Figure 2, MNIST, 3 seeds (Nz = 20 also gets test log-likelihoods). The default
     # profile has room for the extra seeds at Nz = 20 only; the paper profile runs them at every Nz.
     dict(dataset="mnist", protocol="kingma", algorithms=["aevb", "wake_sleep"], latent_dims=[20], seeds=[1, 2, 3],
-         test_log_px=[20]),
+         estimates=[20]),
     dict(dataset="mnist", protocol="kingma", algorithms=["aevb", "wake_sleep"], latent_dims=[3, 5, 10, 200],
          seeds=[1]),
     dict(dataset="mnist", protocol="kingma", algorithms=["aevb", "wake_sleep"], latent_dims=[3, 5, 10, 200],
@@ -119,7 +119,7 @@ RUNS = [
     # the report's latent sweep (AEVB), and its Table 1 (Nz = 20) with 3 seeds of AEVB and of wake-sleep
     dict(dataset="mnist", protocol="report", algorithms=["aevb"], latent_dims=[2, 3, 5, 10], seeds=[1]),
     dict(dataset="mnist", protocol="report", algorithms=["aevb", "wake_sleep"], latent_dims=[20], seeds=[1, 2, 3],
-         test_log_px=[20]),
+         estimates=[20]),
     # Kingma & Welling's Figure 2, Frey Face
     dict(dataset="frey", protocol="kingma", algorithms=["aevb", "wake_sleep"], latent_dims=[2, 5, 10, 20], seeds=[1]),
     # what moves wake-sleep's bound at Nz = 20 (one change each from the kingma protocol)
@@ -161,7 +161,7 @@ class Run:
     latent_dim: int
     protocol: str
     seed: int
-    test_log_px: bool = False  # a test log-likelihood by importance sampling after training
+    estimates: bool = False  # a test log-likelihood by importance sampling after training
     extra: tuple = ()  # its sweep's `params`, as sorted (name, value) pairs
 
     @property
@@ -180,7 +180,7 @@ class Run:
         budgets = grid.BUDGETS[profile]
         key = (self.dataset, self.protocol)
         return {"dataset": self.dataset, "protocol": self.protocol, **grid.PROTOCOLS[key], **budgets[key],
-                **(budgets["test_log_px"] if self.test_log_px else {}), **dict(self.extra),
+                **(budgets["estimates"] if self.estimates else {}), **dict(self.extra),
                 "algorithm": self.algorithm, "latent_dim": self.latent_dim, "seed": self.seed}
 
 
@@ -199,7 +199,7 @@ def runs(dataset=None, algorithm=None, latent_dim=None, protocol=None, seed=None
         for algorithm_, latent_dim_, seed_ in itertools.product(sweep["algorithms"], sweep["latent_dims"],
                                                                 sweep["seeds"]):
             run = Run(sweep["dataset"], algorithm_, latent_dim_, sweep["protocol"], seed_,
-                      latent_dim_ in sweep.get("test_log_px", ()), tuple(sorted(sweep.get("params", {}).items())))
+                      latent_dim_ in sweep.get("estimates", ()), tuple(sorted(sweep.get("params", {}).items())))
             if all(_matches(getattr(run, k), v) for k, v in (("dataset", dataset), ("algorithm", algorithm),
                    ("latent_dim", latent_dim), ("protocol", protocol), ("seed", seed))):
                 found.append(run)

@@ -25,8 +25,9 @@ from aevb.runs import load_summary
 # scorecard.csv's columns, in order (scripts/build_html.py reads them by name)
 COLUMNS = ["source", "what", "published", "ours", "ours_sd", "n_runs", "difference", "tolerance", "protocol",
            "samples_published", "samples_trained", "verdict", "note", "runs", "id"]
-LOG_LIKELIHOOD_COLUMNS = ["run", "protocol", "algorithm", "Nz", "samples", "points", "k", "test_log_px", "se",
-                          "test_elbo", "gap", "refit_log_px", "refit_se", "appd_log_px", "appd_se"]
+LOG_LIKELIHOOD_COLUMNS = ["run", "protocol", "algorithm", "Nz", "samples", "points", "k", "test_log_px_is",
+                          "test_log_px_is_se", "test_elbo", "gap", "test_log_px_refit", "test_log_px_refit_se",
+                          "test_log_px_appd", "test_log_px_appd_se"]
 VERDICT_COLORS = {"reproduced": "#d9f2d9", "not reproduced": "#f8d7d7", "not run at this scale": "#eeeeee"}
 NOT_JUDGED = ((), (), False, "")  # a claim's (values, runs used, holds, detail) when its runs are missing
 
@@ -69,7 +70,7 @@ def value_at(run, metric, samples):
     Published values are read off curves at a sample count (Kingma & Welling's Figure 2 at 3x10^6 and
     10^8), so a run that trained past it gives its value there: interpolated on a log scale, the
     figure's axis, between the two evaluations around it. A run that trained about that many samples
-    gives its final value; so does a metric only its metrics.json holds (test_is_log_px).
+    gives its final value; so does a metric only its metrics.json holds (test_log_px_is).
     """
     sign, key = (-1, metric[1:]) if metric.startswith("-") else (1, metric)
     metrics, history = run["metrics"], run["history"]
@@ -145,7 +146,7 @@ def aevb_minus_ws_log_px(row, runs, finished, published):
     """The report's claim 3: AEVB's random samples look better than wake-sleep's (its Figures 1, 2). A
     qualitative claim; we measure the test log-likelihood by importance sampling (Burda et al.), AEVB
     minus wake-sleep seed by seed, and it holds when the mean is above the tolerance."""
-    gaps, used = paired_gaps(runs, finished, "aevb", "wake_sleep", "test_is_log_px", int(row["samples"]))
+    gaps, used = paired_gaps(runs, finished, "aevb", "wake_sleep", "test_log_px_is", int(row["samples"]))
     return list(gaps.values()), used, bool(gaps) and statistics.mean(gaps.values()) > tolerance_of(row), ""
 
 
@@ -222,24 +223,21 @@ def build(runs_dir, published=None, grid=None):
 
 
 def test_log_likelihoods(runs_dir, grid=None):
-    """Every finished run with a test log-likelihood by importance sampling (test_is_log_px), beside its
+    """Every finished run with a test log-likelihood by importance sampling (test_log_px_is), beside its
     test lower bound (log p(x) >= ELBO, and the gap is how loose the bound is) and, where the run has
     them, the estimates that do not use its own encoder: IS with a refitted encoder, and App. D's."""
     rows = []
     for run, summary in finished_runs(runs_dir, grid).items():
         metrics, config = summary["metrics"], summary["config"]
-        if "test_is_log_px" in metrics:
+        if "test_log_px_is" in metrics:
             test_elbo = metrics.get("test_elbo", math.nan)
             rows.append({"run": run.name, "protocol": config["protocol"], "algorithm": config["algorithm"],
                          "Nz": config["latent_dim"], "samples": metrics["samples"], "points": config["is_points"],
-                         "k": config["is_k"], "test_log_px": metrics["test_is_log_px"],
-                         "se": metrics["test_is_log_px_se"], "test_elbo": test_elbo,
-                         "gap": metrics["test_is_log_px"] - test_elbo,
+                         "k": config["is_k"], "test_log_px_is": metrics["test_log_px_is"],
+                         "test_log_px_is_se": metrics["test_log_px_is_se"], "test_elbo": test_elbo,
+                         "gap": metrics["test_log_px_is"] - test_elbo,
                          # the shared estimators, where the run has them: IS with a refitted encoder, App. D's
-                         "refit_log_px": metrics.get("test_refit_is_log_px", math.nan),
-                         "refit_se": metrics.get("test_refit_is_log_px_se", math.nan),
-                         "appd_log_px": metrics.get("test_appd_log_px", math.nan),
-                         "appd_se": metrics.get("test_appd_log_px_se", math.nan)})
+                         **{key: metrics.get(key, math.nan) for key in LOG_LIKELIHOOD_COLUMNS[-4:]}})
     return pd.DataFrame(rows, columns=LOG_LIKELIHOOD_COLUMNS)
 
 

@@ -93,7 +93,7 @@ def scorecard_section(figures_dir):
         parts.append(table(["run", "protocol", "Nz", "training samples", "test points", "k", "test log p(x)",
                             "test ELBO", "log p(x) - ELBO"],
                            [[html.escape(r["run"]), html.escape(r["protocol"]), r["Nz"], f"{int(float(r['samples'])):,}",
-                             r["points"], r["k"], f"{number(r['test_log_px'])} ± {number(r['se'])}",
+                             r["points"], r["k"], f"{number(r['test_log_px_is'])} ± {number(r['test_log_px_is_se'])}",
                              number(r["test_elbo"]), number(r["gap"])] for r in ll]))
     return parts
 
@@ -184,7 +184,7 @@ def main():
         lr = metrics.get("lr", config["lr"])  # a step size chosen by the run is in its metrics
         rows.append([html.escape(config["dataset"]), link, html.escape(config["protocol"]), f"{config['latent_dim']}",
                      html.escape(f"{config['optimizer']} {lr:g}" if lr is not None else config["optimizer"]),
-                     f"{metrics['samples']:,}", value("train_elbo"), value("test_elbo"), value("test_log_px"),
+                     f"{metrics['samples']:,}", value("train_elbo"), value("test_elbo"), value("test_log_px_is"),
                      f"{metrics['wall_time']:.0f}", html.escape(metrics["device"])])
     parts.append(table(["dataset", "run (executed notebook)", "protocol", "Nz", "optimizer, step", "training samples",
                         "train ELBO", "test ELBO", "test log p(x)", "wall time (s)", "device"], rows))

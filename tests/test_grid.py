@@ -31,7 +31,7 @@ def test_every_run_is_a_valid_training_config_in_every_profile(profile):
         config = RunConfig.from_namespace({**defaults, **params})
         assert (config.dataset, config.algorithm, config.latent_dim, config.protocol, config.seed) == \
                (r.dataset, r.algorithm, r.latent_dim, r.protocol, r.seed)
-        assert (config.is_points > 0) == (r.test_log_px or r.protocol.startswith("burda"))
+        assert (config.is_points > 0) == (r.estimates or r.protocol.startswith("burda"))
     with pytest.raises(ValueError, match="profile 'huge' is not known"):
         grid.runs()[0].params("huge")
 
@@ -78,7 +78,7 @@ TINY_GRID = """
 PROFILES = ("smoke",)
 PROTOCOLS = {{("mnist", "tiny"): dict(binarize="none", hidden=[20], optimizer="adam", lr=0.001, weight_prior=False)}}
 BUDGETS = {{"smoke": {{("mnist", "tiny"): dict(samples={samples}, train_size=1000, test_size=200, eval_points=2,
-                                             checkpoint_every=1000), "test_log_px": {{}}}}}}
+                                             checkpoint_every=1000), "estimates": {{}}}}}}
 RUNS = [dict(dataset="mnist", protocol="tiny", algorithms=["aevb"], latent_dims=[2], seeds={seeds})]
 NOTEBOOK_RUNS = {{}}
 """

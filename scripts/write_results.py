@@ -1,0 +1,148 @@
+"""Write the results summary (`make results`): the scorecard's verdicts per paper and the headline
+findings of the figure notebooks, as Markdown, with the provenance of the build that made them.
+
+`write_results.py --profile P --runs DIR --figures DIR --out RESULTS.md [--readme README.md]`
+
+Everything here is read from the build: the verdicts from scorecard.csv, the sentences from the
+notebooks' findings files (aevb.findings), the devices, torch versions, code hashes and training time
+from the run folders. With --readme, the block between README.md's RESULTS markers is rewritten too,
+so the README's first screen shows the committed build's verdicts without anyone typing them.
+"""
+import argparse
+import csv
+import json
+import platform
+import re
+import subprocess
+import sys
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+from aevb import findings, grid, paths
+from aevb.figures import notebooks
+from aevb.files import atomic_write_text
+
+VERDICTS = ["reproduced", "not reproduced", "not run at this scale", "out of scope", "n/a (hardware)"]
+BEGIN, END = "<!-- RESULTS:BEGIN (written by make results from scorecard.csv; do not edit) -->", "<!-- RESULTS:END -->"
+
+
+def paper_of(source):
+    """'Kingma & Welling (2013), Figure 2' -> 'Kingma & Welling (2013)'."""
+    return source.split(",")[0].strip()
+
+
+def verdicts_by_paper(card_rows):
+    """{paper: Counter of verdicts}, papers in the scorecard's order."""
+    out = {}
+    for row in card_rows:
+        out.setdefault(paper_of(row["source"]), Counter())[row["verdict"]] += 1
+    return out
+
+
+def provenance(profile, runs_dir):
+    """What made this build: profile, commit, code hashes, devices, torch versions, training time, date."""
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=paths.ROOT, capture_output=True, text=True,
+                                  check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+    commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    if git("status", "--porcelain", "--untracked-files=no"):
+        commit += " (with uncommitted changes)"
+    configs, metrics = [], []
+    for run in grid.runs(profile=profile):
+        folder = run.folder(runs_dir)
+        if (folder / "metrics.json").exists():
+            configs.append(json.loads((folder / "config.json").read_text()))
+            metrics.append(json.loads((folder / "metrics.json").read_text()))
+    join = lambda values: ", ".join(sorted(set(values))) or "none"
+    return {"profile": profile, "commit": commit, "code hash": join(c.get("code_hash", "") for c in configs),
+            "runs": str(len(metrics)), "device": join(m["device"] for m in metrics),
+            "torch": join(m["torch_version"] for m in metrics),
+            "training time (sum over runs)": f"{sum(m['wall_time'] for m in metrics) / 60:.0f} min",
+            "machine": f"{platform.machine()}, {platform.system()}, Python {platform.python_version()}",
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def verdict_table(by_paper):
+    present = [v for v in VERDICTS if any(c.get(v) for c in by_paper.values())]
+    lines = ["| paper | " + " | ".join(present) + " |", "|---|" + "---:|" * len(present)]
+    for paper, counts in by_paper.items():
+        lines.append(f"| {paper} | " + " | ".join(str(counts.get(v, 0)) for v in present) + " |")
+    return lines
+
+
+def summary_block(by_paper, prov, results_name):
+    total = Counter()
+    for counts in by_paper.values():
+        total.update(counts)
+    counts = ", ".join(f"{total[v]} {v}" for v in VERDICTS if total[v])
+    return "\n".join([BEGIN, "", f"**Verdicts** ({prov['profile']} profile, commit {prov['commit']}, {prov['date']},"
+                      f" on {prov['device']}): {counts}.", "", *verdict_table(by_paper), "",
+                      f"The headline findings, every row and its provenance: [{results_name}]({results_name}).",
+                      "", END])
+
+
+def one_line(markdown):
+    return re.sub(r"\s+", " ", markdown).strip()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for name in ("profile", "runs", "figures", "out"):
+        parser.add_argument(f"--{name}", required=True)
+    parser.add_argument("--readme", help="also rewrite the results block of this README")
+    args = parser.parse_args(argv)
+    figures_dir, out = Path(args.figures), Path(args.out)
+    card_path = figures_dir / "scorecard.csv"
+    if not card_path.exists():
+        sys.exit(f"{card_path} is missing: notebooks/scorecard.ipynb should have made it (make figures)")
+    with open(card_path, newline="") as f:
+        card = list(csv.DictReader(f))
+    by_paper = verdicts_by_paper(card)
+    prov = provenance(args.profile, Path(args.runs))
+    found = [f for f in findings.load(figures_dir, notebooks()) if f["headline"]]
+
+    lines = ["# Results", "",
+             f"Written by `make results` (part of `make paper`) from `{card_path.as_posix()}` and the figure "
+             "notebooks' findings; nothing here is typed by hand. Rerun `make paper` to refresh it.", "",
+             "| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in prov.items()), "",
+             "## Verdicts per paper", "", *verdict_table(by_paper), "",
+             "`reproduced`: within the row's tolerance of the published value (or the claim's test holds); "
+             "`not run at this scale`: our runs trained fewer than half the published samples (the `paper` "
+             "profile runs them). The rules: `notebooks/scorecard.ipynb`.", "",
+             "## Headline findings", ""]
+    for f in found:
+        title = f"**{f['title']}** " if f["title"] else ""
+        lines.append(f"- {title}{one_line(f['text'])} (`notebooks/{f['notebook']}.ipynb`)")
+    if not found:
+        lines.append("- (no figure notebook recorded a headline finding)")
+    lines += ["", "## Every row", "", "| source | what | published | ours | verdict |", "|---|---|---:|---:|---|"]
+    for row in card:
+        ours = f"{float(row['ours']):.2f}" if row["ours"] not in ("", "nan") else ""
+        if ours and int(row["n_runs"]) > 1:
+            ours += f" ± {float(row['ours_sd']):.2f} ({row['n_runs']} runs)"
+        published = f"{float(row['published']):.6g}" if row["published"] else ""
+        what = row["what"].replace("|", "\\|")
+        lines.append(f"| {row['source']} | {what} | {published} | {ours} | {row['verdict']} |")
+    atomic_write_text(out, "\n".join(lines) + "\n")
+    print(f"wrote {out} ({len(card)} rows, {len(found)} headline findings)")
+
+    if args.readme:
+        readme = Path(args.readme)
+        text = readme.read_text()
+        if BEGIN not in text or END not in text:
+            sys.exit(f"{readme} has no results block ({BEGIN} ... {END}); add one where the summary belongs")
+        before, rest = text.split(BEGIN, 1)
+        after = rest.split(END, 1)[1]
+        block = summary_block(by_paper, prov, out.name if out.parent.resolve() == readme.parent.resolve() else str(out))
+        new = before + block + after
+        if new != text:
+            atomic_write_text(readme, new)
+            print(f"rewrote the results block of {readme}")
+
+
+if __name__ == "__main__":
+    main()
