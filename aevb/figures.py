@@ -55,7 +55,8 @@ def outputs(notebook):
 
 def figure_has_data(fig):
     """The visible axes of `fig` that show nothing: no line with a finite point, no image, no collection
-    with points, no bar; an axes turned off (a legend panel) or holding only text is not counted."""
+    with points, no bar, no text (a panel may say why it has nothing to show); an axes turned off (a
+    legend panel) is not counted."""
     import numpy as np
     empty = []
     for ax in fig.axes:
@@ -64,7 +65,7 @@ def figure_has_data(fig):
         lines = any(np.isfinite(np.asarray(line.get_xydata(), dtype=float)).all(axis=1).any()
                     for line in ax.get_lines() if len(line.get_xydata()))
         collections = any(len(c.get_offsets()) for c in ax.collections if hasattr(c, "get_offsets"))
-        if not (lines or ax.images or collections or ax.patches or ax.tables):
+        if not (lines or ax.images or collections or ax.patches or ax.tables or ax.texts):  # a text: a message
             empty.append(ax.get_title() or f"axes {fig.axes.index(ax)}")
     return empty
 

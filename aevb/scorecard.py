@@ -229,7 +229,7 @@ def test_log_likelihoods(runs_dir, grid=None):
     rows = []
     for run, summary in finished_runs(runs_dir, grid).items():
         metrics, config = summary["metrics"], summary["config"]
-        if "test_log_px_is" in metrics:
+        if "test_log_px_is" in metrics and "is_points" in config:  # (Figure 3's runs log theirs per evaluation)
             test_elbo = metrics.get("test_elbo", math.nan)
             rows.append({"run": run.name, "protocol": config["protocol"], "algorithm": config["algorithm"],
                          "Nz": config["latent_dim"], "samples": metrics["samples"], "points": config["is_points"],

@@ -1,8 +1,11 @@
 """Render every executed notebook to HTML and write index.html (`make html`).
 
-index.html is self-contained: each figure is embedded (base64 PNG) with a caption saying what it
-reproduces and which notebook made it; it links every rendered notebook and states the profile,
-device, versions and wall times.
+index.html is what a reviewer reads first, in this order: the verdicts per paper (from scorecard.csv),
+the headline findings (the sentences the figure notebooks computed from their tables, aevb.findings,
+each linked to where its notebook shows it), every figure (embedded, base64 PNG) with its caption and
+the notebook that made it, every table the notebooks write (aevb.figures.CSV_TABLES), the scorecard,
+the runs, and the build's profile, devices, versions and wall times. The rendered notebooks hide
+their plumbing: cells tagged remove-input lose their code, cells tagged remove-cell go.
 """
 import argparse
 import base64
@@ -18,11 +21,14 @@ from pathlib import Path
 
 import nbformat
 from nbconvert import HTMLExporter
+from nbconvert.filters import markdown2html
+from traitlets.config import Config
 
-from aevb import grid
-from aevb.figures import CSV_TABLES, FIGURES, TABLES
+from aevb import findings, grid
+from aevb.figures import CSV_TABLES, FIGURES, TABLES, notebooks
 from aevb.files import atomic_write_text
 
+TITLE = "Auto-Encoding Variational Bayes, its replication report and Burda et al.'s VAE and IWAE, reproduced"
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
 figure { margin: 2em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
@@ -32,6 +38,8 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; } code { backgro
 td.reproduced { background: #d9f2d9; } td.not-reproduced { background: #f8d7d7; }
 td.not-run-at-this-scale, td.out-of-scope { background: #eeeeee; }
 table.scorecard td { font-size: 0.85em; } table.scorecard td:nth-child(2) { min-width: 16em; }
+th span.reproduced { color: #1a6b1a; } th span.not-reproduced { color: #9b1c1c; }
+ul.findings li { margin: 0.5em 0; } span.where, p.caption { font-size: 0.9em; color: #555; }
 """
 
 
@@ -47,16 +55,79 @@ def short(samples):
     return f"{float(samples):.0e}".replace("e+0", "e").replace("e+", "e")
 
 
-def scorecard_section(figures_dir):
-    """The scorecard (scorecard.csv) and the test log-likelihoods as HTML tables."""
-    path = figures_dir / "scorecard.csv"
-    if not path.exists():
-        sys.exit(f"{path} is missing: notebooks/scorecard.ipynb should have made it")
+def paper_of(source):
+    return source.split(",")[0].strip()
+
+
+def read_csv(path):
     with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    counts = Counter(row["verdict"] for row in rows)
+        return list(csv.DictReader(f))
+
+
+def verdicts_section(card):
+    """The verdicts per paper: the first thing a reviewer reads."""
+    order = [v for v in ("reproduced", "not reproduced", "not run at this scale", "out of scope", "n/a (hardware)")
+             if any(row["verdict"] == v for row in card)]
+    by_paper = {}
+    for row in card:
+        by_paper.setdefault(paper_of(row["source"]), Counter())[row["verdict"]] += 1
+    head = ["paper", *(f'<span class="{v.replace(" ", "-")}">{html.escape(v)}</span>' for v in order)]
+    rows = [[html.escape(paper), *(str(c.get(v, 0)) for v in order)] for paper, c in by_paper.items()]
+    total = Counter(row["verdict"] for row in card)
+    return ["<h2 id='verdicts'>Verdicts per paper</h2>",
+            f"<p>{len(card)} published numbers and claims, each judged against our runs: "
+            + ", ".join(f"{total[v]} {html.escape(v)}" for v in order)
+            + ". <code>not run at this scale</code>: our runs trained fewer than half the samples behind the"
+            " published value (the <code>paper</code> profile trains the papers' budgets). Every row is in the"
+            " <a href='#scorecard'>scorecard</a> below; the rules are in"
+            " <a href='scorecard.html'>notebooks/scorecard.ipynb</a>.</p>",
+            table(head, rows)]
+
+
+def findings_section(figures_dir, rendered):
+    """The notebooks' headline findings (aevb.findings), each linked to the place in its notebook that shows it."""
+    found = [f for f in findings.load(figures_dir, notebooks()) if f["headline"]]
+    parts = ["<h2 id='findings'>Headline findings</h2>"]
+    if not found:
+        return parts + ["<p>No figure notebook recorded a headline finding.</p>"]
+    parts.append("<ul class='findings'>")
+    for f in found:
+        title = f"<b>{html.escape(f['title'])}.</b> " if f["title"] else ""
+        text = markdown2html(f["text"]).strip()
+        text = text[3:-4] if text.startswith("<p>") and text.endswith("</p>") and text.count("<p>") == 1 else text
+        where = (f'<a href="{f["notebook"]}.html#{f["anchor"]}">{html.escape(f["notebook"])}</a>'
+                 if f["notebook"] in rendered else html.escape(f["notebook"]))
+        parts.append(f"<li>{title}{text} <span class='where'>({where})</span></li>")
+    return parts + ["</ul>"]
+
+
+def csv_table(path):
+    """A CSV file of the figures folder as an HTML table, its cells escaped."""
+    with open(path, newline="") as f:
+        rows = [[html.escape(c) for c in row] for row in csv.reader(f)]
+    return table(rows[0], rows[1:])
+
+
+def tables_section(figures_dir):
+    """Every CSV table the figure notebooks make (aevb.figures.CSV_TABLES) but the scorecard, in full."""
+    parts = ["<h2 id='tables'>Tables</h2>"]
+    for name, (caption, notebook) in CSV_TABLES.items():
+        if name == "scorecard":
+            continue
+        path = figures_dir / f"{name}.csv"
+        if not path.exists():
+            sys.exit(f"{path} is missing: notebooks/{notebook}.ipynb should have made it")
+        parts.append(f"<h3 id='{name}'>{html.escape(caption)}</h3>")
+        parts.append(csv_table(path))
+        parts.append(f"<p class='caption'><code>{name}.csv</code>, made by "
+                     f"<a href='{notebook}.html'>notebooks/{notebook}.ipynb</a>.</p>")
+    return parts
+
+
+def scorecard_section(card):
+    """Every row of the scorecard (scorecard.csv) as an HTML table."""
     body = []
-    for row in rows:
+    for row in card:
         ours = number(row["ours"]) if row["ours"] not in ("", "nan") else ""
         if ours and int(row["n_runs"]) > 1:
             ours += f" ± {number(row['ours_sd'])} ({row['n_runs']} runs)"
@@ -70,44 +141,41 @@ def scorecard_section(figures_dir):
                   f'<td class="num">{short(row["samples_published"])} / {trained}</td>',
                   f'<td class="{verdict.replace(" ", "-")}">{verdict}</td>', f"<td>{html.escape(row['note'])}</td>"]
         body.append("<tr>" + "".join(cells) + "</tr>")
-    by_source = {}  # source -> Counter of its verdicts, in the order of the rows
-    for row in rows:
-        by_source.setdefault(row["source"], Counter())[row["verdict"]] += 1
-    summary = table(["source", *map(html.escape, counts)],
-                    [[html.escape(source), *(str(c.get(v, "")) for v in counts)] for source, c in by_source.items()])
     header = "".join(f"<th>{h}</th>" for h in ("source", "what", "published", "ours", "ours - published", "tolerance",
                                                "protocol", "samples: published / ours", "verdict", "note"))
-    parts = ["<h2 id='scorecard'>Scorecard</h2>",
-             f"<p>{len(rows)} published numbers and claims: "
-             + ", ".join(f"{n} {html.escape(v)}" for v, n in counts.items())
-             + ". Made by <a href='scorecard.html'>notebooks/scorecard.ipynb</a> from <code>published_numbers.csv</code>"
-             " (which names each row's runs) into <code>scorecard.csv</code> in the figures folder; the notebook states"
-             " the verdict rules and tolerances.</p>",
-             summary, "<p></p>",
-             f"<table class='scorecard'><tr>{header}</tr>{''.join(body)}</table>"]
-    path = figures_dir / "test_log_likelihood.csv"
-    if path.exists():
-        with open(path, newline="") as f:
-            ll = list(csv.DictReader(f))
-        parts.append(f"<h3>{html.escape(CSV_TABLES['test_log_likelihood'][0])}</h3>")
-        parts.append(table(["run", "protocol", "Nz", "training samples", "test points", "k", "test log p(x)",
-                            "test ELBO", "log p(x) - ELBO"],
-                           [[html.escape(r["run"]), html.escape(r["protocol"]), r["Nz"], f"{int(float(r['samples'])):,}",
-                             r["points"], r["k"], f"{number(r['test_log_px_is'])} ± {number(r['test_log_px_is_se'])}",
-                             number(r["test_elbo"]), number(r["gap"])] for r in ll]))
-    return parts
+    return ["<h2 id='scorecard'>Scorecard</h2>",
+            f"<p>{html.escape(CSV_TABLES['scorecard'][0])}: <code>scorecard.csv</code>, made by"
+            " <a href='scorecard.html'>notebooks/scorecard.ipynb</a> from <code>published_numbers.csv</code>"
+            " (which names each row's runs and tolerance).</p>",
+            f"<table class='scorecard'><tr>{header}</tr>{''.join(body)}</table>"]
+
+
+# What a reviewer does not need to read: cells tagged so in the notebooks lose their input (the code) or
+# the whole cell; the parameters cell's defaults are replaced by papermill's injected values, which stay.
+REMOVE_INPUT_TAGS = {"remove-input", "parameters"}
+REMOVE_CELL_TAGS = {"remove-cell"}
+
+
+def exporter():
+    """nbconvert's lab HTML with the plumbing removed (TagRemovePreprocessor)."""
+    config = Config()
+    config.TagRemovePreprocessor.enabled = True
+    config.TagRemovePreprocessor.remove_input_tags = REMOVE_INPUT_TAGS
+    config.TagRemovePreprocessor.remove_cell_tags = REMOVE_CELL_TAGS
+    return HTMLExporter(config=config, template_name="lab")
 
 
 def render_notebooks(notebooks_dir, html_dir):
-    """Convert each executed notebook whose HTML is missing or older; return {stem: duration s}."""
-    exporter = HTMLExporter(template_name="lab")
+    """Convert each executed notebook whose HTML is missing or older than it (or than this script);
+    return {stem: duration s}."""
+    html_exporter, this = exporter(), Path(__file__).stat().st_mtime
     durations = {}
     for path in sorted(notebooks_dir.glob("*.ipynb")):
         target = html_dir / f"{path.stem}.html"
         nb = nbformat.read(path, as_version=4)
         durations[path.stem] = nb.metadata.get("papermill", {}).get("duration")
-        if not target.exists() or target.stat().st_mtime < path.stat().st_mtime:
-            body, _ = exporter.from_notebook_node(nb)
+        if not target.exists() or target.stat().st_mtime < max(path.stat().st_mtime, this):
+            body, _ = html_exporter.from_notebook_node(nb)
             atomic_write_text(target, body)
     return durations
 
@@ -133,8 +201,8 @@ def main():
     html_dir.mkdir(parents=True, exist_ok=True)
     durations = render_notebooks(notebooks_dir, html_dir)
 
-    runs = []  # the grid's finished runs
-    for run_dir in (r.folder(runs_dir) for r in grid.runs()):
+    runs = []  # the profile's finished runs
+    for run_dir in (r.folder(runs_dir) for r in grid.runs(profile=args.profile)):
         if (run_dir / "metrics.json").exists():
             runs.append((run_dir, json.loads((run_dir / "config.json").read_text()),
                          json.loads((run_dir / "metrics.json").read_text())))
@@ -142,53 +210,64 @@ def main():
     torch_versions = sorted({m["torch_version"] for _, _, m in runs})
     training_time = sum(m["wall_time"] for _, _, m in runs)
     notebook_time = sum(d for d in durations.values() if d)
+    card_path = figures_dir / "scorecard.csv"
+    if not card_path.exists():
+        sys.exit(f"{card_path} is missing: notebooks/scorecard.ipynb should have made it")
+    card = read_csv(card_path)
 
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>AEVB reproduction</title>"
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(TITLE)}</title>"
              f"<style>{STYLE}</style></head><body>",
-             "<h1>Auto-Encoding Variational Bayes, reproduced</h1>",
-             "<p>Kingma &amp; Welling (2013) and the replication report by Andriciuc (2025), with a true "
-             "wake-sleep baseline. Every figure below was made by <code>make paper</code> from the run "
-             "folders; each caption names the notebook that made it.</p>",
-             table(["", ""], [
-                 ["profile", html.escape(args.profile)],
-                 ["device(s)", html.escape(", ".join(devices) or "none")],
-                 ["PyTorch", html.escape(", ".join(torch_versions) or "none")],
-                 ["Python, platform", html.escape(f"{platform.python_version()}, {platform.platform()}")],
-                 ["runs", f"{len(runs)}"],
-                 ["training wall time (sum over runs)", f"{training_time / 60:.1f} min"],
-                 ["notebook execution time (sum)", f"{notebook_time / 60:.1f} min"],
-                 ["built", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")]]),
-             *scorecard_section(figures_dir),
-             "<h2>Figures</h2>"]
+             f"<h1>{html.escape(TITLE)}</h1>",
+             "<p>Kingma &amp; Welling (2013), <i>Auto-Encoding Variational Bayes</i>; the replication report by"
+             " Andriciuc (2025), which compared AEVB with wake-sleep on MNIST (here with the true wake-sleep"
+             " algorithm of Hinton, Dayan, Frey &amp; Neal, 1995); and the VAE and IWAE numbers of Burda, Grosse"
+             " &amp; Salakhutdinov (2015). Everything below was made by <code>make paper</code> from the run"
+             f" folders of the <b>{html.escape(args.profile)}</b> profile: the verdicts by the scorecard, the"
+             " sentences by the figure notebooks from their own tables, each linked to where it is shown.</p>",
+             *verdicts_section(card),
+             *findings_section(figures_dir, durations),
+             "<h2 id='figures'>Figures</h2>"]
     for name, (caption, notebook) in FIGURES.items():
         png = figures_dir / f"{name}.png"
         if not png.exists():
             sys.exit(f"{png} is missing: notebooks/{notebook}.ipynb should have made it")
         data = base64.b64encode(png.read_bytes()).decode()
         made_by = f'made by <a href="{notebook}.html">notebooks/{notebook}.ipynb</a>'
-        extra = ""
-        if name in TABLES:
-            with open(figures_dir / f"{name}.csv", newline="") as f:
-                rows = list(csv.reader(f))
-            escaped = [[html.escape(c) for c in row] for row in rows]
-            extra = table(escaped[0], escaped[1:])
+        extra = csv_table(figures_dir / f"{name}.csv") if name in TABLES else ""
         parts.append(f'<figure id="{name}"><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
                      f"{extra}<figcaption><b>{name}</b>: {html.escape(caption)}; {made_by}.</figcaption></figure>")
+    parts += tables_section(figures_dir)
+    parts += scorecard_section(card)
 
-    parts.append("<h2>Runs</h2>")
+    parts.append("<h2 id='runs'>Runs</h2>")
     rows = []
     for run_dir, config, metrics in runs:
         stem = f"train_{config['dataset']}_{run_dir.name}"
         link = f'<a href="{stem}.html">{html.escape(run_dir.name)}</a>' if stem in durations else html.escape(run_dir.name)
-        value = lambda key: f"{metrics[key]:.2f}" if key in metrics else ""  # MCEM has no ELBO
+        value = lambda key: f"{metrics[key]:.2f}" if key in metrics else "–"  # MCEM has no ELBO
         lr = metrics.get("lr", config["lr"])  # a step size chosen by the run is in its metrics
         rows.append([html.escape(config["dataset"]), link, html.escape(config["protocol"]), f"{config['latent_dim']}",
                      html.escape(f"{config['optimizer']} {lr:g}" if lr is not None else config["optimizer"]),
                      f"{metrics['samples']:,}", value("train_elbo"), value("test_elbo"), value("test_log_px_is"),
-                     f"{metrics['wall_time']:.0f}", html.escape(metrics["device"])])
+                     value("test_log_px_appd"), f"{metrics['wall_time']:.0f}", html.escape(metrics["device"])])
     parts.append(table(["dataset", "run (executed notebook)", "protocol", "Nz", "optimizer, step", "training samples",
-                        "train ELBO", "test ELBO", "test log p(x)", "wall time (s)", "device"], rows))
-    parts.append("<h2>Notebooks</h2><ul>")
+                        "train ELBO", "test ELBO", "test log p(x), IS", "test log p(x), App. D", "wall time (s)",
+                        "device"], rows))
+    parts.append("<p class='caption'>–: not estimated for this run (MCEM has no encoder, so no ELBO; log p(x) is"
+                 " estimated where the grid asks for it). The log p(x) columns are on the run's first test points"
+                 " (its <code>config.json</code>: <code>is_points</code>, <code>appd_points</code> or"
+                 " <code>log_px_points</code>).</p>")
+    parts += ["<h2 id='build'>This build</h2>",
+              table(["", ""], [
+                  ["profile", html.escape(args.profile)],
+                  ["device(s)", html.escape(", ".join(devices) or "none")],
+                  ["PyTorch", html.escape(", ".join(torch_versions) or "none")],
+                  ["Python, platform", html.escape(f"{platform.python_version()}, {platform.platform()}")],
+                  ["runs", f"{len(runs)}"],
+                  ["training wall time (sum over runs)", f"{training_time / 60:.1f} min"],
+                  ["notebook execution time (sum)", f"{notebook_time / 60:.1f} min"],
+                  ["built", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")]])]
+    parts.append("<h2 id='notebooks'>Notebooks</h2><ul>")
     for stem, duration in durations.items():
         seconds = f" ({duration:.0f} s)" if duration else ""
         parts.append(f'<li><a href="{stem}.html">{html.escape(stem)}.ipynb</a>{seconds}</li>')

@@ -2,6 +2,7 @@
 figure, notebook and page."""
 import base64
 import csv
+import html
 import json
 import math
 import os
@@ -14,7 +15,7 @@ import nbformat
 import pytest
 
 from aevb import grid, paths
-from aevb.figures import FIGURES, notebooks
+from aevb.figures import CSV_TABLES, FIGURES, notebooks
 from aevb.scorecard import published_numbers
 from conftest import ROOT
 
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 def make_paper(out, *extra):
     cmd = ["make", "-C", str(ROOT), "paper", "PROFILE=smoke", f"RUNS={out}/runs", f"FIGURES={out}/figures",
-           f"BUILD={out}/build", *extra]
+           f"BUILD={out}/build", *extra]  # RESULTS: $(BUILD)/RESULTS.md in the smoke profile
     # a fresh data folder that make data fills from the project's: runs then load from it all at once
     env = {**os.environ, "VAE_DATA_DIR": str(out / "data"), "VAE_DATA_SOURCE": str(paths.data_dir())}
     result = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -132,7 +133,101 @@ def test_second_make_paper_reuses_finished_runs(paper):
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/*/*")} == finished
 
 
+def html_tables(page):
+    """{h3 id: rows of cell texts} for the index's tables that follow an <h3 id=...> heading."""
+    tables = {}
+    for name, body in re.findall(r"<h3 id='([^']+)'>.*?</h3><table>(.*?)</table>", page, re.S):
+        tables[name] = [re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", row, re.S) for row in re.findall(r"<tr>(.*?)</tr>", body, re.S)]
+    return tables
+
+
+def test_index_opens_with_verdicts_then_findings_then_figures(paper):
+    out, _ = paper
+    page = (out / "build" / "html" / "index.html").read_text()
+    positions = [page.index(marker) for marker in ("id='verdicts'", "id='findings'", "id='figures'", "id='scorecard'")]
+    assert positions == sorted(positions)
+    verdicts = page[positions[0]:positions[1]]
+    for paper_name in ("Andriciuc (2025)", "Kingma &amp; Welling (2013)", "Burda, Grosse &amp; Salakhutdinov (2015)"):
+        assert paper_name in verdicts
+    # each headline finding links to an anchor that its rendered notebook holds
+    links = re.findall(r'<a href="([a-z0-9_]+)\.html#(finding-[a-z0-9-]+)"', page[positions[1]:positions[2]])
+    for notebook, anchor in links:
+        assert f'id="{anchor}"' in (out / "build" / "html" / f"{notebook}.html").read_text(), (notebook, anchor)
+
+
+def test_index_shows_every_table_the_notebooks_write_with_its_values(paper):
+    out, _ = paper
+    page = (out / "build" / "html" / "index.html").read_text()
+    tables = html_tables(page)
+    for name in CSV_TABLES:
+        if name == "scorecard":
+            continue
+        with open(out / "figures" / f"{name}.csv", newline="") as f:
+            expected = [[html.escape(c) for c in row] for row in csv.reader(f)]
+        assert len(expected) > 1, f"{name}.csv has no rows"
+        assert tables[name] == expected, name
+
+
+def test_index_runs_table_shows_each_runs_log_likelihood(paper):
+    out, _ = paper
+    page = (out / "build" / "html" / "index.html").read_text()
+    runs_table = page[page.index("id='runs'"):page.index("id='build'")]
+    rows = {re.sub(r"<[^>]+>", "", cells[1]): cells for cells in
+            (re.findall(r"<td[^>]*>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", runs_table)) if cells}
+    assert len(rows) == len(grid.runs(profile="smoke"))
+    estimated = 0
+    for run in grid.runs(profile="smoke"):
+        metrics = json.loads((run.folder(out / "runs") / "metrics.json").read_text())
+        cells = rows[run.name.split("/")[1]]
+        for column, key in ((8, "test_log_px_is"), (9, "test_log_px_appd")):
+            assert cells[column] == (f"{metrics[key]:.2f}" if key in metrics else "–"), (run.name, key)
+            estimated += key in metrics
+    assert estimated >= 20  # the main Nz = 20 runs, Figure 3's and Burda's
+
+
+def test_train_notebooks_draw_their_curves(paper):
+    out, _ = paper
+    for run in grid.runs(profile="smoke"):
+        path = out / "build" / "notebooks" / f"train_{run.name.replace('/', '_')}.ipynb"
+        cell = next(c for c in nbformat.read(path, as_version=4).cells if "CURVES" in c.source)
+        assert any("image/png" in o.get("data", {}) for o in cell.outputs), path.name
+
+
+def test_rendered_notebooks_hide_their_plumbing(paper):
+    out, _ = paper
+    rendered = (out / "build" / "html" / "scorecard.html").read_text()
+    assert "import seaborn" not in rendered and "scorecard.build(" in rendered  # imports hidden, the call kept
+    train = (out / "build" / "html" / f"train_{grid.runs(profile='smoke')[0].name.replace('/', '_')}.html").read_text()
+    assert "RunConfig.from_namespace" not in train and "train_run(" in train
+
+
+def test_results_file_has_the_verdicts_and_its_provenance(paper):
+    out, _ = paper
+    text = (out / "build" / "RESULTS.md").read_text()
+    with open(out / "figures" / "scorecard.csv", newline="") as f:
+        card = list(csv.DictReader(f))
+    assert "| profile | smoke |" in text and "## Verdicts per paper" in text and "| code hash |" in text
+    not_run = sum(r["verdict"] == "not run at this scale" for r in card)
+    assert f"| not run at this scale |" in text and str(not_run) in text
+    assert text.count("\n| ") >= len(card)  # every row listed
+
+
+def test_a_deleted_figure_reexecutes_only_its_notebook(paper):
+    out, _ = paper
+    victim = out / "figures" / "burda_vae_iwae.png"
+    victim.unlink()
+    log = make_paper(out)
+    assert victim.exists()
+    executed = set(re.findall(r"run_notebook\.py notebooks/(\w+)\.ipynb", log))
+    assert executed == {"burda2015"}, executed
+
+
 def test_index_renders_in_headless_chromium(paper):
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the browser test: chromium and chromedriver are missing (make browser)")
+        pytest.skip("needs chromium and chromedriver (Debian: apt-get install chromium chromium-driver; "
+                    "macOS: brew install --cask chromium and brew install chromedriver)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     out, _ = paper
@@ -147,10 +242,26 @@ def test_index_renders_in_headless_chromium(paper):
                               options=options)
     try:
         driver.get((out / "build" / "html" / "index.html").as_uri())
-        widths = driver.execute_script(
-            "return Array.from(document.images).map(i => i.complete ? i.naturalWidth : 0)")
+        widths = driver.execute_script(  # every figure loaded and laid out on the page
+            "return Array.from(document.images).map(i => i.complete && i.offsetWidth > 0 ? i.naturalWidth : 0)")
         assert len(widths) == len(FIGURES) and min(widths) > 0, widths
+        blank = driver.execute_script("""
+            const blank = [];
+            document.querySelectorAll('table').forEach((t, n) => {
+              const rows = Array.from(t.rows).slice(1);
+              const width = t.rows[0].cells.length;
+              for (let c = 0; c < width; c++)
+                if (rows.length && rows.every(r => !r.cells[c] || ['', '–'].includes(r.cells[c].innerText.trim())))
+                  blank.push(n + ': ' + t.rows[0].cells[c].innerText);
+            });
+            return blank;""")
+        assert not blank, f"columns with no value in any row: {blank}"
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert not errors, errors
+        links = driver.find_elements("css selector", "ul.findings li span.where a")
+        assert links, "no headline finding on the index"
+        links[0].click()  # the link lands on its finding in the rendered notebook
+        anchor = driver.current_url.split("#")[1]
+        assert driver.find_elements("id", anchor), driver.current_url
     finally:
         driver.quit()
