@@ -14,6 +14,7 @@ at this scale` (our runs trained fewer than half the published samples, or there
 """
 import csv
 import math
+import re
 import statistics
 
 import pandas as pd
@@ -33,6 +34,13 @@ NOT_JUDGED = ((), (), False, "")  # a claim's (values, runs used, holds, detail)
 
 
 # ---- the published numbers and the runs --------------------------------------------------------------
+
+def paper_of(source):
+    """The paper a published row comes from: its source up to the year, 'Burda, Grosse & Salakhutdinov
+    (2015), Table 1' -> 'Burda, Grosse & Salakhutdinov (2015)'."""
+    match = re.match(r".*?\(\d{4}\)", source)
+    return match.group(0) if match else source.split(",")[0].strip()
+
 
 def published_numbers(path=paths.PUBLISHED_NUMBERS):
     """published_numbers.csv as {id: row}, in file order: `published` a float (None for a claim without

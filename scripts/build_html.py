@@ -27,6 +27,7 @@ from traitlets.config import Config
 from aevb import findings, grid
 from aevb.figures import CSV_TABLES, FIGURES, TABLES, notebooks
 from aevb.files import atomic_write_text
+from aevb.scorecard import paper_of
 
 TITLE = "Auto-Encoding Variational Bayes, its replication report and Burda et al.'s VAE and IWAE, reproduced"
 STYLE = """
@@ -53,10 +54,6 @@ def number(text, digits=2):
 def short(samples):
     """3000000 -> '3e6', 196800000 -> '2e8': the published sample counts, as the papers round them."""
     return f"{float(samples):.0e}".replace("e+0", "e").replace("e+", "e")
-
-
-def paper_of(source):
-    return source.split(",")[0].strip()
 
 
 def read_csv(path):

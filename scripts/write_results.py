@@ -22,14 +22,10 @@ from pathlib import Path
 from aevb import findings, grid, paths
 from aevb.figures import notebooks
 from aevb.files import atomic_write_text
+from aevb.scorecard import paper_of
 
 VERDICTS = ["reproduced", "not reproduced", "not run at this scale", "out of scope", "n/a (hardware)"]
 BEGIN, END = "<!-- RESULTS:BEGIN (written by make results from scorecard.csv; do not edit) -->", "<!-- RESULTS:END -->"
-
-
-def paper_of(source):
-    """'Kingma & Welling (2013), Figure 2' -> 'Kingma & Welling (2013)'."""
-    return source.split(",")[0].strip()
 
 
 def verdicts_by_paper(card_rows):
