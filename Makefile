@@ -14,7 +14,7 @@
 #   make bench      training and evaluation throughput vs the matmul ceiling -> bench/results.json|md
 #
 # One run alone: make $(RUNS)/mnist/aevb_z20_kingma_s1/metrics.json [PROFILE=...]
-# On a cluster: LAUNCH="srun --gres=gpu:1" make -j 40 runs PROFILE=paper   (each run one job; see README)
+# On a cluster: LAUNCH="srun --gres=gpu:1" make -j 40 runs PROFILE=paper   (each run one job; see docs/cluster.md)
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3

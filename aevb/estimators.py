@@ -132,7 +132,7 @@ def log_likelihood_appendix_d(model, x, n_samples=50, n_leapfrog=4, n_burnin=100
     3. on the second half, 1/p(x) ~= (1/L') sum_l q(z_l) / (p(x|z_l) p(z_l)) (App. D), since
        E_p(z|x)[q(z) / p(x, z)] = 1/p(x) for any normalized q.
     It errs high where q has heavier tails than the posterior, and low where the chain misses modes of
-    a multimodal posterior (q then covers one mode; see the README's Figure 3 notes).
+    a multimodal posterior (q then covers one mode; see notebooks/marginal_likelihood.ipynb).
     Returns a float64 tensor [N] on the CPU.
     """
     if n_samples < 4 or n_leapfrog < 1 or n_burnin < 0:

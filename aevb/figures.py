@@ -1,6 +1,6 @@
 """Figure and table files, named after the papers' figures, and the image grids they show.
 
-FIGURES and CSV_TABLES are the one list of what `make paper` draws: the index page, the README and
+FIGURES and CSV_TABLES are the one list of what `make paper` draws: the index page, RESULTS.md and
 the tests read them.
 """
 import os

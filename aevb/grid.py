@@ -78,7 +78,7 @@ BUDGETS = {
         ("mnist", "burda-static"): dict(SMOKE, is_points=20, is_k=100),
         "estimates": dict(is_points=20, is_k=100, refit_samples=2000, appd_points=10),
     },
-    "default": {  # the report's 50 epochs (3x10^6 samples) for MNIST: about 80 min with make -j2 on 2 cores
+    "default": {  # the report's 50 epochs (3x10^6 samples) for MNIST; sized for a CPU
         ("mnist", "report"): dict(samples=3_000_000),
         ("mnist", "kingma"): dict(samples=3_000_000),
         **{("mnist", v): dict(samples=3_000_000) for v in KINGMA_VARIANTS},

@@ -77,7 +77,7 @@ def main():
         if source:
             src = Path(source) / name
             if not src.is_file():
-                sys.exit(f"{src} does not exist: VAE_DATA_SOURCE={source} should hold the layout of README.md")
+                sys.exit(f"{src} does not exist: VAE_DATA_SOURCE={source} should hold the layout of docs/data.md")
             print(f"copy      {src} -> {data_dir / name}")
             place(name, data_dir, lambda tmp: shutil.copyfile(src, tmp))
         elif name.startswith("MNIST/"):
