@@ -65,6 +65,14 @@ def load(figures_dir, notebooks=None):
     return found
 
 
+def headlines(figures_dir):
+    """The headline findings in reading order: the scorecard's first (the verdicts), then each figure
+    notebook's in the order aevb.figures lists them. What the index page and RESULTS.md list."""
+    from aevb.figures import notebooks
+    order = ["scorecard", *(n for n in notebooks() if n != "scorecard")]
+    return [f for f in load(figures_dir, order) if f["headline"]]
+
+
 # ---- words the numbers decide --------------------------------------------------------------------------
 
 def nats(value, digits=1, signed=False):

@@ -25,7 +25,7 @@ from nbconvert.filters import markdown2html
 from traitlets.config import Config
 
 from aevb import findings, grid
-from aevb.figures import CSV_TABLES, FIGURES, TABLES, notebooks
+from aevb.figures import CSV_TABLES, FIGURES, TABLES
 from aevb.files import atomic_write_text
 from aevb.scorecard import paper_of
 
@@ -83,7 +83,7 @@ def verdicts_section(card):
 
 def findings_section(figures_dir, rendered):
     """The notebooks' headline findings (aevb.findings), each linked to the place in its notebook that shows it."""
-    found = [f for f in findings.load(figures_dir, notebooks()) if f["headline"]]
+    found = findings.headlines(figures_dir)
     parts = ["<h2 id='findings'>Headline findings</h2>"]
     if not found:
         return parts + ["<p>No figure notebook recorded a headline finding.</p>"]

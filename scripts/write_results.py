@@ -20,7 +20,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from aevb import findings, grid, paths
-from aevb.figures import notebooks
 from aevb.files import atomic_write_text
 from aevb.scorecard import paper_of
 
@@ -99,7 +98,7 @@ def main(argv=None):
         card = list(csv.DictReader(f))
     by_paper = verdicts_by_paper(card)
     prov = provenance(args.profile, Path(args.runs))
-    found = [f for f in findings.load(figures_dir, notebooks()) if f["headline"]]
+    found = findings.headlines(figures_dir)
 
     lines = ["# Results", "",
              f"Written by `make results` (part of `make paper`) from `{card_path.as_posix()}` and the figure "

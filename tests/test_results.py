@@ -1,7 +1,6 @@
 """scripts/write_results.py: RESULTS.md and README.md's summary block come from scorecard.csv and the
 notebooks' findings; profiles keep to their own folders."""
 import csv
-import json
 import re
 import subprocess
 import sys
