@@ -229,7 +229,7 @@ def test_log_likelihoods(runs_dir, grid=None):
     rows = []
     for run, summary in finished_runs(runs_dir, grid).items():
         metrics, config = summary["metrics"], summary["config"]
-        if "test_log_px_is" in metrics:
+        if "test_log_px_is" in metrics and "is_points" in config:  # not Figure 3's (its own notebook's)
             test_elbo = metrics.get("test_elbo", math.nan)
             rows.append({"run": run.name, "protocol": config["protocol"], "algorithm": config["algorithm"],
                          "Nz": config["latent_dim"], "samples": metrics["samples"], "points": config["is_points"],
@@ -269,9 +269,10 @@ def styled(card):
             .hide(axis="index"))
 
 
-def judged_differences(card):
-    """The rows with a published value that were judged at their scale, with `ratio`: (ours - published) in
-    units of the row's tolerance, so that values in nats and in percent share one axis."""
-    judged = card[card.verdict.isin(["reproduced", "not reproduced"]) & card.difference.notna()]
+def judged_differences(card, verdicts=("reproduced", "not reproduced")):
+    """The rows with a published value that were judged at their scale (or have one of `verdicts`), with
+    `ratio`: (ours - published) in units of the row's tolerance, so that values in nats and in percent
+    share one axis."""
+    judged = card[card.verdict.isin(list(verdicts)) & card.difference.notna()]
     tolerance = pd.Series([tolerance_of(row) for _, row in judged.iterrows()], index=judged.index, dtype=float)
     return judged.assign(ratio=judged.difference / tolerance)
