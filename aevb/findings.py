@@ -125,6 +125,18 @@ def versus(a, b, higher_is_better=True, digits=1, tie=0.0):
     return f"{'ahead' if diff > 0 else 'behind'} by {abs(diff):.{digits}f} nats"
 
 
+def moves(before, after, digits=1, tie=0.0, what="it"):
+    """What a change does to a value, as words: 'raises it by 2.4 nats (-121.2 to -118.8)', 'lowers it
+    by ...', or 'leaves it level (-121.2 and -121.3)' where the change is within `tie` or rounds to 0."""
+    if missing(before, after):
+        return f"cannot be judged (a value is missing)"
+    diff = after - before
+    ends = f"{before:.{digits}f} to {after:.{digits}f}"
+    if abs(diff) <= tie or not round(abs(diff), digits):
+        return f"leaves {what} level ({before:.{digits}f} and {after:.{digits}f})"
+    return f"{'raises' if diff > 0 else 'lowers'} {what} by {abs(diff):.{digits}f} nats ({ends})"
+
+
 def mean_sd(values, digits=2, unit="seed"):
     """'-110.60 ± 1.03 (3 seeds)' or '-110.60 (1 seed)' for a list of values (NaNs dropped)."""
     values = [v for v in values if not missing(v)]
