@@ -10,8 +10,12 @@ once, where its evidence is, and read everywhere else.
     say("claim2", f"Wake-sleep trails AEVB by {gap:.2f} nats ...", headline=True)
     say.save()   # at the end of the notebook (each call also saves, so a failed cell keeps the rest)
 
-The comparison words ("within the tolerance of", "ahead of", "behind") come from `compare` and
-`versus`, so the numbers decide them.
+The comparison words come from the helpers below, so the numbers decide them: `compare` (ours against
+a published value and its tolerance: 'within the 2-nat tolerance of theirs (0.4 nats ahead)', '3.1
+nats behind theirs'), `row_against` (a scorecard row, or why it was not judged), `versus` (one value
+against another), `moves` (what a change does: 'raises it by 2.4 nats'); `orientation` says which way
+is better for a metric (a bound, a loss, a KL), `mean_sd`, `samples`, `number`, `count` and `listing`
+write the numbers and lists.
 """
 import json
 import math
