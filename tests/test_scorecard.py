@@ -3,6 +3,7 @@ queries against the experiment grid. One slow test runs notebooks/scorecard.ipyn
 import csv
 import json
 import math
+import re
 import shutil
 
 import pytest
@@ -262,7 +263,9 @@ def scorecard_findings(runs_dir, out):
     """Run the scorecard notebook on runs_dir into out; its findings as {key: text}."""
     result = run_notebook(out, "-p", "runs_dir", runs_dir, "-p", "figures_dir", out / "figures", name="scorecard")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return {f["key"]: f["text"] for f in json.loads((out / "figures" / "findings" / "scorecard.json").read_text())}
+    said = {f["key"]: f["text"] for f in json.loads((out / "figures" / "findings" / "scorecard.json").read_text())}
+    assert not [text for text in said.values() if re.search(r"\bnan\b", text, re.IGNORECASE)], said
+    return said
 
 
 @pytest.mark.slow
