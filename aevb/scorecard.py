@@ -277,9 +277,10 @@ def styled(card):
             .hide(axis="index"))
 
 
-def judged_differences(card):
-    """The rows with a published value that were judged at their scale, with `ratio`: (ours - published) in
-    units of the row's tolerance, so that values in nats and in percent share one axis."""
-    judged = card[card.verdict.isin(["reproduced", "not reproduced"]) & card.difference.notna()]
+def judged_differences(card, verdicts=("reproduced", "not reproduced")):
+    """The rows with a published value that were judged at their scale (or have one of `verdicts`), with
+    `ratio`: (ours - published) in units of the row's tolerance, so that values in nats and in percent
+    share one axis."""
+    judged = card[card.verdict.isin(list(verdicts)) & card.difference.notna()]
     tolerance = pd.Series([tolerance_of(row) for _, row in judged.iterrows()], index=judged.index, dtype=float)
     return judged.assign(ratio=judged.difference / tolerance)

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -265,3 +266,49 @@ def test_index_renders_in_headless_chromium(paper):
         assert driver.find_elements("id", anchor), driver.current_url
     finally:
         driver.quit()
+
+
+# ---- the figure notebooks' findings, computed from the smoke build's runs ----------------------------------
+
+def findings_of(figures_dir, notebook):
+    return json.loads((figures_dir / "findings" / f"{notebook}.json").read_text())
+
+
+def test_every_figure_notebook_states_its_findings(paper):
+    """Each figure notebook writes findings/<notebook>.json with its findings, every one a sentence with
+    numbers of this build (no NaN, no unformatted value) and shown in its executed notebook with its anchor."""
+    out, _ = paper
+    for notebook in notebooks():
+        found = findings_of(out / "figures", notebook)
+        assert found, f"{notebook} states no finding"
+        executed = (out / "build" / "notebooks" / f"{notebook}.ipynb").read_text()
+        for finding in found:
+            assert finding["notebook"] == notebook and len(finding["text"]) > 40, finding
+            assert not re.search(r"\bnan\b|\{|\}", finding["text"], re.IGNORECASE), finding["text"]
+            assert not finding["headline"] or finding["title"], finding
+            assert finding["anchor"] in executed, finding["anchor"]
+    headlines = [f for n in notebooks() for f in findings_of(out / "figures", n) if f["headline"]]
+    assert 3 <= sum(f["notebook"] == "scorecard" for f in headlines) <= 5
+
+
+def test_a_rerun_on_edited_runs_changes_the_sentence(paper, tmp_path):
+    """The smoke runs copied, wake-sleep's MNIST Nz = 3 test bound (Kingma's protocol) set 50 nats above
+    AEVB's, and the scorecard notebook re-run: its sentence on AEVB against wake-sleep now says AEVB is
+    behind at Nz = 3, where the build's did not."""
+    out, _ = paper
+    runs = tmp_path / "runs"
+    shutil.copytree(out / "runs", runs)
+    aevb, ws = (grid.runs(dataset="mnist", algorithm=a, latent_dim=3, protocol="kingma", seed=1)[0].folder(runs)
+                for a in ("aevb", "wake_sleep"))
+    metrics = json.loads((ws / "metrics.json").read_text())
+    metrics["test_elbo"] = json.loads((aevb / "metrics.json").read_text())["test_elbo"] + 50.0
+    (ws / "metrics.json").write_text(json.dumps(metrics))
+    cmd = [sys.executable, str(ROOT / "scripts" / "run_notebook.py"), str(ROOT / "notebooks" / "scorecard.ipynb"),
+           str(tmp_path / "scorecard.ipynb"), "-p", "runs_dir", str(runs), "-p", "figures_dir", str(tmp_path / "figures")]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    before = {f["key"]: f["text"] for f in findings_of(out / "figures", "scorecard")}
+    after = {f["key"]: f["text"] for f in findings_of(tmp_path / "figures", "scorecard")}
+    assert "behind at Nz = 3" not in before["aevb_beats_ws"], before["aevb_beats_ws"]
+    assert re.search(r"on MNIST AEVB is .*behind at Nz = 3\b", after["aevb_beats_ws"]), after["aevb_beats_ws"]
+    assert before["frey"] == after["frey"]  # what the edit does not touch stays
