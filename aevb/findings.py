@@ -50,7 +50,7 @@ class Findings:
             from IPython.display import Markdown, display
             display(Markdown(f'<a id="{anchor(self.notebook, key)}"></a>\n\n{text}'))
         self.save()
-        return text
+        return None  # (not the text: a cell ending in a finding would show it twice)
 
     def save(self):
         atomic_write_text(self.path, json.dumps(list(self.items.values()), indent=1) + "\n")
@@ -141,7 +141,7 @@ def moves(before, after, digits=1, tie=0.0, what="it"):
     """What a change does to a value, as words: 'raises it by 2.4 nats (-121.2 to -118.8)', 'lowers it
     by ...', or 'leaves it level (-121.2 and -121.3)' where the change is within `tie` or rounds to 0."""
     if missing(before, after):
-        return f"cannot be judged (a value is missing)"
+        return "cannot be judged (a value is missing)"
     diff = after - before
     ends = f"{before:.{digits}f} to {after:.{digits}f}"
     if abs(diff) <= tie or not round(abs(diff), digits):

@@ -89,7 +89,8 @@ def findings_section(figures_dir, rendered):
         return parts + ["<p>No figure notebook recorded a headline finding.</p>"]
     parts.append("<ul class='findings'>")
     for f in found:
-        title = f"<b>{html.escape(f['title'])}.</b> " if f["title"] else ""
+        leads = f["text"].lstrip().startswith("**")  # a finding that opens in bold is its own title
+        title = f"<b>{html.escape(f['title'])}.</b> " if f["title"] and not leads else ""
         text = markdown2html(f["text"]).strip()
         text = text[3:-4] if text.startswith("<p>") and text.endswith("</p>") and text.count("<p>") == 1 else text
         where = (f'<a href="{f["notebook"]}.html#{f["anchor"]}">{html.escape(f["notebook"])}</a>'

@@ -110,7 +110,8 @@ def main(argv=None):
              "profile runs them). The rules: `notebooks/scorecard.ipynb`.", "",
              "## Headline findings", ""]
     for f in found:
-        title = f"**{f['title']}** " if f["title"] else ""
+        leads = f["text"].lstrip().startswith("**")  # a finding that opens in bold is its own title
+        title = f"**{f['title']}.** " if f["title"] and not leads else ""
         lines.append(f"- {title}{one_line(f['text'])} (`notebooks/{f['notebook']}.ipynb`)")
     if not found:
         lines.append("- (no figure notebook recorded a headline finding)")

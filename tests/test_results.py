@@ -46,7 +46,7 @@ def test_results_hold_the_verdicts_per_paper_the_headlines_and_the_provenance(tm
     text = write(tmp_path, figures_dir)
     assert "| Andriciuc (2025) | 1 | 1 | 0 | 0 |" in text  # reproduced, not, not run, out of scope
     assert "| Kingma & Welling (2013) | 0 | 0 | 1 | 0 |" in text
-    assert "**Wake-sleep** Wake-sleep trails AEVB by **8.3 nats**." in text and "Not a headline" not in text
+    assert "**Wake-sleep.** Wake-sleep trails AEVB by **8.3 nats**." in text and "Not a headline" not in text
     assert "| profile | default |" in text and re.search(r"\| commit \| [0-9a-f]{12}", text)
     assert "| runs | 0 |" in text  # provenance is read from the run folders, here none
     assert "| AEVB Nz = 3 at 1e8 | -120 | -130.00 | not run at this scale |" in text
