@@ -4,9 +4,11 @@
     files       atomic writes that honour the umask (one implementation for every file we write)
     data        the published data files: checksums and loaders that only read
     estimators  log p(x): importance sampling with the encoder, and encoder-free after App. D
-    runs        run folders: save, load, reuse or refuse, lock, and the hash of the code that trains
+    runs        run folders: save, load, reuse or refuse, lock, checkpoints, and the hash of the code
+                that trains
     grid        the experiment grid: protocols, budgets per profile, and every run (as data)
-    experiment  one run end to end: a self-checking RunConfig and train_run()
+    experiment  one run end to end: RunConfig (every parameter, declared once, that checks itself),
+                the device, Kingma's step-size choice, the training log, and train_run()
     scorecard   published numbers beside ours, and the verdicts
     figures     figure and table files named after the papers', and image grids
 

@@ -17,7 +17,12 @@ import scipy.stats
 import torch
 
 import vae_core as vc
-from vae_core import HMC_INIT_STEP_SIZE, hmc, log_joint_fn, log_normal, log_standard_normal, seeded_rng
+from vae_core import HMC_INIT_STEP_SIZE, hmc, log_normal, log_standard_normal, seeded_rng
+
+
+def log_joint_fn(model, x):
+    """z [..., N, Nz] -> log p(x|z) + log p(z) [..., N]: the unnormalized log posterior of each x."""
+    return lambda z: model.log_px_given_z(x, model.decode(z)) + log_standard_normal(z)
 
 
 @torch.inference_mode()
@@ -193,7 +198,7 @@ def log_likelihood_refit(model, train_x, x, samples, k=1000, batch_size=100, lr=
         refit.decoder.load_state_dict(model.decoder.state_dict())
         refit.decoder.requires_grad_(False)  # the optimizer then leaves theta alone
         history = vc.train(refit, train_x, "aevb", samples=samples, batch_size=batch_size, lr=lr, seed=seed,
-                           device=device, eval_at=[samples], progress="none",
+                           device=device, eval_at=[samples],
                            dynamic_binarization=dynamic_binarization)
     decoder = dict(model.decoder.state_dict())
     assert all(torch.equal(decoder[n], p) for n, p in refit.decoder.state_dict().items())

@@ -1,54 +1,60 @@
-"""One run end to end: a RunConfig that checks itself, and train_run(), which loads the data, trains
-(choosing Kingma's step size first where the protocol says so), estimates log p(x) where asked, and
-writes the run folder. notebooks/train.ipynb is a thin page around these two.
+"""One run end to end: a RunConfig that declares every parameter of a run once (its defaults are the
+training notebook's) and checks itself, and train_run(), which loads the data, trains (choosing
+Kingma's step size first where the protocol says so), estimates log p(x) where asked, and writes the
+run folder. notebooks/train.ipynb is a thin page around these two.
 """
+import copy
 import dataclasses
 import math
+from dataclasses import field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import vae_core as vc
 from aevb import data, estimators
-from aevb.runs import code_hash, load_run, prepare_run, run_lock, save_run
+from aevb.runs import Checkpoint, code_hash, load_run, prepare_run, run_lock, save_run
 
 
 @dataclasses.dataclass
 class RunConfig:
-    """Every parameter of a run; the training notebook's parameters cell documents each one."""
-    dataset: str
-    binarize: str
-    algorithm: str
-    latent_dim: int
-    hidden: list
-    activation: str
-    init: str
-    init_std: float
-    samples: int
-    batch_size: int
-    n_samples: int
-    optimizer: str
-    lr: float
-    lr_schedule: str
-    adam_eps: float
-    lr_choices: list
-    lr_trial_samples: int
-    weight_prior: bool
-    warmup_steps: int
-    mcem_updates: int
-    train_size: int
-    test_size: int
-    eval_points: int
-    log_px_points: int
-    log_px_k: int
-    is_points: int
-    is_k: int
-    refit_samples: int
-    appd_points: int
-    checkpoint_every: int
-    protocol: str
-    seed: int
-    device: str
+    """Every parameter of a run, with its default; notebooks/train.ipynb's parameters cell declares the
+    same names with the same defaults (tests/test_declaration.py holds the two together) and says what
+    each one means."""
+    dataset: str = "mnist"
+    binarize: str = "none"
+    algorithm: str = "aevb"
+    mcem_updates: int = 1
+    latent_dim: int = 2
+    hidden: list = field(default_factory=lambda: [500])
+    activation: str = "tanh"
+    init: str = "normal"
+    init_std: float = 0.01
+    samples: int = 300_000
+    batch_size: int = 100
+    n_samples: int = 1
+    optimizer: str = "adam"
+    lr: float = 0.001
+    lr_schedule: str = "constant"
+    adam_eps: float = 1e-8
+    lr_choices: list = field(default_factory=list)
+    lr_trial_samples: int = 50_000
+    weight_prior: bool = False
+    warmup_steps: int = 0
+    train_size: int = 0
+    test_size: int = 0
+    eval_points: int = 20
+    log_px_points: int = 0
+    log_px_k: int = 1000
+    is_points: int = 0
+    is_k: int = 5000
+    refit_samples: int = 0
+    appd_points: int = 0
+    checkpoint_every: int = 600_000
+    protocol: str = "custom"
+    seed: int = 1
+    device: str = "auto"
 
     @classmethod
     def from_namespace(cls, namespace):
@@ -59,7 +65,7 @@ class RunConfig:
         """Refuse a bad value before any work, naming the parameter, its value and what is allowed."""
         choice("dataset", self.dataset, ["mnist", "frey"])
         choice("binarize", self.binarize, ["none"] if self.dataset == "frey" else ["none", "dynamic", "static"])
-        choice("algorithm", self.algorithm, vc.ALGORITHMS)
+        choice("algorithm", self.algorithm, list(vc.ALGORITHMS))
         choice("activation", self.activation, sorted(vc.ACTIVATIONS))
         choice("init", self.init, ["normal", "glorot"])
         choice("lr_schedule", self.lr_schedule, list(vc.LR_SCHEDULES))
@@ -79,9 +85,13 @@ class RunConfig:
                              "e.g. [0.01, 0.02, 0.1]")
         for value in self.lr_choices:
             positive("lr_choices", value, integer=False)
-        if self.mcem_updates != 1 and self.algorithm != "mcem":
-            raise ValueError(f"parameter mcem_updates={self.mcem_updates!r} is not allowed for {self.algorithm}: "
-                             "it is MCEM's (decoder updates per HMC sample)")
+        for name, option in ALGORITHM_OPTIONS.items():  # each algorithm's own: refused for another
+            if option not in vc.ALGORITHMS[self.algorithm].options and getattr(self, name) != DEFAULTS[name]:
+                owners = [a for a, step in vc.ALGORITHMS.items() if option in step.options]
+                raise ValueError(f"parameter {name}={getattr(self, name)!r} is not allowed for {self.algorithm}: "
+                                 f"it is an option of {', '.join(owners)}")
+        if self.optimizer != "adam" and self.adam_eps != DEFAULTS["adam_eps"]:
+            raise ValueError(f"parameter adam_eps={self.adam_eps!r} is not allowed for {self.optimizer}: it is Adam's")
         if self.appd_points and self.log_px_points:
             raise ValueError("parameters appd_points and log_px_points are not allowed together: both log "
                              "test_log_px_appd (after training, and at each evaluation)")
@@ -95,7 +105,27 @@ class RunConfig:
                 and all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in self.hidden)):
             raise ValueError(f"parameter hidden={self.hidden!r} is not allowed; expected a list of positive "
                              "integers, e.g. [500]")
-        vc.select_device(self.device)  # refuses a device this machine does not have
+        select_device(self.device)  # refuses a device this machine does not have
+
+    def options(self):
+        """The algorithm's own options (vae_core's ALGORITHMS[algorithm].options), as train takes them."""
+        takes = vc.ALGORITHMS[self.algorithm].options
+        return {option: getattr(self, name) for name, option in ALGORITHM_OPTIONS.items() if option in takes}
+
+
+DEFAULTS = {f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+            for f in dataclasses.fields(RunConfig)}
+# The parameters that are an algorithm's own options (vae_core: ALGORITHMS[name].options), and the option's name
+ALGORITHM_OPTIONS = {"n_samples": "n_samples", "mcem_updates": "updates"}
+
+# What config.json records, by one rule: a parameter that differs from its default, beside those that
+# every config records; a parameter that only qualifies another is recorded with it; the two below
+# decide how a run is made, not what it computes. So a new parameter leaves every existing config as it was.
+ALWAYS_RECORDED = ("dataset", "binarize", "algorithm", "latent_dim", "hidden", "activation", "init_std", "samples",
+                   "batch_size", "n_samples", "optimizer", "lr", "weight_prior", "train_size", "test_size",
+                   "eval_points", "protocol", "seed")
+RECORDED_WITH = {"log_px_k": "log_px_points", "lr_trial_samples": "lr_choices", "is_k": "is_points"}
+NOT_RECORDED = ("checkpoint_every", "device")
 
 
 def choice(name, value, allowed):
@@ -112,6 +142,97 @@ def positive(name, value, allow_zero=False, integer=True):
                          f"{'>= 0' if allow_zero else '> 0'}")
 
 
+def select_device(name="auto"):
+    """Pick the device once: 'auto' is cuda, then mps, then cpu; a named one is honoured or refused clearly."""
+    name = str(name)
+    has_mps = hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device={name!r}: expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device={name!r} but CUDA is not available on this machine; "
+                               "use device='auto' or 'cpu'")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise RuntimeError(f"device={name!r} but only {torch.cuda.device_count()} CUDA device(s) exist")
+    elif device.type == "mps" and not has_mps:
+        raise RuntimeError(f"device={name!r} but MPS is not available on this machine; use 'auto' or 'cpu'")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device={name!r}: expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    return device
+
+
+def log_spaced_points(total, n=20, first=10_000):
+    """About n training-sample counts, log-spaced from `first` to `total` (Kingma's Figure 2 x-axis)."""
+    if n <= 1:
+        return [int(total)]
+    first = min(first, max(1, total // 10))
+    return sorted({int(round(v)) for v in np.geomspace(first, total, n)})
+
+
+def choose_lr(model, train_x, algorithm, lrs, trial_samples, seed=0, **train_kwargs):
+    """Kingma & Welling's choice of the global step size, "from {0.01, 0.02, 0.1} based on performance
+    on the training set in the first few iterations": train a copy of `model` (same initialization,
+    same minibatches) with each lr in `lrs` for `trial_samples` and score it by its training lower
+    bound (on the first `eval_size` training points); a trial that diverges scores -inf.
+    Returns (the best lr, {lr: score}). Keywords as in vae_core.train (optimizer, weight_prior, ...).
+    """
+    if algorithm in vc.ALGORITHMS and not vc.ALGORITHMS[algorithm].has_bound:
+        raise ValueError(f"choose_lr scores by the training lower bound, which {vc.ALGORITHMS[algorithm].__name__} "
+                         "(no encoder) does not have")
+    if not lrs:
+        raise ValueError("choose_lr needs at least one learning rate")
+    scores = {}
+    for lr in lrs:
+        try:
+            history = vc.train(copy.deepcopy(model), train_x, algorithm, samples=trial_samples, lr=lr, seed=seed,
+                               eval_at=[trial_samples], **train_kwargs)
+            score = history[-1]["train_elbo"]
+        except vc.TrainingDiverged:
+            score = -math.inf
+        scores[lr] = score if math.isfinite(score) else -math.inf
+    best = max(scores, key=scores.get)  # on a tie, the first listed
+    if scores[best] == -math.inf:
+        raise vc.TrainingDiverged(f"every learning rate in {list(lrs)} diverged within {trial_samples:,} samples")
+    return best, scores
+
+
+class TrainingLog:
+    """What a run shows as it trains (vae_core.train's `log`): a line per history row ("lines", for
+    headless runs), a tqdm bar ("bar", interactive) or nothing ("none")."""
+    SHOWN = ("samples", "epoch", "wall_time", "train_elbo", "train_recon", "train_kl", "test_elbo", "test_recon",
+             "test_kl", "hmc_accept_prob", "hmc_step_size")
+
+    def __init__(self, progress, algorithm):
+        choice("progress", progress, ["bar", "lines", "none"])
+        self.progress, self.algorithm, self.bar = progress, algorithm, None
+
+    def __call__(self, row, total):
+        extra = [k for k in row if k not in self.SHOWN and not k.startswith("running_")]  # eval_fn's values
+        if self.progress == "bar":
+            if self.bar is None:
+                from tqdm.auto import tqdm
+                self.bar = tqdm(total=total, unit="sample", unit_scale=True)
+            self.bar.update(row["samples"] - self.bar.n)
+            self.bar.set_postfix({k: f"{row[k]:.2f}" for k in ("train_elbo", *extra) if k in row})
+        elif self.progress == "lines":
+            text = f"[{self.algorithm}] {row['samples']:>11,}/{total:,} samples  epoch {row['epoch']:6.2f}"
+            if "train_elbo" in row:
+                text += f"  train ELBO {row['train_elbo']:9.2f}"
+            if "test_elbo" in row:
+                text += f"  test ELBO {row['test_elbo']:9.2f} (recon {row['test_recon']:8.2f}, KL {row['test_kl']:6.2f})"
+            if "hmc_accept_prob" in row:
+                text += f"  HMC acceptance {row['hmc_accept_prob']:.2f}, step size {row['hmc_step_size']:.3g}"
+            print(text + "".join(f"  {k} {row[k]:9.2f}" for k in extra) + f"  {row['wall_time']:7.1f}s", flush=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
 def load_data(config):
     """(train_x, test_x, likelihood) of the run: the first train_size / test_size points (0: all)."""
     train_x, _ = data.load(config.dataset, "train", config.binarize)
@@ -121,34 +242,22 @@ def load_data(config):
 
 
 def saved_config(config, train_x, test_x, likelihood):
-    """What the run folder's config.json records: the values that decide what the run computes."""
-    c = config
-    saved = dict(dataset=c.dataset, binarize=c.binarize, algorithm=c.algorithm, latent_dim=c.latent_dim,
-                 hidden=list(c.hidden), activation=c.activation, likelihood=likelihood, init_std=c.init_std,
-                 samples=c.samples, batch_size=c.batch_size, n_samples=c.n_samples, optimizer=c.optimizer,
-                 lr=c.lr, weight_prior=c.weight_prior, train_size=len(train_x), test_size=len(test_x),
-                 eval_points=c.eval_points, protocol=c.protocol, seed=c.seed, code_hash=code_hash())
-    # Options below enter the config only when used, so that a run that does not use one keeps its config.
-    if c.log_px_points:
-        saved.update(log_px_points=c.log_px_points, log_px_k=c.log_px_k)
-    if c.lr_choices:  # the step size is then a result of the run, recorded in its metrics
-        saved.update(lr=None, lr_choices=[float(v) for v in c.lr_choices], lr_trial_samples=c.lr_trial_samples)
-    if c.is_points:
-        saved.update(is_points=min(c.is_points, len(test_x)), is_k=c.is_k)
-    if c.warmup_steps:
-        saved.update(warmup_steps=c.warmup_steps)
-    if c.mcem_updates != 1:
-        saved.update(mcem_updates=c.mcem_updates)
-    if c.init != "normal":
-        saved.update(init=c.init, init_std=None)
-    if c.lr_schedule != "constant":
-        saved.update(lr_schedule=c.lr_schedule)
-    if c.optimizer == "adam" and c.adam_eps != 1e-8:
-        saved.update(adam_eps=c.adam_eps)
-    if c.refit_samples:
-        saved.update(refit_samples=c.refit_samples)
-    if c.appd_points:
-        saved.update(appd_points=min(c.appd_points, len(test_x)))
+    """What the run folder's config.json records: the values that decide what the run computes (the rule
+    above), as the run uses them: the data's sizes, the points estimated (at most the test set), lr as
+    None where it is chosen (it is then a result, in the metrics), init_std as None for Glorot's init."""
+    def recorded(name):
+        lead = RECORDED_WITH.get(name, name)
+        return name in ALWAYS_RECORDED or (name not in NOT_RECORDED and getattr(config, lead) != DEFAULTS[lead])
+    saved = {name: value for name, value in dataclasses.asdict(config).items() if recorded(name)}
+    saved.update(hidden=list(config.hidden), likelihood=likelihood, train_size=len(train_x), test_size=len(test_x),
+                 code_hash=code_hash())
+    for name in ("is_points", "appd_points"):
+        if name in saved:
+            saved[name] = min(saved[name], len(test_x))
+    if config.lr_choices:
+        saved.update(lr=None, lr_choices=[float(v) for v in config.lr_choices])
+    if config.init != "normal":
+        saved["init_std"] = None
     return saved
 
 
@@ -170,11 +279,11 @@ def train_run(config, run_dir, replace_stale=False, progress="lines", threads=0)
     parameters or the code changed). threads: PyTorch's CPU threads (0: its default).
     """
     choice("replace_stale", replace_stale, [False, True])
-    choice("progress", progress, ["bar", "lines", "none"])
+    log = TrainingLog(progress, config.algorithm)
     positive("threads", threads, allow_zero=True)
     if threads:
         torch.set_num_threads(threads)
-    print(f"device {vc.select_device(config.device)}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}")
+    print(f"device {select_device(config.device)}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}")
     train_x, test_x, likelihood = load_data(config)
     print(f"{config.dataset}: {len(train_x)} training and {len(test_x)} test points of dimension {train_x.shape[1]}")
     saved = saved_config(config, train_x, test_x, likelihood)
@@ -188,18 +297,19 @@ def train_run(config, run_dir, replace_stale=False, progress="lines", threads=0)
         c = config
         torch.manual_seed(c.seed)
         model = vc.VAE(train_x.shape[1], c.latent_dim, c.hidden, c.activation, likelihood, c.init_std, c.init)
-        common = dict(batch_size=c.batch_size, n_samples=c.n_samples, optimizer=c.optimizer,
-                      weight_prior=c.weight_prior, warmup_steps=c.warmup_steps, seed=c.seed, device=c.device,
-                      dynamic_binarization=c.binarize == "dynamic", lr_schedule=c.lr_schedule, adam_eps=c.adam_eps)
+        common = dict(batch_size=c.batch_size, optimizer=c.optimizer, weight_prior=c.weight_prior,
+                      warmup_steps=c.warmup_steps, seed=c.seed, device=select_device(c.device),
+                      dynamic_binarization=c.binarize == "dynamic", lr_schedule=c.lr_schedule, adam_eps=c.adam_eps,
+                      **c.options())
         lr, extra_metrics = c.lr, {}
         if c.lr_choices:  # Kingma's rule; each candidate trains a copy from this same initialization
-            lr, scores = vc.choose_lr(model, train_x, c.algorithm, c.lr_choices, c.lr_trial_samples, **common)
+            lr, scores = choose_lr(model, train_x, c.algorithm, c.lr_choices, c.lr_trial_samples, **common)
             print(f"step size {lr} chosen; training lower bound after {c.lr_trial_samples:,} samples: "
                   + ", ".join(f"lr {k}: {v:.2f}" for k, v in scores.items()))
             extra_metrics["lr_trial_train_elbo"] = {str(k): v for k, v in scores.items()}
         extra_metrics["lr"] = lr
 
-        eval_at = vc.log_spaced_points(c.samples, c.eval_points)
+        eval_at = log_spaced_points(c.samples, c.eval_points)
         last_epoch = c.samples - len(train_x) // c.batch_size * c.batch_size
         if last_epoch > 0 and not c.log_px_points:  # the final row's running bound is then over the last epoch,
             # as the report's training loss (not with log_px_points: each evaluation would also estimate log p(x))
@@ -214,9 +324,9 @@ def train_run(config, run_dir, replace_stale=False, progress="lines", threads=0)
             return out
 
         history = vc.train(model, train_x, c.algorithm, samples=c.samples, lr=lr, eval_at=eval_at, test_x=test_x,
-                           mcem_updates=c.mcem_updates,
-                           checkpoint_path=checkpoint, checkpoint_every=c.checkpoint_every, progress=progress,
+                           checkpoint=Checkpoint(checkpoint, c.checkpoint_every), log=log,
                            eval_fn=log_px_of_first_points if c.log_px_points else None, **common)
+        log.close()
         model.eval()  # the test log-likelihood, once, on the final model
         if c.is_points:
             mean, se = with_se(estimate(model, test_x[:c.is_points], k=c.is_k))

@@ -1,5 +1,6 @@
 """Run folders, the unit of caching: runs/<profile>/<dataset>/<run>/ holds config.json, history.csv,
-model.pt and metrics.json. metrics.json is written last, so a folder without it is unfinished.
+model.pt and metrics.json. metrics.json is written last, so a folder without it is unfinished. While
+a run trains, its folder also holds its checkpoint (`Checkpoint`, the one file vae_core's loop writes).
 
 A finished run whose config equals the one asked for is reused; one with another config is refused
 (or retrained, when make says the run's parameters or code changed). The config carries the hash
@@ -84,6 +85,35 @@ def load_run(run_dir, device="cpu"):
     model = VAE(**saved["model_config"])
     model.load_state_dict(saved["state_dict"])
     return {**run, "model": model.to(device).eval()}
+
+
+class Checkpoint:
+    """A run's checkpoint file, handed to vae_core.train: at an epoch's end, every `every` training
+    samples (None: each epoch), it saves atomically each part's state_dict (model, optimizer, step-size
+    schedule, the algorithm's step), the RNG states and where the run stands; train resumes from it."""
+
+    def __init__(self, path, every=None):
+        self.path, self.every = Path(path), every
+
+    def save(self, parts, run, device):
+        import torch
+        rng = [torch.get_rng_state()] + ([] if device.type == "cpu" else [torch.get_device_module(device).get_rng_state()])
+        atomic_save({**{k: part.state_dict() for k, part in parts.items() if part is not None}, "rng": rng, **run},
+                    self.path)
+
+    def resume(self, parts, run, device):
+        """Load the saved state into `parts` and return where the run stood (`run` itself if nothing was saved)."""
+        import torch
+        if not self.path.exists():
+            return run
+        state = torch.load(self.path, map_location=device, weights_only=False)
+        for key, part in parts.items():
+            if part is not None:
+                part.load_state_dict(state[key])
+        torch.set_rng_state(state["rng"][0].cpu())  # map_location moved it to the device
+        if device.type != "cpu":
+            torch.get_device_module(device).set_rng_state(state["rng"][1].cpu())
+        return {key: state[key] for key in run}
 
 
 def config_hash(config):

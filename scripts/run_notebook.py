@@ -2,8 +2,10 @@
 `run_notebook.py IN.ipynb OUT.ipynb [--params FILE.json] [-p NAME VALUE]...`
 
 Adds what papermill's command line leaves out: a parameter name the notebook does not declare is an
-error (papermill only logs it and trains with the default), values are Python literals
-(`-p hidden "[500, 500]"`), `--params` reads them from a JSON file (`{"parameters": {...}}`, as
+error (papermill only logs it and trains with the default), and so is a value of another type than
+the declared one (`name: type = default` in the parameters cell, or the default's type; an int
+where a float is declared is fine); values are Python literals (`-p hidden "[500, 500]"`; for a
+`str` parameter the text itself), `--params` reads them from a JSON file (`{"parameters": {...}}`, as
 `python -m aevb.grid params` writes for a run; -p given after it wins), the kernel and working
 directory are always set, and the exit code is non-zero when a cell fails. The executed notebook is
 written either way: it is the evidence.
@@ -28,6 +30,33 @@ def literal(text):
         return text  # a bare word is a string: -p dataset mnist
 
 
+TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
+
+
+def declared_type(parameter):
+    """The type a parameter is declared with (papermill's inferred type), else its default's type."""
+    if parameter["inferred_type_name"] in TYPES:
+        return TYPES[parameter["inferred_type_name"]]
+    try:
+        return type(ast.literal_eval(parameter["default"]))
+    except (ValueError, SyntaxError):
+        return None  # a default that is not a literal: any value
+
+
+def type_error(name, value, parameter):
+    """Why `value` does not fit the parameter's declared type, or None when it does."""
+    kind = declared_type(parameter)
+    if kind is None or kind is type(None):
+        return None
+    fits = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        fits = True  # an int where a float is declared is fine
+    if fits:
+        return None
+    return (f"parameter {name}={value!r} is not allowed: a {type(value).__name__}, where the notebook declares "
+            f"{name}: {kind.__name__} = {parameter['default']}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebook", type=Path)
@@ -39,11 +68,17 @@ def main(argv=None):
 
     declared = papermill.inspect_notebook(str(args.notebook))
     params = json.loads(args.params.read_text())["parameters"] if args.params else {}
-    params.update({name: literal(value) for name, value in args.p})
+    for name, text in args.p:
+        value = literal(text)
+        is_str = name in declared and declared_type(declared[name]) is str
+        params[name] = text if is_str and not isinstance(value, str) else value
     unknown = sorted(set(params) - set(declared))
     if unknown:
         sys.exit(f"{args.notebook}: unknown parameter(s) {', '.join(unknown)}; "
                  f"the notebook declares {', '.join(declared)}")
+    wrong = [error for name, value in params.items() if (error := type_error(name, value, declared[name]))]
+    if wrong:
+        sys.exit(f"{args.notebook}: " + "; ".join(wrong))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     try:
         papermill.execute_notebook(str(args.notebook), str(args.output), parameters=params,

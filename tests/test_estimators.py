@@ -32,7 +32,7 @@ def test_elbo_below_importance_sampled_log_likelihood_and_k1_averages_to_elbo():
 def test_log_likelihood_matches_quadrature_whatever_the_chunking():
     model = small_model()
     data = torch.bernoulli(torch.rand(4, 12).repeat(500, 1))
-    vc.train_aevb(model, data, epochs=20, lr=1e-2, progress="none")  # so that q is a fair proposal
+    vc.train(model, data, "aevb", epochs=20, lr=1e-2)  # so that q is a fair proposal
     x = data[:30]
     exact = exact_log_px(model, x)
     whole = log_likelihood(model, x, k=5000)
@@ -74,7 +74,7 @@ def trained_small_model_value(_cache={}):
     torch.manual_seed(1)
     model = small_model()
     data = torch.bernoulli(torch.rand(4, 12).repeat(500, 1))
-    vc.train_aevb(model, data, epochs=20, lr=1e-2, progress="none")
+    vc.train(model, data, "aevb", epochs=20, lr=1e-2)
     _cache["value"] = model, data
     return model, data
 

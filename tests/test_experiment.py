@@ -1,8 +1,10 @@
 """One run end to end: RunConfig refuses bad parameters before any work, the training notebook
-refuses them too (and misspelt names), and a killed run resumes to the same numbers."""
+refuses them too (and misspelt names), a killed run resumes to the same numbers; the device, the
+evaluation points and Kingma's choice of the step size."""
 import ast
 import dataclasses
 import json
+import math
 import os
 import signal
 import subprocess
@@ -13,8 +15,9 @@ import papermill
 import pytest
 import torch
 
-from aevb.experiment import RunConfig
-from conftest import PY, ROOT, run_notebook
+import vae_core as vc
+from aevb.experiment import RunConfig, choose_lr, log_spaced_points, select_device
+from conftest import PY, ROOT, run_notebook, small_model
 
 
 def notebook_defaults():
@@ -112,3 +115,40 @@ def test_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run
     for key in ("train_elbo", "test_elbo", "test_recon", "test_kl", "samples"):
         assert got[key] == expected[key], key
     assert not list(run_dir.glob("checkpoint-*.pt"))  # a finished run keeps no checkpoint
+
+
+def test_select_device():
+    assert select_device("cpu") == torch.device("cpu")
+    assert select_device("auto").type in ("cuda", "mps", "cpu")
+    with pytest.raises(ValueError, match="tpu"):
+        select_device("tpu")
+    if not torch.cuda.is_available():
+        assert select_device("auto") != torch.device("cuda")
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            select_device("cuda")
+
+
+def test_log_spaced_points():
+    points = log_spaced_points(3_000_000)
+    assert points[0] == 10_000 and points[-1] == 3_000_000
+    ratios = [b / a for a, b in zip(points, points[1:])]
+    assert max(ratios) / min(ratios) < 1.01
+
+
+def test_choose_lr_picks_the_best_training_bound_from_the_same_start():
+    x = torch.bernoulli(torch.full((1000, 12), 0.3))
+    model = small_model()
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    common = dict(batch_size=50, optimizer="adagrad", weight_prior=True, seed=3, device="cpu")
+    best, scores = choose_lr(model, x, "aevb", [1e-5, 0.05, 1e9], 2000, **common)
+    assert best == 0.05 and scores[1e9] == -math.inf and scores[0.05] > scores[1e-5] > -math.inf
+    assert all(torch.equal(start[k], v) for k, v in model.state_dict().items())  # trials train copies
+    # the score is exactly the training bound of that lr's run from this initialization
+    same_start = small_model()
+    same_start.load_state_dict(start)
+    history = vc.train(same_start, x, "aevb", samples=2000, lr=0.05, eval_at=[2000], **common)
+    assert history[-1]["train_elbo"] == scores[0.05]
+    with pytest.raises(vc.TrainingDiverged, match="every learning rate"):
+        choose_lr(model, x, "aevb", [1e9], 2000, **common)
+    with pytest.raises(ValueError, match="MCEM"):
+        choose_lr(model, x, "mcem", [0.1], 2000)

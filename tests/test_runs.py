@@ -16,8 +16,8 @@ from conftest import PY, ROOT, small_model
 
 def test_save_and_load_run_round_trip(tmp_path):
     model = small_model()
-    history = vc.train_aevb(model, torch.bernoulli(torch.full((200, 12), 0.3)), samples=400,
-                            test_x=torch.bernoulli(torch.full((50, 12), 0.3)), eval_at=[200], progress="none")
+    history = vc.train(model, torch.bernoulli(torch.full((200, 12), 0.3)), "aevb", samples=400,
+                            test_x=torch.bernoulli(torch.full((50, 12), 0.3)), eval_at=[200])
     run_dir = tmp_path / "runs" / "toy"
     with pytest.raises(FileNotFoundError, match="no finished run"):
         runs.load_run(run_dir)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import vae_core as vc
+from aevb.runs import Checkpoint
 from conftest import ROOT, changed_parameters, exact_log_px, small_model, without_wall_time
 
 
@@ -82,15 +83,16 @@ def test_wake_updates_only_decoder_and_sleep_only_encoder(likelihood):
 
 @pytest.mark.parametrize("algorithm, learns", [("aevb", "both"), ("wake_sleep", "both"), ("mcem", "decoder"),
                                                ("iwae", "both")])
-def test_each_step_learns_its_parameters_and_returns_its_two_terms(algorithm, learns):
+def test_each_step_learns_its_parameters_and_returns_its_sums(algorithm, learns):
     model = small_model()
     x = torch.bernoulli(torch.full((50, 12), 0.3))
-    step = vc.MCEM(model, len(x)) if algorithm == "mcem" else \
-        {"aevb": vc.AEVB, "wake_sleep": vc.WakeSleep, "iwae": vc.IWAE}[algorithm](model, 5)
+    step = vc.ALGORITHMS[algorithm](model, len(x), **({} if algorithm == "mcem" else {"n_samples": 5}))
     opt = torch.optim.Adam(step.parameters(), lr=0.01)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     sums = step(opt, x[:10], torch.arange(10))
-    assert sums.shape == (2,) and torch.isfinite(sums).all() and len(step.terms) == 2
+    assert sums and all(v.shape == () and torch.isfinite(v) and not v.requires_grad for v in sums.values())
+    assert set(sums) == {"aevb": {"log p(x|z)", "KL"}, "wake_sleep": {"log p(x|z)", "KL"}, "iwae": {"k-sample bound"},
+                         "mcem": {"log p(x|z)", "-log p(z)"}}[algorithm]
     decoder = {n for n in before if n.startswith("decoder.")}
     assert changed_parameters(before, model) == (set(before) if learns == "both" else decoder)
     assert step.has_bound == (algorithm != "mcem")
@@ -103,7 +105,7 @@ def test_aevb_test_elbo_rises_on_mnist(mnist_subset):
     torch.manual_seed(1)
     model = vc.VAE(784, 10, hidden=(200,))
     start = vc.evaluate(model, xt)["elbo"]
-    history = vc.train_aevb(model, x, epochs=8, lr=3e-3, seed=1, test_x=xt, progress="none")
+    history = vc.train(model, x, "aevb", epochs=8, lr=3e-3, seed=1, test_x=xt)
     end = history[-1]["test_elbo"]
     assert start < -500 and end > start + 250, (start, end)
     assert history[-1]["samples"] == 8 * 3000 and history[-1]["test_kl"] > 1
@@ -115,7 +117,7 @@ def test_wake_sleep_trains_and_stays_finite_on_mnist(mnist_subset):
     torch.manual_seed(1)
     model = vc.VAE(784, 10, hidden=(200,))
     start = vc.evaluate(model, xt)["elbo"]
-    history = vc.train_wake_sleep(model, x, epochs=8, lr=3e-3, seed=1, test_x=xt, progress="none")
+    history = vc.train(model, x, "wake_sleep", epochs=8, lr=3e-3, seed=1, test_x=xt)
     values = [v for row in history for k, v in row.items() if k != "samples"]
     assert all(math.isfinite(v) for v in values)
     assert history[-1]["test_elbo"] > start + 150
@@ -124,8 +126,8 @@ def test_wake_sleep_trains_and_stays_finite_on_mnist(mnist_subset):
 def test_weight_prior_and_adagrad_train(mnist_subset):
     x, xt = mnist_subset
     model = vc.VAE(784, 5, hidden=(100,))
-    history = vc.train_aevb(model, x, epochs=3, optimizer="adagrad", lr=0.02, weight_prior=True,
-                            test_x=xt, eval_at=[300], progress="none")
+    history = vc.train(model, x, "aevb", epochs=3, optimizer="adagrad", lr=0.02, weight_prior=True,
+                            test_x=xt, eval_at=[300])
     assert history[-1]["test_elbo"] > history[0]["test_elbo"] > -550
 
 
@@ -137,7 +139,7 @@ def test_same_seed_gives_same_numbers_on_cpu(mnist_subset, algorithm):
         torch.manual_seed(7)  # the initialization is drawn when the model is built
         model = vc.VAE(784, 5, hidden=(50,))
         history = vc.train(model, x[:1000], algorithm, samples=3000, seed=7, test_x=xt[:200],
-                           eval_at=[1000], device="cpu", progress="none")
+                           eval_at=[1000], device="cpu")
         runs.append((history, model.state_dict()))
     (h1, s1), (h2, s2) = runs
     assert without_wall_time(h1) == without_wall_time(h2)
@@ -150,8 +152,7 @@ def test_eval_fn_leaves_training_unchanged():
     for eval_fn in (None, lambda m: {"noise": torch.randn(1000).mean()}):  # it draws random numbers
         torch.manual_seed(0)
         model = small_model()
-        history = vc.train_aevb(model, data, samples=900, eval_at=[300], eval_fn=eval_fn, device="cpu",
-                                progress="none")
+        history = vc.train(model, data, "aevb", samples=900, eval_at=[300], eval_fn=eval_fn, device="cpu")
         runs.append((history, model.state_dict()))
     (h1, s1), (h2, s2) = runs
     assert all(torch.equal(s1[k], s2[k]) for k in s1)
@@ -165,7 +166,7 @@ def test_checkpoint_resume_matches_uninterrupted_run(tmp_path, algorithm):
     x = torch.bernoulli(torch.rand(5, 12).repeat(40, 1))  # 200 points
     # 4 steps per epoch, a checkpoint after 12; the warm-up's 14 steps go on after the resume
     # Burda's schedule changes the step size at the ends of epochs 1 and 4, on either side of the resume
-    kwargs = dict(seed=5, eval_at=[300, 700], batch_size=50, lr=1e-2, device="cpu", progress="none",
+    kwargs = dict(seed=5, eval_at=[300, 700], batch_size=50, lr=1e-2, device="cpu",
                   test_x=x[:20] if algorithm != "mcem" else None, warmup_steps=14, lr_schedule="burda")
     if algorithm == "mcem":  # its logged log p(x) draws from the RNG too
         from aevb.estimators import log_likelihood_hmc
@@ -177,15 +178,16 @@ def test_checkpoint_resume_matches_uninterrupted_run(tmp_path, algorithm):
     # the same run stopped after 3 epochs (its checkpoint at the epoch end), then resumed
     ckpt = tmp_path / "checkpoint.pt"
     torch.manual_seed(0)
-    vc.train(small_model(), x, algorithm, samples=650, checkpoint_path=ckpt, checkpoint_every=200,
+    vc.train(small_model(), x, algorithm, samples=650, checkpoint=Checkpoint(ckpt, every=200),
              **{**kwargs, "eval_at": [300]})
     state = torch.load(ckpt, weights_only=False)
     assert state["samples_seen"] == 600
     if algorithm == "mcem":  # its chains are state too
-        assert state["chains"]["z"].shape == (200, 2) and state["chains"]["step_size"].shape == (200,)
-        assert not torch.all(state["chains"]["step_size"] == vc.HMC_INIT_STEP_SIZE)  # adapted, and saved
+        chains = state["step"]["chains"]
+        assert chains["z"].shape == (200, 2) and chains["step_size"].shape == (200,)
+        assert not torch.all(chains["step_size"] == vc.HMC_INIT_STEP_SIZE)  # adapted, and saved
     resumed_model = small_model()
-    resumed = vc.train(resumed_model, x, algorithm, samples=1200, checkpoint_path=ckpt, **kwargs)
+    resumed = vc.train(resumed_model, x, algorithm, samples=1200, checkpoint=Checkpoint(ckpt), **kwargs)
     assert without_wall_time(resumed) == without_wall_time(expected) and len(expected) == 3
     assert all(torch.equal(a, b) for a, b in zip(resumed_model.state_dict().values(),
                                                   reference.state_dict().values()))
@@ -217,11 +219,11 @@ def test_burda_schedule_is_3_to_the_i_passes_at_a_tenth_of_the_rate_every_7_stag
         torch.manual_seed(0)
         models[schedule, epochs] = small_model()
         vc.train(models[schedule, epochs], x, "aevb", epochs=epochs, batch_size=20, lr=1e-2, seed=1,
-                 progress="none", lr_schedule=schedule, adam_eps=1e-4)
+                 lr_schedule=schedule, adam_eps=1e-4)
     same = lambda a, b: all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
     assert same(models["constant", 1], models["burda", 1]) and not same(models["constant", 2], models["burda", 2])
     with pytest.raises(ValueError, match="lr_schedule"):
-        vc.train(small_model(), x, "aevb", epochs=1, lr_schedule="cosine", progress="none")
+        vc.train(small_model(), x, "aevb", epochs=1, lr_schedule="cosine")
 
 
 def test_glorot_init_is_uniform_within_its_bound_with_zero_biases():
@@ -243,8 +245,8 @@ def test_warmup_steps_only_feed_the_optimizer_then_adagrad_starts_below_its_full
         torch.manual_seed(0)
         model = small_model()
         start = [p.detach().clone() for p in model.parameters()]
-        vc.train_aevb(model, x, samples=samples, optimizer="adagrad", lr=0.1, warmup_steps=warmup_steps,
-                      eval_at=[100], progress="none")
+        vc.train(model, x, "aevb", samples=samples, optimizer="adagrad", lr=0.1, warmup_steps=warmup_steps,
+                      eval_at=[100])
         return torch.cat([(p.detach() - p0).abs().flatten() for p, p0 in zip(model.parameters(), start)])
     assert trained(300, warmup_steps=3).max() == 0  # three warm-up steps: nothing moved
     # plain Adagrad's first step moves every parameter by lr * sign(g); after a warm-up of 3 steps the
@@ -252,7 +254,7 @@ def test_warmup_steps_only_feed_the_optimizer_then_adagrad_starts_below_its_full
     assert trained(100, warmup_steps=0).median() == pytest.approx(0.1, rel=1e-3)
     assert 0.02 < trained(400, warmup_steps=3).median() < 0.08
     with pytest.raises(ValueError, match="warmup_steps"):
-        vc.train_aevb(small_model(), x, samples=100, warmup_steps=-1)
+        vc.train(small_model(), x, "aevb", samples=100, warmup_steps=-1)
 
 
 class DivergingVAE(vc.VAE):
@@ -270,8 +272,7 @@ def test_divergence_stops_with_when_and_what_and_keeps_the_last_good_checkpoint(
     ckpt = tmp_path / "checkpoint.pt"
     model = DivergingVAE(12, 2, hidden=(8,))
     with pytest.raises(vc.TrainingDiverged, match=r"between [\d,]+ and [\d,]+ training samples: non-finite log p\(x\|z\)"):
-        vc.train_aevb(model, x, samples=20_000, eval_at=[1000], checkpoint_path=ckpt, checkpoint_every=500,
-                      progress="none")
+        vc.train(model, x, "aevb", samples=20_000, eval_at=[1000], checkpoint=Checkpoint(ckpt, every=500))
     state = torch.load(ckpt, weights_only=False)
     assert 0 < state["samples_seen"] <= 40 * 100  # the last checkpoint before the NaNs
     assert all(torch.isfinite(v).all() for v in state["model"].values())
@@ -282,8 +283,8 @@ def test_nan_in_parameters_stops_training_and_says_when():
     with torch.no_grad():
         model.decoder[0].weight[0, 0] = float("nan")
     with pytest.raises(vc.TrainingDiverged, match=r"between 0 and 200 training samples.*decoder.0.weight"):
-        vc.train_aevb(model, torch.bernoulli(torch.full((400, 12), 0.3)), samples=400,
-                      eval_at=[200], progress="none")
+        vc.train(model, torch.bernoulli(torch.full((400, 12), 0.3)), "aevb", samples=400,
+                      eval_at=[200])
 
 
 def test_bad_arguments_are_refused_early():
@@ -292,10 +293,11 @@ def test_bad_arguments_are_refused_early():
                             (dict(samples=100, epochs=1), "exactly one"),
                             (dict(samples=100, optimizer="sgd"), "optimizer"),
                             (dict(samples=1000, batch_size=500), "batch_size"),
-                            (dict(algorithm="mcem", samples=100, n_samples=5), "n_samples=1"),
-                            (dict(algorithm="mcem", samples=100, hmc_transitions=0), "hmc_transitions"),
-                            (dict(algorithm="mcem", samples=100, mcem_updates=0), "mcem_updates >= 1"),
-                            (dict(algorithm="aevb", samples=100, mcem_updates=5), "aevb takes neither")]:
+                            (dict(algorithm="mcem", samples=100, n_samples=5), "mcem takes the options "
+                                                                               "hmc_transitions, updates; not n_samples"),
+                            (dict(algorithm="mcem", samples=100, hmc_transitions=0), "hmc_transitions=0 must be"),
+                            (dict(algorithm="mcem", samples=100, updates=0), "updates=0 must be an integer >= 1"),
+                            (dict(algorithm="aevb", samples=100, updates=5), "aevb takes the options n_samples")]:
         model = small_model()
         before = {k: v.clone() for k, v in model.state_dict().items()}
         with pytest.raises(ValueError, match=message):
@@ -303,43 +305,6 @@ def test_bad_arguments_are_refused_early():
         assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # nothing trained
     with pytest.raises(ValueError, match="likelihood"):
         vc.VAE(12, 2, likelihood="poisson")
-
-
-def test_select_device():
-    assert vc.select_device("cpu") == torch.device("cpu")
-    assert vc.select_device("auto").type in ("cuda", "mps", "cpu")
-    with pytest.raises(ValueError, match="tpu"):
-        vc.select_device("tpu")
-    if not torch.cuda.is_available():
-        assert vc.select_device("auto") != torch.device("cuda")
-        with pytest.raises(RuntimeError, match="CUDA is not available"):
-            vc.select_device("cuda")
-
-
-def test_log_spaced_points():
-    points = vc.log_spaced_points(3_000_000)
-    assert points[0] == 10_000 and points[-1] == 3_000_000
-    ratios = [b / a for a, b in zip(points, points[1:])]
-    assert max(ratios) / min(ratios) < 1.01
-
-
-def test_choose_lr_picks_the_best_training_bound_from_the_same_start():
-    x = torch.bernoulli(torch.full((1000, 12), 0.3))
-    model = small_model()
-    start = {k: v.clone() for k, v in model.state_dict().items()}
-    common = dict(batch_size=50, optimizer="adagrad", weight_prior=True, seed=3, device="cpu")
-    best, scores = vc.choose_lr(model, x, "aevb", [1e-5, 0.05, 1e9], 2000, **common)
-    assert best == 0.05 and scores[1e9] == -math.inf and scores[0.05] > scores[1e-5] > -math.inf
-    assert all(torch.equal(start[k], v) for k, v in model.state_dict().items())  # trials train copies
-    # the score is exactly the training bound of that lr's run from this initialization
-    same_start = small_model()
-    same_start.load_state_dict(start)
-    history = vc.train(same_start, x, "aevb", samples=2000, lr=0.05, eval_at=[2000], progress="none", **common)
-    assert history[-1]["train_elbo"] == scores[0.05]
-    with pytest.raises(vc.TrainingDiverged, match="every learning rate"):
-        vc.choose_lr(model, x, "aevb", [1e9], 2000, **common)
-    with pytest.raises(ValueError, match="MCEM"):
-        vc.choose_lr(model, x, "mcem", [0.1], 2000)
 
 
 DENORMALS_AFTER_PARALLEL_WORK = """
