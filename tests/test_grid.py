@@ -1,5 +1,6 @@
 """The experiment grid: the one list of runs, what make and the notebooks ask of it, and that make
 trains exactly what the grid adds or changes and writes nothing when asked what it would do."""
+import math
 import re
 import subprocess
 import textwrap
@@ -108,3 +109,21 @@ def test_make_trains_exactly_what_the_grid_adds_or_changes(tmp_path):
     assert '"samples": 3000' in metrics(1).read_text()
     jobs = (tmp_path / "jobs.log").read_text().splitlines()  # one job per training, through the launcher
     assert len(jobs) == 4 and all("scripts/run_notebook.py notebooks/train.ipynb" in job for job in jobs)
+
+
+@pytest.mark.parametrize("profile", grid.PROFILES)
+def test_every_run_and_every_step_size_trial_updates_its_parameters(profile):
+    """A run whose budget ends within its optimizer's warm-up (minibatches that only feed Adagrad's
+    statistics) never moves a parameter: its curves, trial scores and metrics would be those of the
+    initialization. Every run must make more minibatch steps than its warm-up, and so must each
+    candidate of its step-size trial."""
+    defaults = notebook_defaults()
+    frozen = []
+    for r in grid.runs(profile=profile):
+        config = RunConfig.from_namespace({**defaults, **r.params(profile)})
+        steps = config.samples // config.batch_size
+        trial_steps = config.lr_trial_samples // config.batch_size if config.lr_choices else math.inf
+        if min(steps, trial_steps) <= config.warmup_steps:
+            frozen.append(f"{r.name}: {steps} steps, a trial of {trial_steps}, a warm-up of {config.warmup_steps}")
+    assert not frozen, "\n".join(frozen)
+    assert any(RunConfig.from_namespace({**defaults, **r.params(profile)}).warmup_steps for r in grid.runs())
