@@ -4,11 +4,13 @@ import ast
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import nbformat
 import papermill
 import pytest
 import torch
@@ -84,6 +86,14 @@ def test_bad_parameters_stop_the_notebook_before_any_work(tmp_path):
         assert not (tmp_path / f"run{i}").exists(), bad  # refused before the run folder is made
 
 
+def progress_lines(executed):
+    """The sample counts of the progress lines ('[aevb]  8,618/40,000 samples ...') an executed training
+    notebook printed."""
+    text = "".join(o.get("text", "") for c in nbformat.read(executed, as_version=4).cells if c.cell_type == "code"
+                   for o in c.get("outputs", []) if o.output_type == "stream")
+    return [int(n.replace(",", "")) for n in re.findall(r"^\[aevb\]\s+([\d,]+)/[\d,]+ samples", text, re.M)]
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run(tmp_path):
     params = ["-p", "samples", "40000", "-p", "train_size", "2000", "-p", "test_size", "200",
@@ -104,9 +114,17 @@ def test_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run
     process.wait()
     assert list(run_dir.glob("checkpoint-*.pt")), "the run should have checkpointed before the kill"
     assert not (run_dir / "metrics.json").exists(), "a killed run must not look finished"
+    [checkpoint] = run_dir.glob("checkpoint-*.pt")
+    checkpointed = torch.load(checkpoint, weights_only=False)["samples_seen"]
+    assert 0 < checkpointed < 40000
 
     resumed = run_notebook(tmp_path / "resume", *params, "-p", "run_dir", run_dir)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    # it resumed: it trained (and printed the evaluations of) only the samples after its checkpoint, while
+    # the uninterrupted run printed every evaluation; a restart would print them all again
+    logged = {name: progress_lines(tmp_path / name / "train.ipynb") for name in ("ref", "resume")}
+    assert logged["ref"][0] < checkpointed and logged["ref"][-1] == 40000
+    assert logged["resume"] == [s for s in logged["ref"] if s > checkpointed], (checkpointed, logged)
     expected = json.loads((tmp_path / "reference" / "metrics.json").read_text())
     got = json.loads((run_dir / "metrics.json").read_text())
     for key in ("train_elbo", "test_elbo", "test_recon", "test_kl", "samples"):
