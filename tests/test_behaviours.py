@@ -156,3 +156,23 @@ def test_sleep_phase_trains_the_encoder_and_beats_the_same_run_without_it(mnist_
         results[sleep] = history[-1]
     assert results[True]["test_kl"] > 1 and results[False]["test_kl"] < 0.01
     assert results[True]["test_elbo"] > results[False]["test_elbo"] + 5, results
+
+
+# ---- resuming ---------------------------------------------------------------------------------------------
+
+def test_a_resumed_run_trains_only_the_samples_after_its_checkpoint(tmp_path, monkeypatch):
+    """Training is deterministic from the seed, so a restart would end with the same numbers as a resume:
+    what tells them apart is the work done. Resumed from its checkpoint at 600 samples, a run of 1200
+    makes the 12 remaining steps of 50, and logs only the evaluation after the checkpoint anew."""
+    steps = []
+    step = vc.AEVB.__call__
+    monkeypatch.setattr(vc.AEVB, "__call__", lambda self, opt, xb, idx: steps.append(len(xb)) or step(self, opt, xb, idx))
+    x = torch.bernoulli(torch.full((200, 12), 0.3))
+    kwargs = dict(batch_size=50, eval_at=[300, 900], device="cpu", progress="none")
+    ckpt = tmp_path / "checkpoint.pt"
+    first = vc.train(small_model(), x, "aevb", samples=650, checkpoint_path=ckpt, checkpoint_every=200, **kwargs)
+    assert torch.load(ckpt, weights_only=False)["samples_seen"] == 600 and len(steps) == 13
+    steps.clear()
+    resumed = vc.train(small_model(), x, "aevb", samples=1200, checkpoint_path=ckpt, **kwargs)
+    assert len(steps) == 12
+    assert [r["samples"] for r in resumed] == [300, 900, 1200] and resumed[0] == first[0]  # the saved row
