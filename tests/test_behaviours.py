@@ -106,13 +106,17 @@ def test_mcem_keeps_each_points_chain_under_shuffled_minibatches():
     torch.manual_seed(0)
     model = small_model(x_dim=40)
     x = model.sample_x(1.5 * torch.randn(60, 2))
+    opt = torch.optim.SGD(model.decoder.parameters(), lr=0.0)  # the E-step alone
+    # chains with step sizes so small that a transition moves each by a hair: each stays where it was
     step = vc.MCEM(model, len(x))
-    opt = torch.optim.SGD(step.parameters(), lr=0.0)  # the E-step alone
+    step.chains["step_size"].fill_(1e-4)
     before = step.chains["z"].clone()
     idx = torch.tensor([41, 3, 17, 58, 0, 29])
     step(opt, x[idx], idx)
     moved = (step.chains["z"] != before).any(1)
-    assert set(moved.nonzero().flatten().tolist()) <= set(idx.tolist()) and moved.sum() >= 4
+    assert moved.nonzero().flatten().tolist() == sorted(idx.tolist())  # the minibatch's chains, and only those
+    assert (step.chains["z"] - before).abs().max() < 0.01  # ... each from its own state
+    step = vc.MCEM(model, len(x))
     generator = torch.Generator().manual_seed(0)
     for _ in range(20):
         order = torch.randperm(len(x), generator=generator)
@@ -176,3 +180,33 @@ def test_a_resumed_run_trains_only_the_samples_after_its_checkpoint(tmp_path, mo
     resumed = vc.train(small_model(), x, "aevb", samples=1200, checkpoint_path=ckpt, **kwargs)
     assert len(steps) == 12
     assert [r["samples"] for r in resumed] == [300, 900, 1200] and resumed[0] == first[0]  # the saved row
+
+
+# ---- a run's recorded config ----------------------------------------------------------------------------
+
+OPTIONS = {  # an option a run may use -> what its config.json then records beside the base
+    "log_px_points": (dict(log_px_points=10), dict(log_px_points=10, log_px_k=1000)),
+    "lr_choices": (dict(lr_choices=[0.01, 0.1]), dict(lr=None, lr_choices=[0.01, 0.1], lr_trial_samples=50000)),
+    "is_points": (dict(is_points=3), dict(is_points=3, is_k=5000)),
+    "warmup_steps": (dict(warmup_steps=100), dict(warmup_steps=100)),
+    "mcem_updates": (dict(algorithm="mcem", mcem_updates=5), dict(algorithm="mcem", mcem_updates=5)),
+    "init": (dict(init="glorot"), dict(init="glorot", init_std=None)),
+    "lr_schedule": (dict(lr_schedule="burda"), dict(lr_schedule="burda")),
+    "adam_eps": (dict(adam_eps=1e-4), dict(adam_eps=1e-4)),
+    "refit_samples": (dict(is_points=3, refit_samples=1000), dict(is_points=3, is_k=5000, refit_samples=1000)),
+    "appd_points": (dict(appd_points=50), dict(appd_points=5)),  # at most the test set's 5 points
+}
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+def test_a_run_records_an_option_only_when_it_uses_it(option):
+    """config.json decides whether a finished run is reused: an option enters it only when the run uses
+    it, so that adding an option to the project leaves every run that does not use it as it was."""
+    from aevb.experiment import RunConfig, saved_config
+    from test_experiment import notebook_defaults
+    train_x, test_x = torch.zeros(10, 3), torch.zeros(5, 3)
+    base = saved_config(RunConfig.from_namespace(notebook_defaults()), train_x, test_x, "bernoulli")
+    assert not set(base) & {*OPTIONS, "log_px_k", "lr_trial_samples", "is_k"}
+    changed, recorded = OPTIONS[option]
+    saved = saved_config(RunConfig.from_namespace({**notebook_defaults(), **changed}), train_x, test_x, "bernoulli")
+    assert saved == {**base, **recorded}
