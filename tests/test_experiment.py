@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import nbformat
 import papermill
@@ -86,6 +87,23 @@ def test_bad_parameters_stop_the_notebook_before_any_work(tmp_path):
         assert not (tmp_path / f"run{i}").exists(), bad  # refused before the run folder is made
 
 
+def descendants(pid):
+    """The pids of a process's children, their children and so on (read from /proc)."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):  # a process that ended meanwhile
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def progress_lines(executed):
     """The sample counts of the progress lines ('[aevb]  8,618/40,000 samples ...') an executed training
     notebook printed."""
@@ -110,7 +128,14 @@ def test_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run
     deadline = time.time() + 120
     while not list(run_dir.glob("checkpoint-*.pt")) and time.time() < deadline and process.poll() is None:
         time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)  # the notebook's kernel dies with it
+    # the notebook's kernel runs in a session of its own (jupyter_client starts it so), where killpg does not
+    # reach: it is killed first, by its pid, so that it writes no checkpoint after the one read below
+    for pid in descendants(process.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert list(run_dir.glob("checkpoint-*.pt")), "the run should have checkpointed before the kill"
     assert not (run_dir / "metrics.json").exists(), "a killed run must not look finished"
