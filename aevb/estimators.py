@@ -32,6 +32,8 @@ def log_likelihood(model, x, k=5000, seed=0, max_elements=1 << 20):
     stays near `max_elements` floats whatever k and N; a running logsumexp combines the chunks.
     Returns a float64 tensor [N] on the CPU.
     """
+    if k < 1:
+        raise ValueError(f"need k >= 1 importance samples (got k={k})")
     device = next(model.parameters()).device
     n_points = max(1, min(len(x), max_elements // model.x_dim))
     n_draws = max(1, min(k, max_elements // (n_points * model.x_dim)))
@@ -192,6 +194,8 @@ def log_likelihood_refit(model, train_x, x, samples, k=1000, batch_size=100, lr=
     expectation: a poorer fit makes it lower, never higher.
     Returns (log p(x) [N] float64 on the CPU, the fitted encoder's final training ELBO).
     """
+    if k < 1:  # before the encoder is fitted
+        raise ValueError(f"need k >= 1 importance samples (got k={k})")
     device = next(model.parameters()).device
     with seeded_rng(device, seed):
         refit = vc.VAE(**model.config).to(device)

@@ -75,10 +75,7 @@ def test_missing_file_names_the_file_and_the_fix(tmp_path):
         load_frey(tmp_path)
     with pytest.raises(DataError, match=r"train-images-idx3-ubyte\.gz.*make data"):
         load_mnist(tmp_path, "train")
-
-
-def test_data_folder_that_cannot_be_read_names_the_file(tmp_path):
-    not_a_folder = tmp_path / "data"
+    not_a_folder = tmp_path / "data"  # a data folder that cannot be read: the same message
     not_a_folder.write_text("oops")
     with pytest.raises(DataError, match=r"data/MNIST/raw/train-images-idx3-ubyte\.gz.*make data"):
         load_mnist(not_a_folder, "train")

@@ -1,7 +1,12 @@
 """The experiment grid: the one list of runs, what make and the notebooks ask of it, and that make
 trains exactly what the grid adds or changes and writes nothing when asked what it would do."""
+import json
+import math
+import os
 import re
+import shutil
 import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -108,3 +113,72 @@ def test_make_trains_exactly_what_the_grid_adds_or_changes(tmp_path):
     assert '"samples": 3000' in metrics(1).read_text()
     jobs = (tmp_path / "jobs.log").read_text().splitlines()  # one job per training, through the launcher
     assert len(jobs) == 4 and all("scripts/run_notebook.py notebooks/train.ipynb" in job for job in jobs)
+
+
+@pytest.mark.parametrize("profile", grid.PROFILES)
+def test_every_run_and_every_step_size_trial_updates_its_parameters(profile):
+    """A run whose budget ends within its optimizer's warm-up (minibatches that only feed Adagrad's
+    statistics) never moves a parameter: its curves, trial scores and metrics would be those of the
+    initialization. Every run must make more minibatch steps than its warm-up, and so must each
+    candidate of its step-size trial."""
+    defaults = notebook_defaults()
+    frozen = []
+    for r in grid.runs(profile=profile):
+        config = RunConfig.from_namespace({**defaults, **r.params(profile)})
+        steps = config.samples // config.batch_size
+        trial_steps = config.lr_trial_samples // config.batch_size if config.lr_choices else math.inf
+        if min(steps, trial_steps) <= config.warmup_steps:
+            frozen.append(f"{r.name}: {steps} steps, a trial of {trial_steps}, a warm-up of {config.warmup_steps}")
+    assert not frozen, "\n".join(frozen)
+    assert any(RunConfig.from_namespace({**defaults, **r.params(profile)}).warmup_steps for r in grid.runs())
+
+
+PROJECT_FILES = ("Makefile", "pyproject.toml", "requirements.txt", "published_numbers.csv", "vae_core.py", "aevb",
+                 "notebooks", "scripts")
+
+
+@pytest.mark.slow
+def test_a_code_change_retrains_exactly_the_runs_that_code_trains(tmp_path):
+    """make in a copy of the project, on a grid of two runs: a changed comment or docstring in the training
+    code, or a change to code that does not train (aevb/figures.py), retrains nothing; a change to the code
+    that trains (vae_core.py) retrains every run, each told why."""
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in PROJECT_FILES:  # copy2 keeps the mtimes, so the environment is not rebuilt
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_*"))
+        else:
+            shutil.copy2(ROOT / name, project / name)
+    grid_file = tmp_path / "grid.py"
+    grid_file.write_text(textwrap.dedent(TINY_GRID.format(samples=2000, seeds=[1, 2])))
+    venv = sys.prefix  # the environment these tests run in (make setup's)
+    env = {**os.environ, "PYTHONPATH": str(project)}
+
+    def make_runs():
+        result = subprocess.run(["make", "-C", str(project), "runs", "PROFILE=smoke", f"GRID_FILE={grid_file}",
+                                 f"VENV={venv}", "-o", f"{venv}/.installed", f"RUNS={tmp_path}/runs",
+                                 f"BUILD={tmp_path}/build", f"FIGURES={tmp_path}/figures"],
+                                capture_output=True, text=True, env=env)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        log = result.stdout + result.stderr
+        return sorted(re.findall(r"train_mnist_(aevb_z2_tiny_s\d)\.ipynb", log)), log
+
+    def edit(name, old, new):
+        path = project / name
+        text = path.read_text()
+        assert text.count(old) == 1, (name, old)
+        path.write_text(text.replace(old, new))
+
+    both = ["aevb_z2_tiny_s1", "aevb_z2_tiny_s2"]
+    assert make_runs()[0] == both
+    config = (tmp_path / "runs/mnist/aevb_z2_tiny_s1/config.json").read_text()
+    edit("vae_core.py", "def bernoulli(probs):\n", "def bernoulli(probs):  # a new comment\n")
+    edit("vae_core.py", '    """Mean ELBO,', '    """The mean ELBO,')
+    edit("aevb/figures.py", "def notebooks():\n", "UNUSED = 1\n\n\ndef notebooks():\n")
+    assert make_runs()[0] == []
+    edit("vae_core.py", "ALGORITHMS = (", "UNUSED = 1\nALGORITHMS = (")
+    trained, log = make_runs()
+    assert trained == both and log.count("retraining it") == 2 and "code_hash" in log
+    assert json.loads((tmp_path / "runs/mnist/aevb_z2_tiny_s1/config.json").read_text())["code_hash"] != \
+        json.loads(config)["code_hash"]
+    assert make_runs()[0] == []

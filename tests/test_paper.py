@@ -10,7 +10,6 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import nbformat
 import pytest
@@ -312,3 +311,69 @@ def test_a_rerun_on_edited_runs_changes_the_sentence(paper, tmp_path):
     assert "behind at Nz = 3" not in before["aevb_beats_ws"], before["aevb_beats_ws"]
     assert re.search(r"on MNIST AEVB is .*behind at Nz = 3\b", after["aevb_beats_ws"]), after["aevb_beats_ws"]
     assert before["frey"] == after["frey"]  # what the edit does not touch stays
+
+
+# ---- every smoke run learns, and make redoes exactly what changed -----------------------------------------
+
+def test_step_size_trials_learn_so_their_scores_differ(paper):
+    """A trial that never updates (a warm-up longer than the trial) scores the initialization, the same for
+    every step size, and the choice is then a tie: every trial's scores differ here."""
+    out, _ = paper
+    trials = {}
+    for run in grid.runs(profile="smoke"):
+        metrics = json.loads((run.folder(out / "runs") / "metrics.json").read_text())
+        if "lr_trial_train_elbo" in metrics:
+            trials[run.name] = metrics["lr_trial_train_elbo"]
+    assert len(trials) == len([r for r in grid.runs(profile="smoke") if r.protocol.startswith("kingma")
+                               and r.protocol != "kingma-lr0.02"]) > 20
+    ties = {name: scores for name, scores in trials.items() if len(set(scores.values())) < len(scores)}
+    assert not ties, ties
+
+
+def test_aevb_and_wake_sleep_runs_of_one_setting_end_with_different_numbers(paper):
+    """Two algorithms that both trained cannot end at the same bound: every AEVB run and its wake-sleep twin
+    (same protocol, Nz and seed) differ in every metric of the final model."""
+    out, _ = paper
+    pairs = 0
+    for run in grid.runs(profile="smoke", algorithm="aevb"):
+        twins = grid.runs(profile="smoke", algorithm="wake_sleep", dataset=run.dataset, protocol=run.protocol,
+                          latent_dim=run.latent_dim, seed=run.seed)
+        for twin in twins:
+            a, b = (json.loads((r.folder(out / "runs") / "metrics.json").read_text()) for r in (run, twin))
+            same = [k for k in ("train_elbo", "test_elbo", "test_recon", "test_kl") if a[k] == b[k]]
+            assert not same, (run.name, twin.name, same)
+            pairs += 1
+    assert pairs >= 15
+
+
+def notebooks_run(log):
+    return sorted(set(re.findall(r"scripts/run_notebook\.py notebooks/(\w+)\.ipynb", log)))
+
+
+def mtimes(*folders):
+    return {p: p.stat().st_mtime_ns for folder in folders for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_make_paper_with_nothing_changed_rewrites_nothing(paper):
+    out, _ = paper
+    before = mtimes(out / "runs", out / "figures", out / "build")
+    log = make_paper(out)
+    assert notebooks_run(log) == [], log[-3000:]
+    assert mtimes(out / "runs", out / "figures", out / "build") == before
+
+
+def test_a_changed_run_re_runs_exactly_the_figure_notebooks_that_read_it(paper):
+    out, _ = paper
+    changed = grid.run("mnist/iwae_z50_burda_s1")
+    readers = sorted(nb for nb in grid.NOTEBOOK_RUNS if changed in grid.notebook_runs(nb, profile="smoke"))
+    assert readers == ["burda2015", "scorecard"]
+    stamps = {nb: (out / "build" / "done" / nb).stat().st_mtime_ns for nb in grid.NOTEBOOK_RUNS}
+    runs_before = mtimes(out / "runs")
+    metrics = changed.folder(out / "runs") / "metrics.json"
+    metrics.touch()  # what make sees of a run trained again
+    log = make_paper(out)
+    assert notebooks_run(log) == readers, log[-3000:]
+    restamped = sorted(nb for nb in grid.NOTEBOOK_RUNS if (out / "build" / "done" / nb).stat().st_mtime_ns != stamps[nb])
+    assert restamped == readers
+    assert {p: t for p, t in mtimes(out / "runs").items() if p != metrics} == \
+        {p: t for p, t in runs_before.items() if p != metrics}  # no run retrained
