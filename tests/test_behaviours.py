@@ -8,7 +8,9 @@ import pytest
 import torch
 
 import vae_core as vc
+from aevb import estimators
 from aevb.estimators import log_likelihood, log_likelihood_hmc
+from aevb.runs import Checkpoint
 from conftest import exact_log_px, small_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -33,7 +35,7 @@ def test_running_terms_match_an_independent_evaluation_of_the_frozen_model(algor
     x = torch.bernoulli(torch.rand(8, 12).repeat(50, 1))  # 400 points, 8 patterns
     start = parameters_of(model)
     history = vc.train(model, x, algorithm, samples=1600, batch_size=50, n_samples=k, warmup_steps=FROZEN,
-                       eval_at=[800], device="cpu", progress="none")
+                       eval_at=[800], device="cpu")
     assert all(torch.equal(p, q) for p, q in zip(start, model.parameters()))  # frozen indeed
     with torch.no_grad():  # the bound of each of many draws: its mean, and the spread of one draw
         draws = log_likelihood(model, x.repeat(20, 1), k=k).float() if k > 1 else model.elbo(x.repeat(20, 1))[0]
@@ -60,7 +62,7 @@ def test_dynamic_binarization_trains_on_fresh_0_1_draws_and_evaluates_one_fixed_
                                                                    evaluate(model, data, **kw))[1])
     grey = torch.cat([torch.full((50, 12), 0.3), torch.full((50, 12), 0.7)])  # thresholding would give 0 and 1
     vc.train(small_model(), grey, "aevb", epochs=20, batch_size=20, dynamic_binarization=True, eval_at=[500, 1000],
-             device="cpu", progress="none")
+             device="cpu")
     assert len(steps) == 100 and len(evaluated) == 3
     draws = torch.zeros(100, 12)
     for xb, idx in steps:
@@ -87,12 +89,12 @@ def test_weight_prior_is_a_decay_of_1_over_n_on_the_learned_parameters_and_shrin
         torch.manual_seed(0)
         model = small_model()
         vc.train(model, x, "aevb", epochs=50, batch_size=10, optimizer="adagrad", lr=0.05, weight_prior=prior,
-                 device="cpu", progress="none")
+                 device="cpu")
         norms[prior] = torch.cat([p.detach().flatten() for p in model.parameters()]).norm().item()
         [group] = optimizers[-1].param_groups
         assert group["weight_decay"] == (1 / 40 if prior else 0.0)
     assert norms[True] < 0.8 * norms[False], norms
-    vc.train(small_model(), x, "mcem", samples=10, batch_size=10, weight_prior=True, device="cpu", progress="none")
+    vc.train(small_model(), x, "mcem", samples=10, batch_size=10, weight_prior=True, device="cpu")
     [group] = optimizers[-1].param_groups  # MCEM learns the decoder alone, and its prior is on the decoder
     assert group["weight_decay"] == 1 / 40 and len(group["params"]) == len(list(small_model().decoder.parameters()))
 
@@ -123,7 +125,7 @@ def test_mcem_keeps_each_points_chain_under_shuffled_minibatches():
         for i in range(0, len(x), 12):
             step(opt, x[order[i:i + 12]], order[i:i + 12])
     with torch.no_grad():
-        log_joint = vc.log_joint_fn(model, x)
+        log_joint = estimators.log_joint_fn(model, x)
         z = step.chains["z"]
         assert (log_joint(z) - log_joint(z.roll(1, 0))).mean() > 5.0
 
@@ -156,7 +158,7 @@ def test_sleep_phase_trains_the_encoder_and_beats_the_same_run_without_it(mnist_
         model = vc.VAE(784, 5, hidden=(100,))
         model.encoder.requires_grad_(sleep)
         history = vc.train(model, x, "wake_sleep", epochs=6, lr=1e-2, seed=1, test_x=xt[:500], eval_at=[],
-                           device="cpu", progress="none")
+                           device="cpu")
         results[sleep] = history[-1]
     assert results[True]["test_kl"] > 1 and results[False]["test_kl"] < 0.01
     assert results[True]["test_elbo"] > results[False]["test_elbo"] + 5, results
@@ -172,12 +174,12 @@ def test_a_resumed_run_trains_only_the_samples_after_its_checkpoint(tmp_path, mo
     step = vc.AEVB.__call__
     monkeypatch.setattr(vc.AEVB, "__call__", lambda self, opt, xb, idx: steps.append(len(xb)) or step(self, opt, xb, idx))
     x = torch.bernoulli(torch.full((200, 12), 0.3))
-    kwargs = dict(batch_size=50, eval_at=[300, 900], device="cpu", progress="none")
+    kwargs = dict(batch_size=50, eval_at=[300, 900], device="cpu")
     ckpt = tmp_path / "checkpoint.pt"
-    first = vc.train(small_model(), x, "aevb", samples=650, checkpoint_path=ckpt, checkpoint_every=200, **kwargs)
+    first = vc.train(small_model(), x, "aevb", samples=650, checkpoint=Checkpoint(ckpt, every=200), **kwargs)
     assert torch.load(ckpt, weights_only=False)["samples_seen"] == 600 and len(steps) == 13
     steps.clear()
-    resumed = vc.train(small_model(), x, "aevb", samples=1200, checkpoint_path=ckpt, **kwargs)
+    resumed = vc.train(small_model(), x, "aevb", samples=1200, checkpoint=Checkpoint(ckpt), **kwargs)
     assert len(steps) == 12
     assert [r["samples"] for r in resumed] == [300, 900, 1200] and resumed[0] == first[0]  # the saved row
 
