@@ -28,7 +28,7 @@ DATA_FILES = {
     "binarized_mnist/binarized_mnist_test.amat.gz": "e6687bfea3f820c174f33b7865140b2a2dd2930ef786f35d45795fc193b5ab2c",
 }
 GET_DATA_HINT = ("Run `make data` (it copies from $VAE_DATA_SOURCE when set, otherwise downloads), "
-                 "or set VAE_DATA_DIR to a folder that already holds the files (layout in README.md).")
+                 "or set VAE_DATA_DIR to a folder that already holds the files (layout in docs/data.md).")
 FREY_N_TEST = 200  # Frey Face: a fixed random 200 of the 1965 frames are the test set
 
 

@@ -35,20 +35,19 @@ FIRST = ("tests/test_behaviours.py", "tests/test_refusals.py", "tests/test_score
 # name -> (what is switched off, [(file, text, replacement), ...]); each text must occur exactly once.
 MUTANTS = {
     "sleep-phase-off": ("wake-sleep's sleep phase: its loss zeroed", [
-        ("vae_core.py", "(wake_loss + sleep_loss).backward()", "(wake_loss + 0 * sleep_loss).backward()")]),
+        ("vae_core.py", "self.update(opt, wake_loss + sleep_loss)", "self.update(opt, wake_loss + 0 * sleep_loss)")]),
     "running-terms-not-accumulated": ("the running terms: only the last step's sums kept", [
-        ("vae_core.py", "sums += step(opt, xb, idx)", "sums = 0 * sums + step(opt, xb, idx)")]),
+        ("vae_core.py", "                sums[key] += value\n", "                sums[key] = value\n")]),
     "running-elbo-kl-sign": ("the running ELBO: KL added instead of subtracted", [
-        ("vae_core.py", '"running_elbo": (sums[0] - sums[1])', '"running_elbo": (sums[0] + sums[1])')]),
+        ("vae_core.py", '"running_elbo": (sums["log p(x|z)"] - sums["KL"])', '"running_elbo": (sums["log p(x|z)"] + sums["KL"])')]),
     "dynamic-binarization-off": ("dynamic binarization of the minibatches", [
-        ("vae_core.py", "                xb = bernoulli(xb)\n", "                pass\n")]),
+        ("vae_core.py", "step(opt, bernoulli(xb) if dynamic_binarization else xb, idx)", "step(opt, xb, idx)")]),
     "dynamic-binarization-once": ("dynamic binarization: one draw for the whole run instead of one per visit", [
-        ("vae_core.py", "                xb = bernoulli(xb)\n", "                pass\n"),
-        ("vae_core.py", "    test_x = None if test_x is None else test_x.to(device)\n",
-         "    test_x = None if test_x is None else test_x.to(device)\n"
-         "    train_x = bernoulli(train_x) if dynamic_binarization else train_x\n")]),
+        ("vae_core.py", "step(opt, bernoulli(xb) if dynamic_binarization else xb, idx)", "step(opt, xb, idx)"),
+        ("vae_core.py", "    train_x = train_x.to(device)\n",
+         "    train_x = train_x.to(device)\n    train_x = bernoulli(train_x) if dynamic_binarization else train_x\n")]),
     "train-evaluation-not-binarized": ("the fixed binarized draw of the training set for its bound", [
-        ("vae_core.py", "        eval_train_x = torch.bernoulli(eval_train_x, generator=torch.Generator(device).manual_seed(seed))",
+        ("vae_core.py", '        eval_sets["train"] = torch.bernoulli(eval_sets["train"], generator=torch.Generator(device).manual_seed(seed))',
          "        pass")]),
     "weight-prior-off": ("the weight prior", [
         ("vae_core.py", "1.0 / n_train if weight_prior else 0.0", "0.0")]),
@@ -57,18 +56,17 @@ MUTANTS = {
     "iwae-k1": ("IWAE's k: its step uses one sample", [
         ("vae_core.py", "bound = iwae_bound(self.model, xb, self.n_samples)", "bound = iwae_bound(self.model, xb, 1)")]),
     "mcem-chains-sorted": ("MCEM's chains: read in sorted index order, not the minibatch's", [
-        ("vae_core.py", 'hmc(log_joint_fn(self.model, xb), chains["z"][idx], chains["step_size"][idx],',
-         'hmc(log_joint_fn(self.model, xb), chains["z"][idx.sort().values], chains["step_size"][idx.sort().values],')]),
+        ("vae_core.py", 'hmc(log_joint, self.chains["z"][idx], self.chains["step_size"][idx],',
+         'hmc(log_joint, self.chains["z"][idx.sort().values], self.chains["step_size"][idx.sort().values],')]),
     "mcem-chains-first-rows": ("MCEM's chains: written back to the first rows", [
-        ("vae_core.py", 'chains["z"][idx], chains["step_size"][idx], chains["accept_prob"][idx] = z,',
-         'chains["z"][:len(idx)], chains["step_size"][:len(idx)], chains["accept_prob"][:len(idx)] = z,')]),
+        ("vae_core.py", 'self.chains["z"][idx], self.chains["step_size"][idx], self.chains["accept_prob"][idx] = z,',
+         'self.chains["z"][:len(idx)], self.chains["step_size"][:len(idx)], self.chains["accept_prob"][:len(idx)] = z,')]),
     "hmc-estimator-ignores-states": ("the HMC estimator's given chain states", [
         ("aevb/estimators.py", "            if z_init is None:\n", "            if True:\n")]),
     "adagrad-warmup-off": ("the optimizer's warm-up", [
         ("vae_core.py", "return float(i >= warmup_steps) * decay", "return decay")]),
     "resume-ignored": ("resuming from a checkpoint (a restart instead)", [
-        ("vae_core.py", "if checkpoint_path is not None and Path(checkpoint_path).exists():  # resume",
-         "if False:  # resume")]),
+        ("vae_core.py", "        run = checkpoint.resume(parts, run, device)", "        pass")]),
     "smoke-warmup-100": ("the smoke profile's short warm-up (back to Kingma's 100 minibatches)", [
         ("aevb/grid.py", "SMOKE_ADAGRAD = dict(warmup_steps=5, lr_trial_samples=1000)",
          "SMOKE_ADAGRAD = dict(lr_trial_samples=1000)")]),
