@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 
 import nbformat
 import pytest
@@ -289,29 +288,6 @@ def test_every_figure_notebook_states_its_findings(paper):
             assert finding["anchor"] in executed, finding["anchor"]
     headlines = [f for n in notebooks() for f in findings_of(out / "figures", n) if f["headline"]]
     assert 3 <= sum(f["notebook"] == "scorecard" for f in headlines) <= 5
-
-
-def test_a_rerun_on_edited_runs_changes_the_sentence(paper, tmp_path):
-    """The smoke runs copied, wake-sleep's MNIST Nz = 3 test bound (Kingma's protocol) set 50 nats above
-    AEVB's, and the scorecard notebook re-run: its sentence on AEVB against wake-sleep now says AEVB is
-    behind at Nz = 3, where the build's did not."""
-    out, _ = paper
-    runs = tmp_path / "runs"
-    shutil.copytree(out / "runs", runs)
-    aevb, ws = (grid.runs(dataset="mnist", algorithm=a, latent_dim=3, protocol="kingma", seed=1)[0].folder(runs)
-                for a in ("aevb", "wake_sleep"))
-    metrics = json.loads((ws / "metrics.json").read_text())
-    metrics["test_elbo"] = json.loads((aevb / "metrics.json").read_text())["test_elbo"] + 50.0
-    (ws / "metrics.json").write_text(json.dumps(metrics))
-    cmd = [sys.executable, str(ROOT / "scripts" / "run_notebook.py"), str(ROOT / "notebooks" / "scorecard.ipynb"),
-           str(tmp_path / "scorecard.ipynb"), "-p", "runs_dir", str(runs), "-p", "figures_dir", str(tmp_path / "figures")]
-    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    before = {f["key"]: f["text"] for f in findings_of(out / "figures", "scorecard")}
-    after = {f["key"]: f["text"] for f in findings_of(tmp_path / "figures", "scorecard")}
-    assert "behind at Nz = 3" not in before["aevb_beats_ws"], before["aevb_beats_ws"]
-    assert re.search(r"on MNIST AEVB is .*behind at Nz = 3\b", after["aevb_beats_ws"]), after["aevb_beats_ws"]
-    assert before["frey"] == after["frey"]  # what the edit does not touch stays
 
 
 # ---- every smoke run learns, and make redoes exactly what changed -----------------------------------------
