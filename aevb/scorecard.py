@@ -35,11 +35,23 @@ NOT_JUDGED = ((), (), False, "")  # a claim's (values, runs used, holds, detail)
 
 # ---- the published numbers and the runs --------------------------------------------------------------
 
+VERDICTS = ["reproduced", "not reproduced", "not run at this scale", "out of scope", "n/a (hardware)"]  # in order
+
+
 def paper_of(source):
     """The paper a published row comes from: its source up to the year, 'Burda, Grosse & Salakhutdinov
     (2015), Table 1' -> 'Burda, Grosse & Salakhutdinov (2015)'."""
     match = re.match(r".*?\(\d{4}\)", source)
     return match.group(0) if match else source.split(",")[0].strip()
+
+
+def verdicts_by_paper(card_rows):
+    """{paper: Counter of verdicts} of scorecard rows (dicts with source and verdict), papers in their order."""
+    from collections import Counter
+    out = {}
+    for row in card_rows:
+        out.setdefault(paper_of(row["source"]), Counter())[row["verdict"]] += 1
+    return out
 
 
 def published_numbers(path=paths.PUBLISHED_NUMBERS):

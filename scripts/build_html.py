@@ -27,7 +27,7 @@ from traitlets.config import Config
 from aevb import findings, grid
 from aevb.figures import CSV_TABLES, FIGURES, TABLES
 from aevb.files import atomic_write_text
-from aevb.scorecard import paper_of
+from aevb.scorecard import VERDICTS, verdicts_by_paper
 
 TITLE = "Auto-Encoding Variational Bayes, its replication report and Burda et al.'s VAE and IWAE, reproduced"
 STYLE = """
@@ -63,11 +63,8 @@ def read_csv(path):
 
 def verdicts_section(card):
     """The verdicts per paper: the first thing a reviewer reads."""
-    order = [v for v in ("reproduced", "not reproduced", "not run at this scale", "out of scope", "n/a (hardware)")
-             if any(row["verdict"] == v for row in card)]
-    by_paper = {}
-    for row in card:
-        by_paper.setdefault(paper_of(row["source"]), Counter())[row["verdict"]] += 1
+    order = [v for v in VERDICTS if any(row["verdict"] == v for row in card)]
+    by_paper = verdicts_by_paper(card)
     head = ["paper", *(f'<span class="{v.replace(" ", "-")}">{html.escape(v)}</span>' for v in order)]
     rows = [[html.escape(paper), *(str(c.get(v, 0)) for v in order)] for paper, c in by_paper.items()]
     total = Counter(row["verdict"] for row in card)

@@ -21,6 +21,9 @@ import papermill
 from aevb import paths
 
 KERNEL = "aevb"
+# Seconds a kernel may take to start (papermill's default is 60): under make -j N on a loaded machine,
+# several kernels starting at once have taken longer, failing a run before it began.
+KERNEL_START_TIMEOUT = 600
 
 
 def literal(text):
@@ -83,7 +86,8 @@ def main(argv=None):
     try:
         papermill.execute_notebook(str(args.notebook), str(args.output), parameters=params,
                                    kernel_name=args.kernel, cwd=str(paths.ROOT), log_output=True,
-                                   progress_bar=False, stdout_file=sys.stdout, stderr_file=sys.stderr)
+                                   progress_bar=False, stdout_file=sys.stdout, stderr_file=sys.stderr,
+                                   start_timeout=KERNEL_START_TIMEOUT)
     except papermill.PapermillExecutionError as e:
         sys.exit(f"{args.notebook} failed in cell {e.exec_count} ({e.ename}: {e.evalue}); "
                  f"the executed notebook with the traceback is {args.output}")

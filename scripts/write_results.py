@@ -21,18 +21,9 @@ from pathlib import Path
 
 from aevb import findings, grid, paths
 from aevb.files import atomic_write_text
-from aevb.scorecard import paper_of
+from aevb.scorecard import VERDICTS, verdicts_by_paper
 
-VERDICTS = ["reproduced", "not reproduced", "not run at this scale", "out of scope", "n/a (hardware)"]
 BEGIN, END = "<!-- RESULTS:BEGIN (written by make results from scorecard.csv; do not edit) -->", "<!-- RESULTS:END -->"
-
-
-def verdicts_by_paper(card_rows):
-    """{paper: Counter of verdicts}, papers in the scorecard's order."""
-    out = {}
-    for row in card_rows:
-        out.setdefault(paper_of(row["source"]), Counter())[row["verdict"]] += 1
-    return out
 
 
 def provenance(profile, runs_dir):

@@ -150,6 +150,7 @@ def test_index_opens_with_verdicts_then_findings_then_figures(paper):
         assert paper_name in verdicts
     # each headline finding links to an anchor that its rendered notebook holds
     links = re.findall(r'<a href="([a-z0-9_]+)\.html#(finding-[a-z0-9-]+)"', page[positions[1]:positions[2]])
+    assert links, "the index lists no headline finding"
     for notebook, anchor in links:
         assert f'id="{anchor}"' in (out / "build" / "html" / f"{notebook}.html").read_text(), (notebook, anchor)
 
