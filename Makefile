@@ -47,6 +47,7 @@ endif
 done = $(patsubst %,$(RUNS)/%/metrics.json,$1)
 reads = $(call done,$(shell $(GRID) runs --notebook $1 --profile $(PROFILE)))
 
+MAKE_STARTED := $(shell date +%s)  # when this make call started: RESULTS.md says how long it took
 # Under make -j N each job gets nproc/N PyTorch threads, so N jobs share the cores.
 NPROC := $(shell nproc 2>/dev/null || echo 1)
 JOBS = $(if $(filter -j,$(MAKEFLAGS)),$(NPROC),$(or $(patsubst -j%,%,$(filter -j%,$(MAKEFLAGS))),1))
@@ -116,7 +117,7 @@ $(BUILD)/html/index.html: $(call done,$(ALL_RUNS)) $(FIGURE_OUTPUTS) scripts/bui
 results: $(RESULTS)
 $(RESULTS): $(FIGURE_OUTPUTS) scripts/write_results.py | setup
 	$(PY) scripts/write_results.py --profile $(PROFILE) --runs $(RUNS) --figures $(FIGURES) --out $@ \
-		$(if $(filter RESULTS.md,$(RESULTS)),--readme README.md)
+		$(if $(filter RESULTS.md,$(RESULTS)),--readme README.md) --make-started $(MAKE_STARTED) --jobs $(JOBS)
 
 # ---- tests and tools ---------------------------------------------------------------------------------
 test: setup data browser

@@ -61,7 +61,7 @@ class VAE(nn.Module):
         return self.encoder(x).chunk(2, dim=-1)  # (z_loc, z_logvar)
 
     def decode(self, z):
-        """Bernoulli: logits. Gaussian: (x_loc, x_logvar), the mean through a sigmoid (paper, App. C.2)."""
+        """Bernoulli: logits. Gaussian: (x_loc, x_logvar), the mean through a sigmoid (paper, Sec. 5)."""
         out = self.decoder(z)
         if self.likelihood == "bernoulli":
             return out
@@ -83,8 +83,7 @@ class VAE(nn.Module):
 
     def mean_x(self, z):
         """E[x|z], what the figures show."""
-        decoded = self.decode(z)
-        return torch.sigmoid(decoded) if self.likelihood == "bernoulli" else decoded[0]
+        return torch.sigmoid(self.decode(z)) if self.likelihood == "bernoulli" else self.decode(z)[0]
 
     def elbo(self, x, n_samples=1):
         """Per-datapoint SGVB estimate (paper, Eq. 10): (elbo, E_q log p(x|z), KL(q||p)) with L samples."""
@@ -131,12 +130,11 @@ def wake_sleep_losses(model, x, n_samples=1):
         z = z_loc + torch.exp(0.5 * z_logvar) * torch.randn((n_samples, *z_loc.shape), device=x.device)
         kl = kl_to_standard_normal(z_loc, z_logvar)
     log_px_given_z = model.log_px_given_z(x, model.decode(z)).mean(0)
-    wake_loss = -log_px_given_z.mean()
     with torch.no_grad():
         z_dream = torch.randn((len(x) * n_samples, model.z_dim), device=x.device)
         x_dream = model.sample_x(z_dream)
     sleep_loss = -log_normal(z_dream, *model.encode(x_dream)).mean()
-    return wake_loss, sleep_loss, log_px_given_z.detach(), kl
+    return -log_px_given_z.mean(), sleep_loss, log_px_given_z.detach(), kl  # the wake loss first
 
 
 # ==== Hamiltonian Monte Carlo: MCEM's E-step, and the encoder-free estimator's sampler ======================
@@ -150,14 +148,13 @@ def _log_density_and_grad(log_density, z):
 
 def hmc(log_density, z, step_size, n_transitions=1, n_leapfrog=10, adapt=False, target_accept=0.9,
         adapt_rate=1.0):
-    """Hamiltonian Monte Carlo (Neal, 2011) for a batch of independent chains z [..., Nz].
-
-    log_density: z -> [...], each chain's unnormalized log target (gradients by autograd: not under
-    torch.inference_mode). step_size: a float or [...]. A transition draws momentum p ~ N(0, I), makes
-    n_leapfrog leapfrog steps and accepts with probability min(1, exp(-dH)). adapt: then multiply each
-    step size by exp(adapt_rate * (accept_prob - target_accept)), which settles the acceptance near
-    target_accept within ~30 transitions (App. E: 10 leapfrog steps, ~90%), at the cost of exact
-    invariance. Returns (z, mean acceptance probability [...], step_size [...]), detached."""
+    """Hamiltonian Monte Carlo (Neal, 2011) for a batch of independent chains z [..., Nz]. log_density:
+    z -> [...], each chain's unnormalized log target (gradients by autograd: not under inference_mode).
+    step_size: a float or [...]. A transition draws momentum p ~ N(0, I), makes n_leapfrog leapfrog steps
+    and accepts with probability min(1, exp(-dH)). adapt: then multiply each step size by
+    exp(adapt_rate * (accept_prob - target_accept)), which settles the acceptance near target_accept
+    within ~30 transitions (App. E: 10 leapfrog steps, ~90%), at the cost of exact invariance.
+    Returns (z, mean acceptance probability [...], step_size [...]), detached."""
     z = z.detach()
     step_size = torch.as_tensor(step_size, dtype=z.dtype, device=z.device).expand(z.shape[:-1]).clone()
     log_p, grad = _log_density_and_grad(log_density, z)
@@ -202,8 +199,8 @@ class Algorithm:
                 raise ValueError(f"{cls.name}: {key}={value!r} must be an integer >= 1")
         return {**cls.options, **options}
 
-    def parameters(self):
-        return (getattr(self.model, self.learns) if self.learns else self.model).parameters()
+    def named_parameters(self):  # the learned part's, named within it
+        return (getattr(self.model, self.learns) if self.learns else self.model).named_parameters()
 
     def update(self, opt, loss):
         opt.zero_grad(set_to_none=True)
@@ -256,11 +253,11 @@ class IWAE(AEVB):
 
 
 class MCEM(Algorithm):
-    """Monte Carlo EM (Kingma & Welling, App. E; their Figure 3 baseline). Learns the decoder only.
-    E-step: `hmc_transitions` HMC transitions of each point's persistent chain on p(z|x) under the
-    decoder (10 leapfrog steps, step size adapted to ~90% acceptance). M-step: `updates` gradient steps
-    on theta ascending log p(x|z) + log p(z) at the chain states: App. E's "5 weight updates steps using
-    the acquired sample". No lower bound: judge it by an estimated log p(x) (train's eval_fn)."""
+    """Monte Carlo EM (Kingma & Welling, App. E; their Figure 3 baseline), of the decoder only. E-step:
+    `hmc_transitions` HMC transitions (10 leapfrog steps, step size adapted to ~90% acceptance) of the
+    minibatch's persistent chains on p(z|x); M-step: `updates` gradient steps on theta at the chain states
+    (App. E: "5 weight updates steps using the acquired sample"). A minibatch of the whole training set is
+    their batch MCEM (anglepy, wzoptim.py: `step_batch_mcem`). No bound: judge it by train's eval_fn."""
     name, options, has_bound = "mcem", {"hmc_transitions": 1, "updates": 1}, False
     saved, learns = ("chains",), "decoder"
 
@@ -272,8 +269,7 @@ class MCEM(Algorithm):
                        "accept_prob": torch.full((n_train,), math.nan, device=device)}  # at its latest visit
 
     def __call__(self, opt, xb, idx):
-        def log_joint(z):  # the unnormalized log posterior, log p(x|z) + log p(z)
-            return self.model.log_px_given_z(xb, self.model.decode(z)) + log_standard_normal(z)
+        log_joint = lambda z: self.model.log_px_given_z(xb, self.model.decode(z)) + log_standard_normal(z)  # noqa: E731
         z, accept, step_size = hmc(log_joint, self.chains["z"][idx], self.chains["step_size"][idx],
                                    n_transitions=self.hmc_transitions, adapt=True)
         self.chains["z"][idx], self.chains["step_size"][idx], self.chains["accept_prob"][idx] = z, step_size, accept
@@ -319,11 +315,15 @@ class TrainingDiverged(RuntimeError):
     pass
 
 
-def make_optimizer(params, name, lr, weight_decay, device, adam_eps=1e-8):
+def make_optimizer(named_params, name, lr, weight_decay, device, adam_eps=1e-8):
+    """weight_decay on the weight matrices alone, as anglepy's prior (models/VAE_Z_X.py: `f_prior` of the w's)."""
+    named_params = list(named_params)
+    params = [{"params": [p for n, p in named_params if n.endswith("weight") == decay],
+               "weight_decay": weight_decay * decay} for decay in (True, False)]
     if name == "adam":  # fused: one kernel for all parameters (CPU, CUDA and MPS)
-        return torch.optim.Adam(params, lr=lr, eps=adam_eps, weight_decay=weight_decay, fused=True)
+        return torch.optim.Adam(params, lr=lr, eps=adam_eps, fused=True)
     if name == "adagrad":  # Kingma & Welling's optimizer; its fused kernel is CPU-only
-        return torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay, fused=device.type == "cpu" or None)
+        return torch.optim.Adagrad(params, lr=lr, fused=device.type == "cpu" or None)
     raise ValueError(f"optimizer={name!r}: expected 'adam' or 'adagrad'")
 
 
@@ -343,13 +343,13 @@ def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_
           eval_fn=None, checkpoint=None, log=None, **options):
     """Train `model` on `train_x` [N, D] with one of ALGORITHMS and its `options` (n_samples: the SGVB
     estimator's L, IWAE's k; MCEM's hmc_transitions and updates); return the history, a list of rows.
-
-    Budget: `samples` (Kingma's x-axis) or `epochs`. weight_prior: p(theta) = N(0, I), a weight decay
-    1/N on the per-datapoint objective (Kingma & Welling, Sec. 5). warmup_steps: minibatches that only
-    feed the optimizer's statistics (Kingma's Adagrad: 100). eval_at: the sample counts of the rows
-    (the last is one): running values, the bound on the first `eval_size` training points and on test_x
-    (an algorithm with an encoder), and eval_fn(model)'s dict, on its own RNG stream. checkpoint:
-    `every` (samples; None: an epoch), `save`, `resume` (aevb.runs.Checkpoint). log(row, total): per row.
+    Budget: `samples` (Kingma's x-axis) or `epochs`. weight_prior: p(theta) = N(0, I), a weight decay 1/N of
+    the weight matrices on the per-datapoint objective (Kingma & Welling, Sec. 5). warmup_steps: minibatches
+    that only feed the optimizer's statistics (Kingma's Adagrad: 101). eval_at: the sample counts of the
+    rows (the last is one): running values, the bound on the first `eval_size` training points and on
+    test_x (an algorithm with an encoder), and eval_fn(model, state)'s dict (state: the algorithm's, e.g.
+    MCEM's chains), on its own RNG stream. checkpoint: `every` (samples; None: an epoch), `save`, `resume`
+    (aevb.runs.Checkpoint). log(row, total): per row.
     """
     # ---- check the arguments before any work
     if algorithm not in ALGORITHMS:
@@ -375,8 +375,8 @@ def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_
     if dynamic_binarization:  # a fixed draw for the train-set bound, like the binarized test set
         eval_sets["train"] = torch.bernoulli(eval_sets["train"], generator=torch.Generator(device).manual_seed(seed))
     step = ALGORITHMS[algorithm](model, n_train, **options)
-    # the weight prior is on the parameters the step learns (MCEM: theta alone)
-    opt = make_optimizer(step.parameters(), optimizer, lr, 1.0 / n_train if weight_prior else 0.0, device, adam_eps)
+    # the weight prior is on the weights the step learns (MCEM: theta's alone)
+    opt = make_optimizer(step.named_parameters(), optimizer, lr, 1.0 / n_train if weight_prior else 0.0, device, adam_eps)
     steps_per_epoch = n_train // batch_size  # drop the last partial batch: every step sees M points
     def lr_factor(i):  # minibatch i's: 0 in the warm-up (its steps only feed the optimizer's statistics)
         decay = 10 ** (-burda_stage(i // steps_per_epoch) / 7) if lr_schedule == "burda" else 1.0
@@ -436,7 +436,7 @@ def history_row(step, sums, sums_from, samples_seen, n_train, eval_sets, eval_fn
             row.update({f"{prefix}_{key}": value for key, value in evaluate(model, data, seed=seed).items()})
     if eval_fn is not None:
         with seeded_rng(device, seed):  # whatever eval_fn draws, training's stream is untouched
-            row.update({key: float(value) for key, value in eval_fn(model).items()})
+            row.update({key: float(value) for key, value in eval_fn(model, step.state_dict()).items()})
     model.train()
     return row
 

@@ -30,6 +30,11 @@ DATA_FILES = {
 GET_DATA_HINT = ("Run `make data` (it copies from $VAE_DATA_SOURCE when set, otherwise downloads), "
                  "or set VAE_DATA_DIR to a folder that already holds the files (layout in docs/data.md).")
 FREY_N_TEST = 200  # Frey Face: a fixed random 200 of the 1965 frames are the test set
+# A grey level g in 0..255 becomes g / pixel_scale. 255 maps onto [0, 1] (torchvision's ToTensor, the
+# replication report, Burda et al.'s loaders); Kingma & Welling's data had 256 (anglepy's
+# data/freyface.py divides by 256, and its data/mnist.py reads mnist.pkl.gz, which stores g / 256):
+# their pixels lie in [0, 255/256], so a white pixel is 255/256, never 1.
+PIXEL_SCALES = (255, 256)
 
 
 class DataError(RuntimeError):
@@ -89,17 +94,26 @@ def _mnist_tensors(data_dir, train):
     return torch.from_numpy(images.reshape(len(images), 784).copy()), torch.from_numpy(labels.astype(np.int64))
 
 
-def load_mnist(data_dir=None, split="train", binarize="none"):
+def check_pixel_scale(pixel_scale):
+    if pixel_scale not in PIXEL_SCALES or isinstance(pixel_scale, bool):
+        raise ValueError(f"pixel_scale={pixel_scale!r}: expected one of {list(PIXEL_SCALES)} (grey level / scale)")
+
+
+def load_mnist(data_dir=None, split="train", binarize="none", pixel_scale=255):
     """MNIST as one float tensor [N, 784] in [0, 1] plus labels [N] (None for `static`).
 
-    binarize: "none"    grey levels / 255 (what the replication report trained on);
+    binarize: "none"    grey levels / pixel_scale (255: the replication report's; 256: Kingma's);
               "dynamic" grey levels for split="train" (train with `dynamic_binarization=True` for a
                         fresh Bernoulli draw of every image each epoch); other splits are binarized
                         once with a fixed seed so that evaluation is repeatable;
               "static"  Larochelle's fixed binarization, splits train (50k) / valid (10k) / test (10k).
     """
     data_dir = str(Path(data_dir or paths.data_dir()))
+    check_pixel_scale(pixel_scale)
     if binarize == "static":
+        if pixel_scale != 255:
+            raise ValueError("pixel_scale applies to grey levels; Larochelle's static binarization has none "
+                             "(use pixel_scale=255)")
         if split not in ("train", "valid", "test"):
             raise ValueError(f"split={split!r}: static binarized MNIST has 'train', 'valid', 'test'")
         path = data_file(data_dir, f"binarized_mnist/binarized_mnist_{split}.amat.gz")
@@ -113,21 +127,22 @@ def load_mnist(data_dir=None, split="train", binarize="none"):
         raise ValueError(f"split={split!r}: MNIST has 'train' and 'test' (a 'valid' split exists for "
                          "binarize='static')")
     images, labels = _mnist_tensors(data_dir, split == "train")
-    x = images.float() / 255
+    x = images.float() / pixel_scale
     if binarize == "dynamic" and split != "train":
         x = torch.bernoulli(x, generator=torch.Generator().manual_seed(0))
     return x, labels.clone()
 
 
-def load_frey(data_dir=None, split="all"):
-    """Frey Face: [1965, 560] in [0, 1] (20x28 images, row-major 28 rows of 20 pixels).
+def load_frey(data_dir=None, split="all", pixel_scale=255):
+    """Frey Face: [1965, 560] in [0, 1] (20x28 images, row-major 28 rows of 20 pixels), grey levels / pixel_scale.
 
     split="train" / "test": a fixed random permutation (numpy default_rng(0)); its last
     FREY_N_TEST = 200 frames are the test set, the other 1765 the training set.
     """
     from scipy.io import loadmat
+    check_pixel_scale(pixel_scale)
     path = data_file(data_dir, "frey/frey_rawface.mat")
-    x = torch.from_numpy(loadmat(path)["ff"].T.copy()).float() / 255
+    x = torch.from_numpy(loadmat(path)["ff"].T.copy()).float() / pixel_scale
     if split == "all":
         return x
     order = torch.from_numpy(np.random.default_rng(0).permutation(len(x)))
@@ -138,12 +153,12 @@ def load_frey(data_dir=None, split="all"):
     raise ValueError(f"split={split!r}: expected 'all', 'train' or 'test'")
 
 
-def load(dataset, split, binarize="none", data_dir=None):
+def load(dataset, split, binarize="none", data_dir=None, pixel_scale=255):
     """(x, labels or None) of a dataset's split: what a run trains or is evaluated on."""
     if dataset == "mnist":
-        return load_mnist(data_dir, split, binarize)
+        return load_mnist(data_dir, split, binarize, pixel_scale)
     if dataset == "frey":
         if binarize != "none":
             raise ValueError(f"binarize={binarize!r}: Frey Face has grey levels only ('none')")
-        return load_frey(data_dir, split), None
+        return load_frey(data_dir, split, pixel_scale), None
     raise ValueError(f"dataset={dataset!r}: expected 'mnist' or 'frey'")

@@ -124,14 +124,28 @@ def log_likelihood_hmc(model, x, k=1000, n_chains=4, n_burnin=100, n_hmc_samples
 
 
 
-def log_likelihood_appendix_d(model, x, n_samples=50, n_leapfrog=4, n_burnin=100, seed=0, max_points=1000):
+@torch.no_grad()  # not inference_mode: HMC takes gradients from these states
+def encoder_sample(model, x, seed=0):
+    """z ~ q(z|x) [N, Nz], one per point on its own seeded stream: where App. D's chains start for a model
+    with an encoder, as anglepy's `ll_estimator` starts them (`gen_xz` given x draws z from q)."""
+    device = next(model.parameters()).device
+    with seeded_rng(device, seed):
+        z_loc, z_logvar = model.encode(x.to(device))
+        return z_loc + torch.exp(0.5 * z_logvar) * torch.randn_like(z_loc)
+
+
+def log_likelihood_appendix_d(model, x, n_samples=50, n_leapfrog=4, n_burnin=100, z_init=None, seed=0,
+                              max_points=1000, return_chains=False):
     """log p(x) per datapoint by Kingma & Welling's Appendix D estimator, with App. E's settings
     (L = 50 posterior samples per point, HMC with 4 leapfrog steps) and the released code's choices
-    (anglepy, hmc.py: `compute_mcmc_likelihood`):
+    (anglepy, hmc.py: `compute_mcmc_likelihood`; hmc_est.py: `ll_estimator`):
 
-    1. L posterior samples z_l ~ p(z|x) by HMC: one chain per point from the prior, n_burnin
-       transitions whose step size is tuned to ~90% acceptance, then L transitions at that step size,
-       each state kept (the burn-in length is ours: the paper does not give it);
+    1. L posterior samples z_l ~ p(z|x) by HMC: one chain per point, started from z_init [N, Nz]
+       (None: the prior), n_burnin transitions whose step size is tuned to ~90% acceptance, then L
+       transitions at that step size, each state kept (the burn-in length is ours: the paper does
+       not give it). Where the chain starts decides which mode of a multimodal posterior it samples:
+       `ll_estimator` starts it from the model's `gen_xz` (for a VAE, z ~ q(z|x): `encoder_sample`) and
+       keeps it across calls; for MCEM's training points its own chain states hold the mass;
     2. a density q(z) fitted to the first half of the samples: scipy.stats.gaussian_kde (Scott's
        bandwidth), or a diagonal Gaussian when Nz = 1 or the half holds fewer than 4 samples per
        dimension (L = 50 and Nz >= 7), as in the released code, or when the samples span fewer than Nz
@@ -140,19 +154,24 @@ def log_likelihood_appendix_d(model, x, n_samples=50, n_leapfrog=4, n_burnin=100
        E_p(z|x)[q(z) / p(x, z)] = 1/p(x) for any normalized q.
     It errs high where q has heavier tails than the posterior, and low where the chain misses modes of
     a multimodal posterior (q then covers one mode; see notebooks/marginal_likelihood.ipynb).
-    Returns a float64 tensor [N] on the CPU.
+    Returns a float64 tensor [N] on the CPU; with return_chains, also the chains' last states [N, Nz]
+    (to start the next call from, as `ll_estimator` does).
     """
     if n_samples < 4 or n_leapfrog < 1 or n_burnin < 0:
         raise ValueError(f"need n_samples >= 4, n_leapfrog >= 1 and n_burnin >= 0 "
                          f"(got {n_samples}, {n_leapfrog}, {n_burnin})")
+    if z_init is not None and tuple(z_init.shape) != (len(x), model.z_dim):
+        raise ValueError(f"z_init has shape {tuple(z_init.shape)}, expected {(len(x), model.z_dim)}")
     device = next(model.parameters()).device
     n_fit = n_samples // 2
-    out = []
+    out, last = [], []
     with seeded_rng(device, seed):
         for i in range(0, len(x), max_points):
             xb = x[i:i + max_points].to(device)
             log_joint = log_joint_fn(model, xb)
-            z = torch.randn(len(xb), model.z_dim, device=device)
+            z = torch.randn(len(xb), model.z_dim, device=device)  # drawn either way: the same stream after it
+            if z_init is not None:
+                z = z_init[i:i + max_points].to(device=device, dtype=z.dtype)
             z, _, step_size = hmc(log_joint, z, HMC_INIT_STEP_SIZE, n_transitions=n_burnin,
                                   n_leapfrog=n_leapfrog, adapt=True)
             samples, log_joints = [], []
@@ -167,7 +186,8 @@ def log_likelihood_appendix_d(model, x, n_samples=50, n_leapfrog=4, n_burnin=100
             log_ratio = log_q - log_joints[:, n_fit:]
             log_inv_px = scipy.special.logsumexp(log_ratio, axis=1) - math.log(n_samples - n_fit)
             out.append(torch.from_numpy(-log_inv_px))
-    return torch.cat(out)
+            last.append(z.cpu())
+    return (torch.cat(out), torch.cat(last)) if return_chains else torch.cat(out)
 
 
 def _log_fitted_density(fit, at):

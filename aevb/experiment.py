@@ -24,6 +24,7 @@ class RunConfig:
     each one means."""
     dataset: str = "mnist"
     binarize: str = "none"
+    pixel_scale: int = 255
     algorithm: str = "aevb"
     mcem_updates: int = 1
     latent_dim: int = 2
@@ -65,16 +66,17 @@ class RunConfig:
         """Refuse a bad value before any work, naming the parameter, its value and what is allowed."""
         choice("dataset", self.dataset, ["mnist", "frey"])
         choice("binarize", self.binarize, ["none"] if self.dataset == "frey" else ["none", "dynamic", "static"])
+        choice("pixel_scale", self.pixel_scale, [255] if self.binarize == "static" else list(data.PIXEL_SCALES))
         choice("algorithm", self.algorithm, list(vc.ALGORITHMS))
         choice("activation", self.activation, sorted(vc.ACTIVATIONS))
         choice("init", self.init, ["normal", "glorot"])
         choice("lr_schedule", self.lr_schedule, list(vc.LR_SCHEDULES))
         choice("optimizer", self.optimizer, ["adam", "adagrad"])
         choice("weight_prior", self.weight_prior, [False, True])
-        for name in ("latent_dim", "samples", "batch_size", "n_samples", "eval_points", "checkpoint_every", "seed",
+        for name in ("latent_dim", "samples", "n_samples", "eval_points", "checkpoint_every", "seed",
                      "lr_trial_samples", "is_k", "mcem_updates"):
             positive(name, getattr(self, name))
-        for name in ("train_size", "test_size", "log_px_points", "log_px_k", "is_points", "warmup_steps",
+        for name in ("batch_size", "train_size", "test_size", "log_px_points", "log_px_k", "is_points", "warmup_steps",
                      "refit_samples", "appd_points"):
             positive(name, getattr(self, name), allow_zero=True)
         positive("lr", self.lr, integer=False)
@@ -235,8 +237,8 @@ class TrainingLog:
 
 def load_data(config):
     """(train_x, test_x, likelihood) of the run: the first train_size / test_size points (0: all)."""
-    train_x, _ = data.load(config.dataset, "train", config.binarize)
-    test_x, _ = data.load(config.dataset, "test", config.binarize)
+    train_x, _ = data.load(config.dataset, "train", config.binarize, pixel_scale=config.pixel_scale)
+    test_x, _ = data.load(config.dataset, "test", config.binarize, pixel_scale=config.pixel_scale)
     likelihood = "bernoulli" if config.dataset == "mnist" else "gaussian"
     return train_x[:config.train_size or None], test_x[:config.test_size or None], likelihood
 
@@ -250,6 +252,7 @@ def saved_config(config, train_x, test_x, likelihood):
         return name in ALWAYS_RECORDED or (name not in NOT_RECORDED and getattr(config, lead) != DEFAULTS[lead])
     saved = {name: value for name, value in dataclasses.asdict(config).items() if recorded(name)}
     saved.update(hidden=list(config.hidden), likelihood=likelihood, train_size=len(train_x), test_size=len(test_x),
+                 batch_size=config.batch_size or len(train_x),
                  code_hash=code_hash())
     for name in ("is_points", "appd_points"):
         if name in saved:
@@ -297,7 +300,8 @@ def train_run(config, run_dir, replace_stale=False, progress="lines", threads=0)
         c = config
         torch.manual_seed(c.seed)
         model = vc.VAE(train_x.shape[1], c.latent_dim, c.hidden, c.activation, likelihood, c.init_std, c.init)
-        common = dict(batch_size=c.batch_size, optimizer=c.optimizer, weight_prior=c.weight_prior,
+        batch_size = c.batch_size or len(train_x)  # 0: the whole training set (batch MCEM)
+        common = dict(batch_size=batch_size, optimizer=c.optimizer, weight_prior=c.weight_prior,
                       warmup_steps=c.warmup_steps, seed=c.seed, device=select_device(c.device),
                       dynamic_binarization=c.binarize == "dynamic", lr_schedule=c.lr_schedule, adam_eps=c.adam_eps,
                       **c.options())
@@ -310,17 +314,28 @@ def train_run(config, run_dir, replace_stale=False, progress="lines", threads=0)
         extra_metrics["lr"] = lr
 
         eval_at = log_spaced_points(c.samples, c.eval_points)
-        last_epoch = c.samples - len(train_x) // c.batch_size * c.batch_size
+        last_epoch = c.samples - len(train_x) // batch_size * batch_size
         if last_epoch > 0 and not c.log_px_points:  # the final row's running bound is then over the last epoch,
             # as the report's training loss (not with log_px_points: each evaluation would also estimate log p(x))
             eval_at = sorted(set(eval_at) | {last_epoch})
 
-        def log_px_of_first_points(model):  # Kingma's Figure 3: log p(x) of the first points at each evaluation,
-            # by App. D's estimator (the paper's, for all three algorithms) and by importance sampling beside it
+        chains = {}  # App. D's chains of the points without a better start (MCEM's test points), kept across calls
+
+        def log_px_of_first_points(model, state):  # Kingma's Figure 3: log p(x) of the first points at each
+            # evaluation, by App. D's estimator (the paper's, for all three algorithms) and by IS beside it
             out = {}
             for split, x in (("train", train_x), ("test", test_x)):
-                out[f"{split}_log_px_appd"] = estimators.log_likelihood_appendix_d(model, x[:c.log_px_points]).mean()
-                out[f"{split}_log_px_is"] = estimate(model, x[:c.log_px_points], k=c.log_px_k).mean()
+                x = x[:c.log_px_points]
+                if c.algorithm == "mcem" and split == "train":
+                    z_init = state["chains"]["z"][:len(x)]  # where MCEM's own chains are: where the mass is
+                elif c.algorithm == "mcem":
+                    z_init = chains.get(split)  # first from the prior, then from where the last call ended
+                else:
+                    z_init = estimators.encoder_sample(model, x, seed=c.seed)
+                log_px, chains[split] = estimators.log_likelihood_appendix_d(model, x, z_init=z_init, seed=c.seed,
+                                                                             return_chains=True)
+                out[f"{split}_log_px_appd"] = log_px.mean()
+                out[f"{split}_log_px_is"] = estimate(model, x, k=c.log_px_k).mean()
             return out
 
         history = vc.train(model, train_x, c.algorithm, samples=c.samples, lr=lr, eval_at=eval_at, test_x=test_x,
@@ -341,7 +356,9 @@ def train_run(config, run_dir, replace_stale=False, progress="lines", threads=0)
             print(f"... with an encoder refitted for {c.refit_samples:,} samples: {mean:.2f} ± {se:.2f} "
                   f"(its training ELBO {refit_elbo:.2f})")
         if c.appd_points:
-            mean, se = with_se(estimators.log_likelihood_appendix_d(model, test_x[:c.appd_points], seed=c.seed))
+            points = test_x[:c.appd_points]  # chains started from the encoder, as anglepy's ll_estimator (gen_xz)
+            mean, se = with_se(estimators.log_likelihood_appendix_d(
+                model, points, z_init=estimators.encoder_sample(model, points, seed=c.seed), seed=c.seed))
             extra_metrics.update(test_log_px_appd=mean, test_log_px_appd_se=se)
             print(f"test log p(x), Appendix D's estimator on {c.appd_points} points: {mean:.2f} ± {se:.2f}")
         save_run(run_dir, saved, history, model, extra_metrics)

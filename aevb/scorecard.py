@@ -24,7 +24,7 @@ from aevb import paths
 from aevb.runs import load_summary
 
 # scorecard.csv's columns, in order (scripts/build_html.py reads them by name)
-COLUMNS = ["source", "what", "published", "ours", "ours_sd", "n_runs", "difference", "tolerance", "protocol",
+COLUMNS = ["source", "what", "published", "ours", "ours_sd", "n_runs", "difference", "better_by", "tolerance", "protocol",
            "samples_published", "samples_trained", "verdict", "note", "runs", "id"]
 LOG_LIKELIHOOD_COLUMNS = ["run", "protocol", "algorithm", "Nz", "samples", "points", "k", "test_log_px_is",
                           "test_log_px_is_se", "test_elbo", "gap", "test_log_px_refit", "test_log_px_refit_se",
@@ -82,6 +82,15 @@ def finished_runs(runs_dir, grid=None):
 def selected_runs(row, grid=None):
     """The grid's runs that a row's `runs` query selects under the row's protocol, finished or not."""
     return aevb.grid.select(row["runs"], row["protocol"], grid) if row["runs"] else []
+
+
+def direction(metric):
+    """+1 where a higher value of `metric` is better (a bound, a log-likelihood), -1 where a lower one is
+    (a loss, '-test_elbo'; minutes), 0 where neither is (a KL: a different split of the same bound)."""
+    key = metric.lstrip("-")
+    if key.endswith("_kl") or not metric or metric.startswith("claim:"):
+        return 0
+    return -1 if metric.startswith("-") or key == "minutes_per_million" else 1
 
 
 def value_at(run, metric, samples):
@@ -196,7 +205,7 @@ def score(row, finished, published, grid=None):
     `published` is every published row (claim 1 reads Kingma & Welling's bounds from it)."""
     samples = int(row["samples"])
     out = {"source": row["source"], "what": row["what"], "published": row["published"], "ours": math.nan,
-           "ours_sd": math.nan, "n_runs": 0, "difference": math.nan, "tolerance": row["tolerance"],
+           "ours_sd": math.nan, "n_runs": 0, "difference": math.nan, "better_by": math.nan, "tolerance": row["tolerance"],
            "protocol": row["protocol"], "samples_published": samples, "samples_trained": None, "verdict": "",
            "note": row["note"], "runs": "", "id": row["id"]}
     if not row["metric"]:
@@ -220,6 +229,8 @@ def score(row, finished, published, grid=None):
                samples_trained=trained, runs=" ".join(sorted({run.name for run in used})))
     if row["published"] is not None:
         out["difference"] = ours - row["published"]
+        if direction(row["metric"]):  # positive: ours is better, whichever way the metric points
+            out["better_by"] = direction(row["metric"]) * out["difference"]
     if row["metric"] == "minutes_per_million":
         out["verdict"] = "n/a (hardware)"
     elif trained < 0.5 * samples:  # a 3x10^6-sample run cannot judge a 10^8-sample number
@@ -290,9 +301,9 @@ def styled(card):
 
 
 def judged_differences(card, verdicts=("reproduced", "not reproduced")):
-    """The rows with a published value that were judged at their scale (or have one of `verdicts`), with
-    `ratio`: (ours - published) in units of the row's tolerance, so that values in nats and in percent
-    share one axis."""
-    judged = card[card.verdict.isin(list(verdicts)) & card.difference.notna()]
+    """The rows with a published value and a direction (not a KL) that were judged at their scale (or have
+    one of `verdicts`), with `ratio`: how much better ours is (`better_by`, positive: ours is better) in
+    units of the row's tolerance, so that bounds, losses and percentages share one axis."""
+    judged = card[card.verdict.isin(list(verdicts)) & card.better_by.notna()]
     tolerance = pd.Series([tolerance_of(row) for _, row in judged.iterrows()], index=judged.index, dtype=float)
-    return judged.assign(ratio=judged.difference / tolerance)
+    return judged.assign(ratio=judged.better_by / tolerance)

@@ -81,7 +81,7 @@ def aevb_loss(model, x, n_samples=1):
 def reference_loop(model, dataset):
     """pytorch/examples vae/main.py's train(): per-item PIL -> ToTensor, default collate."""
     loader = DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=0)
-    opt = vc.make_optimizer(model.parameters(), "adam", 1e-3, 0.0, torch.device("cpu"))
+    opt = vc.make_optimizer(model.named_parameters(), "adam", 1e-3, 0.0, torch.device("cpu"))
 
     def run(n):
         model.train()
@@ -102,7 +102,7 @@ def reference_loop(model, dataset):
 def tensor_loader_loop(model, x):
     """The same step, batches from a DataLoader over the preloaded tensor (still per-item collate)."""
     loader = DataLoader(TensorDataset(x), batch_size=BATCH, shuffle=True, num_workers=0)
-    opt = vc.make_optimizer(model.parameters(), "adam", 1e-3, 0.0, torch.device("cpu"))
+    opt = vc.make_optimizer(model.named_parameters(), "adam", 1e-3, 0.0, torch.device("cpu"))
 
     def run(n):
         model.train()
@@ -131,7 +131,7 @@ def compiled_loop(model, x):
     """Loop 3's step (index_select batches, fused Adam, metrics summed on the device) with
     aevb_loss under torch.compile, which fuses its elementwise operations and their backward.
     Its first call compiles; main times that apart."""
-    opt = vc.make_optimizer(model.parameters(), "adam", 1e-3, 0.0, torch.device("cpu"))
+    opt = vc.make_optimizer(model.named_parameters(), "adam", 1e-3, 0.0, torch.device("cpu"))
     loss_fn = torch.compile(aevb_loss)
     sums = torch.zeros(2, dtype=torch.float64)
 

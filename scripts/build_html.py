@@ -128,15 +128,17 @@ def scorecard_section(card):
             ours += f" ± {number(row['ours_sd'])} ({row['n_runs']} runs)"
         trained = f"{int(float(row['samples_trained'])):,}" if row["samples_trained"] else "-"
         difference = number(row["difference"]) if row["difference"] not in ("", "nan") else ""
+        better_by = number(row["better_by"]) if row["better_by"] not in ("", "nan") else ""
         verdict = html.escape(row["verdict"])
         cells = [f"<td>{html.escape(row['source'])}</td>", f"<td>{html.escape(row['what'])}</td>"]
         cells += [f'<td class="num">{html.escape(c)}</td>' for c in
-                  (number(row["published"]) if row["published"] else "", ours, difference, row["tolerance"])]
+                  (number(row["published"]) if row["published"] else "", ours, difference, better_by, row["tolerance"])]
         cells += [f"<td>{html.escape(row['protocol'])}</td>",
                   f'<td class="num">{short(row["samples_published"])} / {trained}</td>',
                   f'<td class="{verdict.replace(" ", "-")}">{verdict}</td>', f"<td>{html.escape(row['note'])}</td>"]
         body.append("<tr>" + "".join(cells) + "</tr>")
-    header = "".join(f"<th>{h}</th>" for h in ("source", "what", "published", "ours", "ours - published", "tolerance",
+    header = "".join(f"<th>{h}</th>" for h in ("source", "what", "published", "ours", "ours - published",
+                                               "ours better by", "tolerance",
                                                "protocol", "samples: published / ours", "verdict", "note"))
     return ["<h2 id='scorecard'>Scorecard</h2>",
             f"<p>{html.escape(CSV_TABLES['scorecard'][0])}: <code>scorecard.csv</code>, made by"

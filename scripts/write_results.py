@@ -11,8 +11,10 @@ so the README's first screen shows the committed build's verdicts without anyone
 import argparse
 import csv
 import json
+import os
 import platform
 import re
+import time
 import subprocess
 import sys
 from collections import Counter
@@ -26,8 +28,9 @@ from aevb.scorecard import VERDICTS, verdicts_by_paper
 BEGIN, END = "<!-- RESULTS:BEGIN (written by make results from scorecard.csv; do not edit) -->", "<!-- RESULTS:END -->"
 
 
-def provenance(profile, runs_dir):
-    """What made this build: profile, commit, code hashes, devices, torch versions, training time, date."""
+def provenance(profile, runs_dir, make_started=None, jobs=None):
+    """What made this build: profile, commit, code hashes, devices, torch versions, training time, date;
+    with make_started (the epoch seconds at which `make` started), how long that make call took to here."""
     def git(*args):
         try:
             return subprocess.run(["git", *args], cwd=paths.ROOT, capture_output=True, text=True,
@@ -48,6 +51,10 @@ def provenance(profile, runs_dir):
             "runs": str(len(metrics)), "device": join(m["device"] for m in metrics),
             "torch": join(m["torch_version"] for m in metrics),
             "training time (sum over runs)": f"{sum(m['wall_time'] for m in metrics) / 60:.0f} min",
+            "longest run": f"{max((m['wall_time'] for m in metrics), default=0) / 60:.0f} min",
+            **({"this make call, from its start to these results": f"{(time.time() - make_started) / 60:.0f} min "
+                f"with make -j{jobs} on {os.cpu_count()} cores (runs it reused cost it nothing)"}
+               if make_started else {}),
             "machine": f"{platform.machine()}, {platform.system()}, Python {platform.python_version()}",
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
@@ -65,8 +72,11 @@ def summary_block(by_paper, prov, results_name):
     for counts in by_paper.values():
         total.update(counts)
     counts = ", ".join(f"{total[v]} {v}" for v in VERDICTS if total[v])
+    took = prov.get("this make call, from its start to these results")
+    cost = (f"Its {prov['runs']} runs trained for {prov['training time (sum over runs)']} in all (the longest "
+            f"{prov['longest run']})" + (f"; this make call took {took}." if took else "."))
     return "\n".join([BEGIN, "", f"**Verdicts** ({prov['profile']} profile, commit {prov['commit']}, {prov['date']},"
-                      f" on {prov['device']}): {counts}.", "", *verdict_table(by_paper), "",
+                      f" on {prov['device']}): {counts}. {cost}", "", *verdict_table(by_paper), "",
                       f"The headline findings, every row and its provenance: [{results_name}]({results_name}).",
                       "", END])
 
@@ -80,6 +90,8 @@ def main(argv=None):
     for name in ("profile", "runs", "figures", "out"):
         parser.add_argument(f"--{name}", required=True)
     parser.add_argument("--readme", help="also rewrite the results block of this README")
+    parser.add_argument("--make-started", type=float, help="when make started (epoch seconds), to say how long it took")
+    parser.add_argument("--jobs", default="1", help="make's -j, for the record")
     args = parser.parse_args(argv)
     figures_dir, out = Path(args.figures), Path(args.out)
     card_path = figures_dir / "scorecard.csv"
@@ -88,7 +100,7 @@ def main(argv=None):
     with open(card_path, newline="") as f:
         card = list(csv.DictReader(f))
     by_paper = verdicts_by_paper(card)
-    prov = provenance(args.profile, Path(args.runs))
+    prov = provenance(args.profile, Path(args.runs), args.make_started, args.jobs)
     found = findings.headlines(figures_dir)
 
     lines = ["# Results", "",

@@ -77,26 +77,35 @@ def test_dynamic_binarization_trains_on_fresh_0_1_draws_and_evaluates_one_fixed_
 
 # ---- the weight prior -------------------------------------------------------------------------------
 
-def test_weight_prior_is_a_decay_of_1_over_n_on_the_learned_parameters_and_shrinks_them(monkeypatch):
+def test_weight_prior_is_a_decay_of_1_over_n_on_the_learned_weight_matrices_and_shrinks_them(monkeypatch):
     """Kingma & Welling's N(0, I) prior on the parameters, on the per-datapoint objective: a weight decay of
-    1/N (N training points) on the parameters the algorithm learns, which pulls them towards zero."""
+    1/N (N training points) on the weight matrices the algorithm learns (anglepy's prior is on its `w`
+    matrices, not on the biases), which pulls them towards zero."""
     optimizers = []
     make = vc.make_optimizer
     monkeypatch.setattr(vc, "make_optimizer", lambda *a, **kw: optimizers.append(make(*a, **kw)) or optimizers[-1])
     x = torch.bernoulli(torch.rand(5, 12).repeat(8, 1))  # N = 40
     norms = {}
+
+    def decays(opt, model):  # {parameter name: its weight decay}
+        names = {id(p): n for n, p in model.named_parameters()}
+        return {names[id(p)]: group["weight_decay"] for group in opt.param_groups for p in group["params"]}
     for prior in (False, True):
         torch.manual_seed(0)
         model = small_model()
         vc.train(model, x, "aevb", epochs=50, batch_size=10, optimizer="adagrad", lr=0.05, weight_prior=prior,
                  device="cpu")
-        norms[prior] = torch.cat([p.detach().flatten() for p in model.parameters()]).norm().item()
-        [group] = optimizers[-1].param_groups
-        assert group["weight_decay"] == (1 / 40 if prior else 0.0)
+        weights = [p.detach().flatten() for n, p in model.named_parameters() if n.endswith("weight")]
+        norms[prior] = torch.cat(weights).norm().item()
+        decay = decays(optimizers[-1], model)
+        assert set(decay) == {n for n, _ in model.named_parameters()}
+        assert all(d == (1 / 40 if prior and n.endswith("weight") else 0.0) for n, d in decay.items()), decay
     assert norms[True] < 0.8 * norms[False], norms
-    vc.train(small_model(), x, "mcem", samples=10, batch_size=10, weight_prior=True, device="cpu")
-    [group] = optimizers[-1].param_groups  # MCEM learns the decoder alone, and its prior is on the decoder
-    assert group["weight_decay"] == 1 / 40 and len(group["params"]) == len(list(small_model().decoder.parameters()))
+    model = small_model()
+    vc.train(model, x, "mcem", samples=10, batch_size=10, weight_prior=True, device="cpu")
+    decay = decays(optimizers[-1], model)  # MCEM learns the decoder alone, and its prior is on the decoder's weights
+    assert set(decay) == {f"decoder.{n}" for n, _ in model.decoder.named_parameters()}
+    assert all(d == (1 / 40 if n.endswith("weight") else 0.0) for n, d in decay.items()), decay
 
 
 # ---- MCEM's chains ------------------------------------------------------------------------------------

@@ -89,7 +89,7 @@ def saved(config):
 
 
 # another valid value of each parameter, and what the config must hold beside it for the value to be used
-OTHER = dict(dataset="frey", binarize="dynamic", algorithm="wake_sleep", mcem_updates=5, latent_dim=3, hidden=[400],
+OTHER = dict(dataset="frey", binarize="dynamic", pixel_scale=256, algorithm="wake_sleep", mcem_updates=5, latent_dim=3, hidden=[400],
              activation="relu", init="glorot", init_std=0.1, samples=1000, batch_size=50, n_samples=2,
              optimizer="adagrad", lr=0.01, lr_schedule="burda", adam_eps=1e-4, lr_choices=[0.02],
              lr_trial_samples=1000, weight_prior=True, warmup_steps=5, train_size=500, test_size=100, eval_points=5,

@@ -125,9 +125,10 @@ def test_every_run_and_every_step_size_trial_updates_its_parameters(profile):
     frozen = []
     for r in grid.runs(profile=profile):
         config = RunConfig.from_namespace({**defaults, **r.params(profile)})
-        steps = config.samples // config.batch_size
-        trial_steps = config.lr_trial_samples // config.batch_size if config.lr_choices else math.inf
-        if min(steps, trial_steps) <= config.warmup_steps:
+        batch = config.batch_size or config.train_size or 60_000  # 0: the whole training set (batch MCEM)
+        steps = config.samples // batch
+        trial_steps = config.lr_trial_samples // batch if config.lr_choices else math.inf
+        if min(steps, trial_steps) <= config.warmup_steps or steps < 1:
             frozen.append(f"{r.name}: {steps} steps, a trial of {trial_steps}, a warm-up of {config.warmup_steps}")
     assert not frozen, "\n".join(frozen)
     assert any(RunConfig.from_namespace({**defaults, **r.params(profile)}).warmup_steps for r in grid.runs())

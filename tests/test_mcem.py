@@ -63,7 +63,7 @@ def test_mcem_raises_log_likelihood_and_updates_only_the_decoder():
     model = small_model()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     start = exact_log_px(model, x_eval, n=301).mean()
-    log_px_hmc = lambda m: {"train_log_px": log_likelihood_hmc(m, x_eval, k=1000).mean()}
+    log_px_hmc = lambda m, state: {"train_log_px": log_likelihood_hmc(m, x_eval, k=1000).mean()}
     history = vc.train(model, data, "mcem", epochs=20, lr=3e-2, batch_size=50, eval_at=[400], eval_fn=log_px_hmc,
                             seed=3, device="cpu")
     end = exact_log_px(model, x_eval, n=301).mean()
@@ -82,7 +82,7 @@ def test_mcem_makes_its_decoder_updates_on_each_sample():
         torch.manual_seed(0)
         model = small_model()
         step = vc.MCEM(model, len(x), updates=updates)
-        opt = torch.optim.Adam(step.parameters(), lr=0.01)
+        opt = torch.optim.Adam([p for _, p in step.named_parameters()], lr=0.01)
         chains_before = step.chains["z"].clone()
         sums = step(opt, x[:10], torch.arange(10))
         assert all(opt.state[p]["step"] == updates for p in model.decoder.parameters())

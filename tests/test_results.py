@@ -85,7 +85,7 @@ def test_each_profile_writes_only_its_own_folders():
     """make paper in one profile never touches another's figures, build or results (make -n: nothing runs)."""
     commands = {}
     for profile in ("smoke", "default", "paper"):
-        result = subprocess.run(["make", "-n", "-C", str(ROOT), "paper", f"PROFILE={profile}"],
+        result = subprocess.run(["make", "-n", "-B", "-C", str(ROOT), "paper", f"PROFILE={profile}"],  # -B: every recipe
                                 capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
         commands[profile] = re.sub(r"\\\n\s*", "", result.stdout)  # recipes' continued lines joined

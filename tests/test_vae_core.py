@@ -81,7 +81,7 @@ def test_each_step_learns_its_parameters_and_returns_its_sums(algorithm, learns)
     model = small_model()
     x = torch.bernoulli(torch.full((50, 12), 0.3))
     step = vc.ALGORITHMS[algorithm](model, len(x), **({} if algorithm == "mcem" else {"n_samples": 5}))
-    opt = torch.optim.Adam(step.parameters(), lr=0.01)
+    opt = torch.optim.Adam([p for _, p in step.named_parameters()], lr=0.01)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     sums = step(opt, x[:10], torch.arange(10))
     assert sums and all(v.shape == () and torch.isfinite(v) and not v.requires_grad for v in sums.values())
@@ -143,7 +143,7 @@ def test_same_seed_gives_same_numbers_on_cpu(mnist_subset, algorithm):
 def test_eval_fn_leaves_training_unchanged():
     data = torch.bernoulli(torch.full((300, 12), 0.3))
     runs = []
-    for eval_fn in (None, lambda m: {"noise": torch.randn(1000).mean()}):  # it draws random numbers
+    for eval_fn in (None, lambda m, state: {"noise": torch.randn(1000).mean()}):  # it draws random numbers
         torch.manual_seed(0)
         model = small_model()
         history = vc.train(model, data, "aevb", samples=900, eval_at=[300], eval_fn=eval_fn, device="cpu")
@@ -164,7 +164,7 @@ def test_checkpoint_resume_matches_uninterrupted_run(tmp_path, algorithm):
                   test_x=x[:20] if algorithm != "mcem" else None, warmup_steps=14, lr_schedule="burda")
     if algorithm == "mcem":  # its logged log p(x) draws from the RNG too
         from aevb.estimators import log_likelihood_hmc
-        kwargs["eval_fn"] = lambda m: {"train_log_px": log_likelihood_hmc(m, x[:10], k=100, n_burnin=10,
+        kwargs["eval_fn"] = lambda m, state: {"train_log_px": log_likelihood_hmc(m, x[:10], k=100, n_burnin=10,
                                                                           n_hmc_samples=5).mean()}
     torch.manual_seed(0)
     reference = small_model()

@@ -1,0 +1,166 @@
+"""The papers' protocols where they differ from a plain reading: each protocol's pixel scale, batch MCEM's
+updates per iteration, App. D's chains started from given states, and Burda et al.'s Adam on their sum."""
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+import vae_core as vc
+from aevb import data, estimators, grid
+from aevb.experiment import RunConfig, saved_config
+from conftest import small_model
+
+# ---- pixel scale: grey level / 256 where Kingma & Welling's data had it, / 255 elsewhere ------------------
+
+KINGMAS_DATA = {("mnist", "kingma"), ("frey", "kingma"), ("mnist", "fig3n1000"), ("mnist", "fig3n50000"),
+                ("mnist", "fig3n1000-online"), *[("mnist", v) for v in grid.KINGMA_VARIANTS]}
+
+
+@pytest.mark.parametrize("key", sorted(grid.PROTOCOLS))
+def test_each_protocol_has_its_papers_pixel_scale(key):
+    config = RunConfig(**{k: v for k, v in grid.PROTOCOLS[key].items()}, dataset=key[0], protocol=key[1])
+    assert config.pixel_scale == (256 if key in KINGMAS_DATA else 255), key
+    for profile in grid.PROFILES:  # no budget changes it
+        for run in grid.runs(dataset=key[0], protocol=key[1], profile=profile):
+            assert run.params(profile).get("pixel_scale", 255) == config.pixel_scale
+
+
+def test_the_pixel_scale_divides_the_grey_levels():
+    for load, kwargs in ((data.load_mnist, dict(split="test")), (data.load_frey, dict(split="all"))):
+        x255 = load(None, **kwargs, pixel_scale=255)
+        x256 = load(None, **kwargs, pixel_scale=256)
+        x255, x256 = (x[0] if isinstance(x, tuple) else x for x in (x255, x256))
+        grey = (x255 * 255).round()  # the grey levels, 0..255
+        assert torch.equal(x256, grey / 256) and torch.equal(x255, grey / 255) and x256.max() < 1
+    assert data.load_mnist(None, "test")[0].max() == 1  # MNIST has white pixels: 1 at /255, 255/256 at /256
+    # a Bernoulli decoder's best reconstruction of a grey pixel costs the pixel's entropy, which a white
+    # pixel has at /256 (255/256) and not at /255 (1): the floor of -log p(x|z) rises
+    entropy = lambda x: -(torch.xlogy(x, x) + torch.xlogy(1 - x, 1 - x)).sum(1).mean().item()  # noqa: E731
+    x255, _ = data.load_mnist(None, "test", pixel_scale=255)
+    x256, _ = data.load_mnist(None, "test", pixel_scale=256)
+    assert entropy(x256) > entropy(x255) + 0.5
+
+
+def test_a_pixel_scale_other_than_the_papers_is_refused():
+    with pytest.raises(ValueError, match="pixel_scale=100"):
+        data.load_mnist(None, "test", pixel_scale=100)
+    with pytest.raises(ValueError, match="static binarization has none"):
+        data.load_mnist(None, "test", binarize="static", pixel_scale=256)
+
+
+# ---- batch MCEM: every chain moves, then `updates` M-steps on the whole training set -----------------------
+
+def test_batch_mcem_moves_every_chain_and_makes_its_updates_per_iteration(monkeypatch):
+    """A minibatch of the whole training set is anglepy's `step_batch_mcem`: per iteration, one HMC
+    transition of each of the N chains, then `updates` decoder steps; its x-axis counts the N samples."""
+    x = torch.bernoulli(torch.rand(40, 12))
+    model = small_model()
+    before = model.state_dict()["decoder.0.weight"].clone()
+    steps = []
+    make = vc.make_optimizer
+
+    def counting(*args, **kwargs):
+        opt = make(*args, **kwargs)
+        opt.register_step_post_hook(lambda *_: steps.append(1))
+        return opt
+    monkeypatch.setattr(vc, "make_optimizer", counting)
+    visits = []
+    history = vc.train(model, x, "mcem", samples=3 * 40, batch_size=40, optimizer="adagrad", lr=0.02,
+                       eval_at=[40, 80, 120], device="cpu", updates=5,
+                       eval_fn=lambda m, state: visits.append(state["chains"]["accept_prob"].clone()) or {})
+    assert all(not v.isnan().any() for v in visits)  # after each iteration every chain has moved
+    assert len(steps) == 3 * 5  # 3 iterations of 5 M-steps
+    assert [row["samples"] for row in history] == [40, 80, 120]  # N samples per iteration
+    assert not torch.equal(before, model.state_dict()["decoder.0.weight"])
+
+
+def test_the_grid_runs_figure_3s_mcem_as_batch_mcem_and_the_online_variant_as_labelled():
+    for profile in grid.PROFILES:
+        for run in grid.runs(algorithm="mcem", protocol=["fig3n1000", "fig3n50000"], profile=profile):
+            params = run.params(profile)
+            assert params["batch_size"] == 0 and params["mcem_updates"] == 5, run.name
+        for run in grid.runs(algorithm="mcem", protocol="fig3n1000-online", profile=profile):
+            assert run.params(profile).get("batch_size", 100) == 100
+    config = RunConfig(algorithm="mcem", batch_size=0, mcem_updates=5, lr=0.02)
+    x = torch.rand(30, 784)
+    assert saved_config(config, x, x[:10], "bernoulli")["batch_size"] == 30  # recorded as it trains
+
+
+# ---- App. D's estimator from given chain states ----------------------------------------------------------
+
+class Bimodal(nn.Module):
+    """A 'model' whose joint p(x, z) is p(x) times a two-component mixture in z: a light mode at the
+    origin, where a chain from the prior lands, and one with 98% of the mass at (6, 0), which such a
+    chain cannot reach through the barrier between them. log p(x) = LOG_PX exactly."""
+    LOG_PX, WEIGHTS, CENTRES, STD = -50.0, (0.02, 0.98), ((0.0, 0.0), (6.0, 0.0)), 0.3
+    x_dim, z_dim = 1, 2
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(()))  # a device for the estimator
+
+    def decode(self, z):
+        return z
+
+    def log_mixture(self, z):
+        parts = [math.log(w) + vc.log_normal(z, torch.tensor(c), torch.full((2,), 2 * math.log(self.STD)))
+                 for w, c in zip(self.WEIGHTS, self.CENTRES)]
+        return torch.logsumexp(torch.stack(parts), 0)
+
+    def log_px_given_z(self, x, z):  # so that log p(x|z) + log p(z) = LOG_PX + log mixture(z)
+        return self.LOG_PX + self.log_mixture(z) - vc.log_standard_normal(z) + 0 * x.sum(-1)
+
+
+def test_appendix_d_from_given_states_agrees_with_importance_sampling_where_the_prior_start_fails():
+    model, x = Bimodal(), torch.zeros(20, 1)
+    # importance sampling with a wide proposal covering both modes
+    proposal = torch.distributions.Normal(torch.tensor([3.0, 0.0]), torch.tensor([4.0, 2.0]))
+    z = proposal.sample((200_000,))
+    log_w = estimators.log_joint_fn(model, x[:1])(z[:, None, :]).squeeze(1) - proposal.log_prob(z).sum(-1)
+    is_estimate = (torch.logsumexp(log_w.double(), 0) - math.log(len(z))).item()
+    assert is_estimate == pytest.approx(Bimodal.LOG_PX, abs=0.05)
+
+    from_prior = estimators.log_likelihood_appendix_d(model, x, seed=1)
+    given = torch.tensor([6.0, 0.0]).repeat(len(x), 1) + 0.1 * torch.randn(len(x), 2)
+    from_given, last = estimators.log_likelihood_appendix_d(model, x, z_init=given, seed=1, return_chains=True)
+    # the chain from the prior stays in the light mode: about log 0.02 = -3.9 nats low
+    assert from_prior.mean().item() < is_estimate - 3
+    assert from_given.mean().item() == pytest.approx(is_estimate, abs=0.3)
+    assert last.shape == (len(x), 2) and (last[:, 0] > 4).all()  # the chains end where the mass is
+    with pytest.raises(ValueError, match="z_init has shape"):
+        estimators.log_likelihood_appendix_d(model, x, z_init=given[:3])
+
+
+def test_appendix_d_from_the_encoder_matches_quadrature():
+    from conftest import exact_log_px
+    torch.manual_seed(0)
+    model = small_model()
+    x = torch.bernoulli(torch.rand(30, 12))
+    exact = exact_log_px(model, x)
+    estimate = estimators.log_likelihood_appendix_d(model, x, z_init=estimators.encoder_sample(model, x), seed=2)
+    assert (estimate - exact).mean().abs().item() < 0.3
+
+
+# ---- Burda et al.'s Adam: eps on the minibatch's summed gradient -------------------------------------------
+
+def test_burdas_eps_on_the_sum_is_ours_on_the_mean_divided_by_the_minibatch():
+    """iwae.py ascends the minibatch's summed bound with Adam eps = 1e-4; Adam is invariant to the
+    gradient's scale except through eps, so the mean's gradient with eps / M takes the same steps."""
+    x = torch.bernoulli(torch.rand(20, 12))
+    models = []
+    for reduce, eps in ((torch.sum, 1e-4), (torch.mean, 1e-4 / 20)):
+        torch.manual_seed(0)
+        model = small_model()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=eps)
+        for _ in range(30):
+            loss = -reduce(model.elbo(x)[0])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        models.append(model)
+    sum_model, mean_model = models
+    for a, b in zip(sum_model.parameters(), mean_model.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert grid.PROTOCOLS[("mnist", "burda")]["adam_eps"] == pytest.approx(1e-4 / 20)
+    assert grid.PROTOCOLS[("mnist", "burda")]["batch_size"] == 20
