@@ -28,9 +28,23 @@ from aevb.scorecard import VERDICTS, verdicts_by_paper
 BEGIN, END = "<!-- RESULTS:BEGIN (written by make results from scorecard.csv; do not edit) -->", "<!-- RESULTS:END -->"
 
 
-def provenance(profile, runs_dir, make_started=None, jobs=None):
+MAKE_CALL = "the make call that trained its runs"
+
+
+def previous_value(path, key):
+    """A row's value in an earlier RESULTS.md's provenance table, or None."""
+    path = Path(path)
+    for line in (path.read_text().splitlines() if path.exists() else []):
+        if line.startswith(f"| {key} | "):
+            return line[len(f"| {key} | "):].rstrip(" |")
+    return None
+
+
+def provenance(profile, runs_dir, make_started=None, jobs=None, previous=None):
     """What made this build: profile, commit, code hashes, devices, torch versions, training time, date;
-    with make_started (the epoch seconds at which `make` started), how long that make call took to here."""
+    with make_started (the epoch seconds at which `make` started), how long that make call took to here
+    and how many runs it trained; where it trained none (a figure-only rebuild), what the `previous`
+    RESULTS.md said of the call that did."""
     def git(*args):
         try:
             return subprocess.run(["git", *args], cwd=paths.ROOT, capture_output=True, text=True,
@@ -40,21 +54,25 @@ def provenance(profile, runs_dir, make_started=None, jobs=None):
     commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
     if git("status", "--porcelain", "--untracked-files=no"):
         commit += " (with uncommitted changes)"
-    configs, metrics = [], []
+    configs, metrics, trained_now = [], [], 0
     for run in grid.runs(profile=profile):
         folder = run.folder(runs_dir)
         if (folder / "metrics.json").exists():
             configs.append(json.loads((folder / "config.json").read_text()))
             metrics.append(json.loads((folder / "metrics.json").read_text()))
+            trained_now += bool(make_started) and (folder / "model.pt").stat().st_mtime >= make_started
+    if trained_now:
+        call = (f"{(time.time() - make_started) / 60:.0f} min with make -j{jobs} on {os.cpu_count()} cores, from its "
+                f"start to these results; it trained {trained_now} of the {len(metrics)} runs")
+    else:
+        call = previous_value(previous, MAKE_CALL) if previous else None
     join = lambda values: ", ".join(sorted(set(values))) or "none"
     return {"profile": profile, "commit": commit, "code hash": join(c.get("code_hash", "") for c in configs),
             "runs": str(len(metrics)), "device": join(m["device"] for m in metrics),
             "torch": join(m["torch_version"] for m in metrics),
             "training time (sum over runs)": f"{sum(m['wall_time'] for m in metrics) / 60:.0f} min",
             "longest run": f"{max((m['wall_time'] for m in metrics), default=0) / 60:.0f} min",
-            **({"this make call, from its start to these results": f"{(time.time() - make_started) / 60:.0f} min "
-                f"with make -j{jobs} on {os.cpu_count()} cores (runs it reused cost it nothing)"}
-               if make_started else {}),
+            **({MAKE_CALL: call} if call else {}),
             "machine": f"{platform.machine()}, {platform.system()}, Python {platform.python_version()}",
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
@@ -72,9 +90,9 @@ def summary_block(by_paper, prov, results_name):
     for counts in by_paper.values():
         total.update(counts)
     counts = ", ".join(f"{total[v]} {v}" for v in VERDICTS if total[v])
-    took = prov.get("this make call, from its start to these results")
+    took = prov.get(MAKE_CALL)
     cost = (f"Its {prov['runs']} runs trained for {prov['training time (sum over runs)']} in all (the longest "
-            f"{prov['longest run']})" + (f"; this make call took {took}." if took else "."))
+            f"{prov['longest run']})" + (f"; the make call that trained them took {took}." if took else "."))
     return "\n".join([BEGIN, "", f"**Verdicts** ({prov['profile']} profile, commit {prov['commit']}, {prov['date']},"
                       f" on {prov['device']}): {counts}. {cost}", "", *verdict_table(by_paper), "",
                       f"The headline findings, every row and its provenance: [{results_name}]({results_name}).",
@@ -100,7 +118,7 @@ def main(argv=None):
     with open(card_path, newline="") as f:
         card = list(csv.DictReader(f))
     by_paper = verdicts_by_paper(card)
-    prov = provenance(args.profile, Path(args.runs), args.make_started, args.jobs)
+    prov = provenance(args.profile, Path(args.runs), args.make_started, args.jobs, previous=out)
     found = findings.headlines(figures_dir)
 
     lines = ["# Results", "",

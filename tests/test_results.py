@@ -95,3 +95,27 @@ def test_each_profile_writes_only_its_own_folders():
         assert not any(f"figures/{o}" in text or f"build/{o}/" in text for o in others), profile
     assert "--out RESULTS.md --readme README.md" in commands["default"]
     assert "--out build/smoke/RESULTS.md" in commands["smoke"] and "--readme" not in commands["smoke"]
+
+
+def test_the_cost_of_the_make_call_that_trained_the_runs_is_kept_by_a_figure_only_rebuild(tmp_path, figures_dir):
+    """RESULTS.md says how long the make call that trained the runs took; a later call that trained none (a
+    figure-only rebuild) keeps that line rather than report its own few minutes as the build's cost."""
+    import json
+    import time
+
+    from aevb import grid
+    run = grid.runs(profile="default")[0]
+    folder = run.folder(tmp_path / "runs")
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"code_hash": "abc"}))
+    (folder / "metrics.json").write_text(json.dumps({"wall_time": 120.0, "device": "cpu", "torch_version": "x"}))
+    (folder / "model.pt").write_bytes(b"")
+    started = time.time() - 600  # ten minutes before now: this call trained the run
+    text = write(tmp_path, figures_dir, "--make-started", str(started), "--jobs", "2")
+    line = f"| {write_results.MAKE_CALL} | 10 min with make -j2 on "
+    assert line in text and "it trained 1 of the 1 runs" in text
+    later = write(tmp_path, figures_dir, "--make-started", str(time.time() + 1), "--jobs", "2")  # trained nothing
+    assert line in later and "it trained 1 of the 1 runs" in later
+    (tmp_path / "RESULTS.md").unlink()
+    fresh = write(tmp_path, figures_dir, "--make-started", str(time.time() + 1))
+    assert write_results.MAKE_CALL not in fresh  # no record of the call that trained them: nothing said
