@@ -99,7 +99,7 @@ outputs = $(BUILD)/done/$1 $(addprefix $(FIGURES)/,$(shell $(PYTHON) -m aevb.fig
 FIGURE_OUTPUTS := $(foreach n,$(FIGURE_NOTEBOOKS),$(call outputs,$n))
 define figure_rule
 $(call outputs,$1) &: notebooks/$1.ipynb $(FIGURE_CODE) $(call reads,$1) | setup
-	$$(RUN_NOTEBOOK) notebooks/$1.ipynb $(NB)/$1.ipynb -p runs_dir $(RUNS) -p figures_dir $(FIGURES)
+	$$(RUN_NOTEBOOK) notebooks/$1.ipynb $(NB)/$1.ipynb -p runs_dir $(RUNS) -p figures_dir $(FIGURES) -p profile $(PROFILE)
 	$(PYTHON) -m aevb.figures check $1 $(FIGURES)
 	mkdir -p $(BUILD)/done && touch $(BUILD)/done/$1
 endef
