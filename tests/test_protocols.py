@@ -164,3 +164,20 @@ def test_burdas_eps_on_the_sum_is_ours_on_the_mean_divided_by_the_minibatch():
         assert torch.allclose(a, b, atol=1e-6)
     assert grid.PROTOCOLS[("mnist", "burda")]["adam_eps"] == pytest.approx(1e-4 / 20)
     assert grid.PROTOCOLS[("mnist", "burda")]["batch_size"] == 20
+
+
+# ---- each profile's figure notebooks read that profile's runs -------------------------------------------
+
+def test_every_figure_notebook_asks_the_grid_for_its_profiles_runs():
+    """A profile trains a subset of the grid (a sweep's `profiles`): a notebook that asked for every run of
+    the grid would look for folders its profile never trains (the default profile's build failed so)."""
+    import json
+    import re
+
+    from conftest import ROOT
+    for notebook in grid.NOTEBOOK_RUNS:
+        nb = json.loads((ROOT / "notebooks" / f"{notebook}.ipynb").read_text())
+        code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+        assert re.search(r'^profile = "default"', code, re.M), f"{notebook}: no `profile` parameter"
+        for call in re.finditer(r"grid\.(runs|notebook_runs|latent_dims)\(([^()]*(\([^()]*\))?[^()]*)\)", code):
+            assert "profile=" in call.group(2), f"{notebook}: {call.group(0)} reads every profile's runs"
