@@ -301,10 +301,10 @@ def test_a_rerun_with_other_numbers_changes_the_findings(runs_dir, tmp_path):
         (ws / "metrics.json").write_text(json.dumps(metrics))
         (ws / "history.csv").write_text((ws / "history.csv").read_text().replace("-148.9", "-140.0"))
     after = scorecard_findings(edited, tmp_path / "after")
-    assert "on MNIST AEVB is ahead at every Nz" in before["aevb_beats_ws"]
-    assert "**reproduced**; on Frey Face" in before["aevb_beats_ws"]
-    assert "on MNIST AEVB is ahead at Nz = 5, 10, 20 and 200 and behind at Nz = 3 " in after["aevb_beats_ws"]
-    assert "**not reproduced**; on Frey Face" in after["aevb_beats_ws"]
+    assert "on MNIST at 3×10^6 samples AEVB is ahead at every Nz" in before["aevb_beats_ws"]
+    assert "**reproduced**; on MNIST at 10^8 samples" in before["aevb_beats_ws"]
+    assert "on MNIST at 3×10^6 samples AEVB is ahead at Nz = 5, 10, 20 and 200 and behind at Nz = 3 " in after["aevb_beats_ws"]
+    assert "**not reproduced**; on MNIST at 10^8 samples" in after["aevb_beats_ws"]
     assert "Wake-sleep is within the 2-nat tolerance at Nz = 3, 5, 10, 20 and 200" in before["kingma_fig2"]
     assert "Wake-sleep is within the 2-nat tolerance at Nz = 5, 10, 20 and 200 and ahead of theirs by 8.9 nats " \
            "at Nz = 3" in after["kingma_fig2"]
