@@ -3,6 +3,7 @@
 Tests marked `slow` run notebooks, make or whole training runs; `make test-fast` leaves them out.
 """
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 import vae_core as vc
-from aevb import data
+from aevb import data, paths
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -65,3 +66,23 @@ def run_notebook(out_dir, *params, name="train"):
     cmd = [PY, str(ROOT / "scripts" / "run_notebook.py"), str(ROOT / "notebooks" / f"{name}.ipynb"),
            str(Path(out_dir) / f"{name}.ipynb"), *map(str, params)]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+
+
+def make_paper(out, *extra):
+    """`make paper PROFILE=smoke` into the folder `out` (runs, figures, build and a data folder of its own)."""
+    cmd = ["make", "-C", str(ROOT), "paper", "PROFILE=smoke", f"RUNS={out}/runs", f"FIGURES={out}/figures",
+           f"BUILD={out}/build", *extra]  # RESULTS: $(BUILD)/RESULTS.md in the smoke profile
+    # a fresh data folder that make data fills from the project's: runs then load from it all at once
+    env = {**os.environ, "VAE_DATA_DIR": str(out / "data"), "VAE_DATA_SOURCE": str(paths.data_dir())}
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="session")
+def smoke_paper(tmp_path_factory):
+    """One `make -j4 paper PROFILE=smoke` shared by every slow test that reads a build: (folder, make's log).
+    A test that changes the build (deletes a figure, edits a run) restores what the other tests read."""
+    out = tmp_path_factory.mktemp("paper")
+    log = make_paper(out, "-j4")
+    return out, log

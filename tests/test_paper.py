@@ -16,26 +16,14 @@ import pytest
 from aevb import grid, paths
 from aevb.figures import CSV_TABLES, FIGURES, notebooks
 from aevb.scorecard import published_numbers
-from conftest import ROOT
+from conftest import ROOT, make_paper
 
 pytestmark = pytest.mark.slow
 
 
-def make_paper(out, *extra):
-    cmd = ["make", "-C", str(ROOT), "paper", "PROFILE=smoke", f"RUNS={out}/runs", f"FIGURES={out}/figures",
-           f"BUILD={out}/build", *extra]  # RESULTS: $(BUILD)/RESULTS.md in the smoke profile
-    # a fresh data folder that make data fills from the project's: runs then load from it all at once
-    env = {**os.environ, "VAE_DATA_DIR": str(out / "data"), "VAE_DATA_SOURCE": str(paths.data_dir())}
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-    return result.stdout + result.stderr
-
-
 @pytest.fixture(scope="module")
-def paper(tmp_path_factory):
-    out = tmp_path_factory.mktemp("paper")
-    log = make_paper(out, "-j4")
-    return out, log
+def paper(smoke_paper):
+    return smoke_paper
 
 
 def test_every_figure_is_a_valid_png_and_pdf(paper):
