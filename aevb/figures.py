@@ -3,8 +3,9 @@
 FIGURES and CSV_TABLES are the one list of what `make paper` draws: the index page, RESULTS.md and
 the tests read them.
 """
-import os
 from pathlib import Path
+
+from aevb.files import atomic_write, atomic_write_text
 
 # Every figure `make paper` produces: file stem -> (what it reproduces, notebook that makes it).
 FIGURES = {
@@ -87,9 +88,7 @@ def save_figure(fig, name, figures_dir="figures", dpi=90):
     figures_dir = Path(figures_dir)
     figures_dir.mkdir(parents=True, exist_ok=True)
     for ext in ("png", "pdf"):
-        tmp = figures_dir / f".{name}.{os.getpid()}.tmp.{ext}"
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, figures_dir / f"{name}.{ext}")
+        atomic_write(figures_dir / f"{name}.{ext}", lambda f: fig.savefig(f, format=ext, dpi=dpi, bbox_inches="tight"))
     return figures_dir / f"{name}.png"
 
 
@@ -99,10 +98,7 @@ def save_csv(frame, name, figures_dir="figures"):
         raise KeyError(f"{name} is not in aevb.figures.CSV_TABLES; add it there with its caption")
     figures_dir = Path(figures_dir)
     figures_dir.mkdir(parents=True, exist_ok=True)
-    tmp = figures_dir / f".{name}.{os.getpid()}.tmp.csv"
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, figures_dir / f"{name}.csv")
-    return figures_dir / f"{name}.csv"
+    return atomic_write_text(figures_dir / f"{name}.csv", frame.to_csv(index=False))
 
 
 def image_grid(images, image_shape, nrow, pad=1):

@@ -169,6 +169,7 @@ def test_sleep_phase_trains_the_encoder_and_beats_the_same_run_without_it(mnist_
         history = vc.train(model, x, "wake_sleep", epochs=6, lr=1e-2, seed=1, test_x=xt[:500], eval_at=[],
                            device="cpu")
         results[sleep] = history[-1]
+    assert all(math.isfinite(v) for row in results.values() for v in row.values())
     assert results[True]["test_kl"] > 1 and results[False]["test_kl"] < 0.01
     assert results[True]["test_elbo"] > results[False]["test_elbo"] + 5, results
 

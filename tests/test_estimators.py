@@ -57,16 +57,6 @@ def test_hmc_log_likelihood_matches_quadrature_whatever_the_chunking():
                        log_likelihood_hmc(model, x[:5], k=500, n_burnin=30))  # its own seeded RNG
 
 
-def test_hmc_log_likelihood_from_given_chain_states():
-    torch.manual_seed(2)
-    model = small_model()
-    z_true = torch.randn(10, 2)
-    x = model.sample_x(z_true)
-    exact = exact_log_px(model, x, n=301)
-    est = log_likelihood_hmc(model, x, k=3000, n_burnin=10, z_init=z_true)  # a posterior draw each
-    assert (est - exact).abs().max() < 0.05
-
-
 def trained_small_model_value(_cache={}):
     """A small model (Nz = 2) trained on four patterns, so that q(z|x) is a fair proposal; made once."""
     if _cache:

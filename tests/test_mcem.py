@@ -49,11 +49,20 @@ def test_hmc_adapts_step_sizes_to_about_90_percent_acceptance():
     assert abs(accept_prob.mean() - 0.9) < 0.03, accept_prob.mean()
 
 
-def test_hmc_runs_under_no_grad_and_takes_batched_chains():
+def test_hmc_runs_under_no_grad_and_moves_batched_chains_as_the_same_chains_flat():
+    """Chains [4, 5, Nz] with a step size each are the 20 chains [20, Nz] moved one by one: the same draws give
+    the same states (under no_grad too); a chain with step size 0 stays where it is."""
     target = gaussian_target(Z_LOC, Z_SCALE)
+    z0, step_size = torch.randn(4, 5, 3), 0.1 + 0.5 * torch.rand(4, 5)
+    step_size[0] = 0.0
+    torch.manual_seed(1)
     with torch.no_grad():
-        z, accept_prob, step_size = vc.hmc(target, torch.randn(4, 5, 3), torch.full((4, 5), 0.3))
-    assert z.shape == (4, 5, 3) and accept_prob.shape == step_size.shape == (4, 5)
+        z, accept_prob, step_size_out = vc.hmc(target, z0, step_size, n_transitions=3)
+    torch.manual_seed(1)
+    flat, flat_accept, _ = vc.hmc(target, z0.reshape(20, 3), step_size.reshape(20), n_transitions=3)
+    assert z.shape == (4, 5, 3) and accept_prob.shape == step_size_out.shape == (4, 5)
+    assert torch.equal(z.reshape(20, 3), flat) and torch.equal(accept_prob.reshape(20), flat_accept)
+    assert torch.equal(z[0], z0[0]) and (z[1:] != z0[1:]).any(-1).float().mean() > 0.8
 
 
 def test_mcem_raises_log_likelihood_and_updates_only_the_decoder():

@@ -1,5 +1,6 @@
 """The papers' protocols where they differ from a plain reading: each protocol's pixel scale, batch MCEM's
-updates per iteration, App. D's chains started from given states, and Burda et al.'s Adam on their sum."""
+updates per iteration, App. D's chains started from given states or the encoder's draws (Burda et al.'s Adam
+on their sum: tests/test_wiring.py)."""
 import math
 
 import pytest
@@ -8,7 +9,7 @@ import torch.nn as nn
 
 import vae_core as vc
 from aevb import data, estimators, grid
-from aevb.experiment import RunConfig, saved_config
+from aevb.experiment import RunConfig
 from conftest import small_model
 
 # ---- pixel scale: grey level / 256 where Kingma & Welling's data had it, / 255 elsewhere ------------------
@@ -82,9 +83,7 @@ def test_the_grid_runs_figure_3s_mcem_as_batch_mcem_and_the_online_variant_as_la
             assert params["batch_size"] == 0 and params["mcem_updates"] == 5, run.name
         for run in grid.runs(algorithm="mcem", protocol="fig3n1000-online", profile=profile):
             assert run.params(profile).get("batch_size", 100) == 100
-    config = RunConfig(algorithm="mcem", batch_size=0, mcem_updates=5, lr=0.02)
-    x = torch.rand(30, 784)
-    assert saved_config(config, x, x[:10], "bernoulli")["batch_size"] == 30  # recorded as it trains
+    # (that batch_size 0 trains on the whole training set: tests/test_wiring.py)
 
 
 # ---- App. D's estimator from given chain states ----------------------------------------------------------
@@ -132,38 +131,23 @@ def test_appendix_d_from_given_states_agrees_with_importance_sampling_where_the_
         estimators.log_likelihood_appendix_d(model, x, z_init=given[:3])
 
 
-def test_appendix_d_from_the_encoder_matches_quadrature():
-    from conftest import exact_log_px
-    torch.manual_seed(0)
-    model = small_model()
-    x = torch.bernoulli(torch.rand(30, 12))
-    exact = exact_log_px(model, x)
-    estimate = estimators.log_likelihood_appendix_d(model, x, z_init=estimators.encoder_sample(model, x), seed=2)
-    assert (estimate - exact).mean().abs().item() < 0.3
+class BimodalWithEncoder(Bimodal):
+    """Bimodal, with an encoder whose q(z|x) sits on the heavy mode."""
+    def encode(self, x):
+        return torch.tensor([6.0, 0.0]).expand(len(x), 2), torch.full((len(x), 2), 2 * math.log(0.2))
 
 
-# ---- Burda et al.'s Adam: eps on the minibatch's summed gradient -------------------------------------------
-
-def test_burdas_eps_on_the_sum_is_ours_on_the_mean_divided_by_the_minibatch():
-    """iwae.py ascends the minibatch's summed bound with Adam eps = 1e-4; Adam is invariant to the
-    gradient's scale except through eps, so the mean's gradient with eps / M takes the same steps."""
-    x = torch.bernoulli(torch.rand(20, 12))
-    models = []
-    for reduce, eps in ((torch.sum, 1e-4), (torch.mean, 1e-4 / 20)):
-        torch.manual_seed(0)
-        model = small_model()
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=eps)
-        for _ in range(30):
-            loss = -reduce(model.elbo(x)[0])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        models.append(model)
-    sum_model, mean_model = models
-    for a, b in zip(sum_model.parameters(), mean_model.parameters()):
-        assert torch.allclose(a, b, atol=1e-6)
-    assert grid.PROTOCOLS[("mnist", "burda")]["adam_eps"] == pytest.approx(1e-4 / 20)
-    assert grid.PROTOCOLS[("mnist", "burda")]["batch_size"] == 20
+def test_appendix_d_from_the_encoder_finds_the_mass_where_the_prior_start_misses_it():
+    """train_run starts App. D's chains at encoder_sample (anglepy's ll_estimator: gen_xz draws z ~ q(z|x)): on
+    the bimodal posterior, chains from the encoder's draws give log p(x), chains from the prior ~4 nats less."""
+    model, x = BimodalWithEncoder(), torch.zeros(20, 1)
+    z_init = estimators.encoder_sample(model, x, seed=3)
+    assert z_init.shape == (20, 2) and (z_init[:, 0] - 6.0).abs().max() < 1.0  # q's draws, one per point
+    assert torch.equal(z_init, estimators.encoder_sample(model, x, seed=3))  # on its own seeded stream
+    from_encoder = estimators.log_likelihood_appendix_d(model, x, z_init=z_init, seed=2)
+    from_prior = estimators.log_likelihood_appendix_d(model, x, seed=2)
+    assert from_encoder.mean().item() == pytest.approx(Bimodal.LOG_PX, abs=0.3)
+    assert from_prior.mean().item() < Bimodal.LOG_PX - 3
 
 
 # ---- each profile's figure notebooks read that profile's runs -------------------------------------------

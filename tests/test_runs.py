@@ -114,13 +114,31 @@ def test_code_hash_follows_the_code_not_its_comments_or_docstrings(tmp_path):
 
 
 def test_figures_are_written_atomically(tmp_path):
+    """A figure is rewritten whole or not at all: a savefig that fails half-way leaves the old file and no
+    temporary beside it; one that succeeds replaces it."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    name = "report_fig3_performance_vs_latent_dim"
     fig, ax = plt.subplots()
     ax.plot([0, 1])
-    save_figure(fig, "report_fig3_performance_vs_latent_dim", tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["report_fig3_performance_vs_latent_dim.pdf",
-                                                          "report_fig3_performance_vs_latent_dim.png"]
+    save_figure(fig, name, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{name}.pdf", f"{name}.png"]
+    old = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert old[f"{name}.png"][:8] == b"\x89PNG\r\n\x1a\n" and old[f"{name}.pdf"][:4] == b"%PDF"
+    savefig = fig.savefig
+
+    def failing(target, **kwargs):  # half a file, then a full disk
+        target.write(b"\x89PNG half")
+        raise OSError("disk full")
+    fig.savefig = failing
+    with pytest.raises(OSError, match="disk full"):
+        save_figure(fig, name, tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == old
+    fig.savefig = savefig
+    ax.plot([1, 0])
+    save_figure(fig, name, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(old)
+    assert (tmp_path / f"{name}.png").read_bytes() != old[f"{name}.png"]
     with pytest.raises(KeyError):
         save_figure(fig, "not_a_paper_figure", tmp_path)
