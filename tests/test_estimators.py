@@ -118,3 +118,73 @@ def test_bad_arguments_are_refused():
         log_likelihood_hmc(small_model(), x, n_chains=0)
     with pytest.raises(ValueError, match="n_samples >= 4"):
         log_likelihood_appendix_d(small_model(), x, n_samples=3)
+
+
+# ---- small k, where normalisation and bias show: a model whose log p(x) is known in closed form ---------------
+
+class LinearGaussian(torch.nn.Module):
+    """z ~ N(0, 1), x | z ~ N(w z + b, s^2 I) in 2 dimensions: log p(x) = log N(x; b, w w^T + s^2 I) exactly.
+    Its encoder is the exact posterior N(m(x), 1 / (1 + |w|^2 / s^2)), or with exact=False the prior N(0, 1)."""
+    x_dim, z_dim = 2, 1
+    W, B, S = torch.tensor([1.5, -0.5]), torch.tensor([0.2, 0.1]), 0.7
+
+    def __init__(self, exact=True):
+        super().__init__()
+        self.exact = exact
+        self.dummy = torch.nn.Parameter(torch.zeros(()))  # a device for the estimators
+
+    def precision(self):
+        return 1 + self.W.pow(2).sum() / self.S ** 2
+
+    def encode(self, x):
+        if not self.exact:
+            return torch.zeros(len(x), 1), torch.zeros(len(x), 1)
+        loc = ((x - self.B) @ self.W / self.S ** 2 / self.precision())[:, None]
+        return loc, torch.full_like(loc, -math.log(self.precision()))
+
+    def decode(self, z):
+        return z * self.W + self.B, torch.full((*z.shape[:-1], 2), 2 * math.log(self.S))
+
+    def log_px_given_z(self, x, decoded):
+        return vc.log_normal(x, *decoded)
+
+    def log_px(self, x):
+        cov = torch.outer(self.W, self.W) + self.S ** 2 * torch.eye(2)
+        return torch.distributions.MultivariateNormal(self.B, cov).log_prob(x).double()
+
+    def elbo_with_the_prior_as_q(self, x):  # E_p(z)[log p(x|z)]: E (x - b - w z)^2 = |x - b|^2 + w^2 per pixel
+        return -0.5 * (2 * math.log(2 * math.pi * self.S ** 2)
+                       + ((x - self.B).pow(2).sum(-1) + self.W.pow(2).sum()) / self.S ** 2).double()
+
+
+X_SMALL_K = torch.tensor([[0.0, 0.0], [1.5, -0.2], [-2.0, 1.0], [3.0, -1.5], [0.4, 0.9]])
+
+
+@pytest.mark.parametrize("k", [1, 2, 10])
+def test_with_the_exact_posterior_as_proposal_every_k_gives_log_px_exactly(k):
+    """Each importance weight p(x, z) / q(z|x) is p(x) when q is the posterior: the estimate at any k, in any
+    chunking of the draws (10 = 3 + 3 + 3 + 1), and IWAE's bound are log p(x) to float precision."""
+    model, x = LinearGaussian(), X_SMALL_K
+    exact = model.log_px(x)
+    assert (log_likelihood(model, x, k=k) - exact).abs().max() < 1e-5
+    assert (log_likelihood(model, x, k=k, max_elements=30) - exact).abs().max() < 1e-5  # 3 draws a chunk
+    assert (vc.iwae_bound(model, x, k).double() - exact).abs().max() < 1e-5
+
+
+def test_at_small_k_the_estimate_is_unbiased_in_p_and_biased_low_in_log_p():
+    """With the prior as proposal: p-hat_k is unbiased for p(x) at every k (E exp(estimate - log p) = 1), while
+    log p-hat_k is low by a bias that shrinks with k: at k = 1 its mean is the ELBO (in closed form), then
+    ELBO < E log p-hat_2 < E log p-hat_10 < log p(x)."""
+    model, reps = LinearGaussian(exact=False), 40_000
+    x = X_SMALL_K[:3]
+    exact, elbo = model.log_px(x), model.elbo_with_the_prior_as_q(x)
+    means = {}
+    for k in (1, 2, 10):
+        estimates = log_likelihood(model, x.repeat(reps, 1), k=k, seed=k).view(reps, len(x))
+        ratio = (estimates - exact).exp()
+        assert torch.all((ratio.mean(0) - 1).abs() < 4 * ratio.std(0) / math.sqrt(reps)), (k, ratio.mean(0))
+        means[k], se = estimates.mean(0), estimates.std(0) / math.sqrt(reps)
+        if k == 1:
+            assert torch.all((means[1] - elbo).abs() < 4 * se), (means[1], elbo)
+    assert torch.all(elbo + 0.05 < means[2]) and torch.all(means[2] + 0.05 < means[10])
+    assert torch.all(means[10] < exact - 0.02)  # (the sd of each mean: ~0.002)

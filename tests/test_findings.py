@@ -156,3 +156,23 @@ def test_each_figure_notebook_states_findings_in_hidden_cells(name):
     assert not any("print(f" in c.source for c in stating), f"{name}: a finding printed, not stated"
     assert any("remove-input" in c.metadata.get("tags", []) for c in code if "import " in c.source), name
     assert all(c.outputs == [] and c.execution_count is None for c in code), f"{name} is committed with outputs"
+
+
+# ---- the words follow the sign of the numbers ----------------------------------------------------------------
+
+@pytest.mark.parametrize("a, b", [(-110.6, -112.4), (3.0, 1.0), (0.5, -4.0), (101.2, 99.0)])
+def test_swapping_the_values_swaps_the_words(a, b):
+    """Whatever the values, a against b and b against a say opposite things: ahead/behind, above/below,
+    raises/lowers, each with the same distance; a tolerance they both exceed does not change that."""
+    d = f"{abs(a - b):.1f} nats"
+    assert (versus(a, b), versus(b, a)) == (f"ahead by {d}", f"behind by {d}")
+    assert (versus(a, b, higher_is_better=False), versus(b, a, higher_is_better=False)) == \
+        (f"behind by {d}", f"ahead by {d}")
+    assert (compare(a, b, 0.1), compare(b, a, 0.1)) == (f"{d} ahead of theirs", f"{d} behind theirs")
+    assert (compare(a, b, 0.1, higher_is_better=False), compare(b, a, 0.1, higher_is_better=False)) == \
+        (f"{d} behind theirs", f"{d} ahead of theirs")
+    assert (compare(a, b, None, higher_is_better=None), compare(b, a, None, higher_is_better=None)) == \
+        (f"{d} above theirs", f"{d} below theirs")
+    assert moves(b, a).startswith(f"raises it by {d}") and moves(a, b).startswith(f"lowers it by {d}")
+    tolerance = abs(a - b) + 0.5  # within it: the side still follows the sign
+    assert compare(a, b, tolerance).endswith(f"({d} ahead)") and compare(b, a, tolerance).endswith(f"({d} behind)")

@@ -402,3 +402,71 @@ def test_an_unknown_claim_is_refused_with_its_name(tmp_path):
     row = {**PUBLISHED["report_claim2"], "metric": "claim:aevb_wins_everything"}
     with pytest.raises(ValueError, match="unknown claim 'aevb_wins_everything' in published row report_claim2"):
         scorecard.score(row, {}, PUBLISHED)
+
+
+# ---- every claim and verdict fails in both directions ------------------------------------------------------
+
+def report_runs(tmp_path, test_elbo=None, log_px=None):
+    """The report's runs (AEVB at Nz = 2..20, wake-sleep at Nz = 20, three seeds there), finished at 3x10^6
+    samples: test_elbo(run) and log_px(run) give their values (None: -100 and no log-likelihood)."""
+    for run in grid.runs(dataset="mnist", protocol="report"):
+        value = test_elbo(run) if test_elbo else -100.0
+        metrics = {"test_elbo": value, **({"test_log_px_is": log_px(run), "test_log_px_is_se": 0.1} if log_px else {})}
+        write_run(tmp_path, run, 3_000_000, {3_000_000: {"test_elbo": value}}, metrics)
+    return tmp_path
+
+
+# a gap in units of the row's tolerance: 1.125 beyond it, 0.875 within it, either sign
+BEYOND_AND_WITHIN = [(1.125, "not reproduced"), (-1.125, "not reproduced"), (0.875, "reproduced"),
+                     (-0.875, "reproduced"), (0.0, "reproduced")]
+
+
+@pytest.mark.parametrize("tolerances, verdict", BEYOND_AND_WITHIN)
+def test_claim_1_fails_beyond_its_tolerance_in_either_sign(tmp_path, tolerances, verdict):
+    """Claim 1 (our Adam at 3x10^6 within the tolerance of Kingma & Welling's 10^8 at every Nz) with every Nz on
+    Kingma's bound but one, off by `gap`: above or below, beyond the tolerance it fails, within it holds."""
+    gap = tolerances * scorecard.tolerance_of(PUBLISHED["report_claim1"])
+    kingma = {run.latent_dim: PUBLISHED[f"kingma_fig2_mnist_aevb_z{run.latent_dim}_test_1e8"]["published"]
+              for run in scorecard.selected_runs(PUBLISHED["report_claim1"])}  # Nz = 3, 5, 10, 20
+    runs_dir = report_runs(tmp_path, lambda run: kingma.get(run.latent_dim, -100.0) + (gap if run.latent_dim == 10 else 0))
+    claim = score("report_claim1", runs_dir)
+    assert claim["verdict"] == verdict and claim["ours"] == pytest.approx(gap, abs=1e-9)
+    assert f"10: {gap:+.2f}" in claim["note"] and "3: +0.00" in claim["note"]
+
+
+@pytest.mark.parametrize("tolerances, verdict", BEYOND_AND_WITHIN)
+def test_claim_2_fails_beyond_its_tolerance_in_either_sign(tmp_path, tolerances, verdict):
+    """Claim 2: wake-sleep's test loss minus AEVB's, seed by seed, against the report's gap: above or below it,
+    beyond the tolerance it fails, within it holds."""
+    row = PUBLISHED["report_claim2"]
+    shift = row["published"] + tolerances * scorecard.tolerance_of(row)
+    runs_dir = report_runs(tmp_path, lambda run: -100.0 - (shift if run.algorithm == "wake_sleep" else 0.0))
+    claim = score("report_claim2", runs_dir)
+    assert claim["verdict"] == verdict and claim["ours"] == pytest.approx(shift)
+
+
+@pytest.mark.parametrize("gap, verdict", [(10.0, "reproduced"), (0.5, "not reproduced"), (-10.0, "not reproduced")])
+def test_claim_3_holds_only_above_its_threshold(tmp_path, gap, verdict):
+    """Claim 3: AEVB's test log-likelihood minus wake-sleep's, seed by seed; it holds when the mean is above the
+    tolerance (1 nat): 10 nats above holds, 0.5 nats above does not, 10 nats below does not."""
+    assert scorecard.tolerance_of(PUBLISHED["report_claim3"]) == 1.0
+    runs_dir = report_runs(tmp_path, log_px=lambda run: -90.0 + (gap if run.algorithm == "aevb" else 0.0))
+    claim = score("report_claim3", runs_dir)
+    assert claim["verdict"] == verdict and claim["ours"] == pytest.approx(gap) and claim["n_runs"] == 3
+
+
+def test_judged_differences_keep_the_sign_in_units_of_the_tolerance():
+    """judged_differences: the judged rows with a direction, `ratio` = better_by / tolerance, its sign kept
+    (positive: ours is better); rows not judged at their scale or without a direction (a KL) left out."""
+    import pandas as pd
+    card = pd.DataFrame([
+        {"id": "ahead", "verdict": "reproduced", "better_by": 1.0, "tolerance": "2.0"},
+        {"id": "behind", "verdict": "not reproduced", "better_by": -3.0, "tolerance": "1.5"},
+        {"id": "far_ahead", "verdict": "not reproduced", "better_by": 6.0, "tolerance": "2.0"},
+        {"id": "kl", "verdict": "reproduced", "better_by": math.nan, "tolerance": "1.0"},
+        {"id": "small", "verdict": "not run at this scale", "better_by": 5.0, "tolerance": "1.0"},
+        {"id": "minutes", "verdict": "n/a (hardware)", "better_by": 2.0, "tolerance": ""}])
+    judged = scorecard.judged_differences(card)
+    assert dict(zip(judged.id, judged.ratio)) == {"ahead": 0.5, "behind": -2.0, "far_ahead": 3.0}
+    small = scorecard.judged_differences(card, verdicts=("not run at this scale",))
+    assert dict(zip(small.id, small.ratio)) == {"small": 5.0}
