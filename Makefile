@@ -10,6 +10,7 @@
 #   make test       every test (pytest, including a smoke `make paper` into a temporary folder); the
 #                   browser test needs Chromium, installed here where it can be (root with apt-get)
 #   make test-fast  the unit tests alone, for use while editing (under two minutes)
+#   make golden     rewrite the golden values of tests/test_golden.py after a change that moves them on purpose
 #   make lab        JupyterLab in the project's environment
 #   make bench      training and evaluation throughput vs the matmul ceiling -> bench/results.json|md
 #
@@ -54,7 +55,7 @@ JOBS = $(if $(filter -j,$(MAKEFLAGS)),$(NPROC),$(or $(patsubst -j%,%,$(filter -j
 THREADS = $(shell echo $$(( $(NPROC) / $(JOBS) > 0 ? $(NPROC) / $(JOBS) : 1 )))
 RUN_NOTEBOOK = env OMP_NUM_THREADS=$(THREADS) $(PY) scripts/run_notebook.py
 
-.PHONY: paper setup data runs figures html results test test-fast browser lab clean-build bench FORCE
+.PHONY: paper setup data runs figures html results test test-fast golden browser lab clean-build bench FORCE
 
 paper: html results
 	@echo "make paper ($(PROFILE)): figures in $(FIGURES)/, results in $(RESULTS), open $(BUILD)/html/index.html"
@@ -125,6 +126,11 @@ test: setup data browser
 
 test-fast: setup data
 	$(PY) -m pytest -q -m "not slow" tests
+
+# The golden values of tests/test_golden.py (four tiny runs), rewritten from the code as it is: after a change that
+# moves the numbers on purpose; `git diff tests/golden` then shows by how much.
+golden: setup data
+	$(PY) -m pytest -q tests/test_golden.py --refresh-golden
 
 # Headless Chromium and its driver for the rendered-page test: Debian's packages where this user may install
 # them (root with apt-get, as in CI); elsewhere the test is skipped with a message naming what to install.

@@ -18,6 +18,11 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 
 
+def pytest_addoption(parser):
+    parser.addoption("--refresh-golden", action="store_true",
+                     help="rewrite tests/golden/ from the tiny runs of tests/test_golden.py instead of checking them")
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
