@@ -29,8 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 COPIED = ("Makefile", "pyproject.toml", "requirements.txt", "published_numbers.csv", "vae_core.py", "aevb",
           "notebooks", "scripts", "tests", "bench")
 # The fast tier's files, those that pin the behaviours first (pytest runs each file once).
-FIRST = ("tests/test_behaviours.py", "tests/test_refusals.py", "tests/test_scorecard.py", "tests/test_grid.py",
-         "tests/test_vae_core.py", "tests/test_mcem.py", "tests/test_estimators.py")
+FIRST = ("tests/test_wiring.py", "tests/test_behaviours.py", "tests/test_refusals.py", "tests/test_scorecard.py",
+         "tests/test_findings.py", "tests/test_estimators.py", "tests/test_grid.py", "tests/test_vae_core.py",
+         "tests/test_mcem.py", "tests/test_protocols.py", "tests/test_data.py", "tests/test_golden.py")
 
 # name -> (what is switched off, [(file, text, replacement), ...]); each text must occur exactly once.
 MUTANTS = {
@@ -79,6 +80,105 @@ MUTANTS = {
         ("aevb/estimators.py", "    if k < 1:\n        raise ValueError(f\"need k >= 1 importance samples (got k={k})\")\n"
          "    device = next(model.parameters()).device\n    n_points = max(1, min(len(x), max_elements // model.x_dim))",
          "    device = next(model.parameters()).device\n    n_points = max(1, min(len(x), max_elements // model.x_dim))")]),
+    # ---- the wiring: what a run's parameters reach (aevb/experiment.py)
+    "chosen-lr-not-trained": ("the step size Kingma's rule chose: the config's lr trained instead", [
+        ("aevb/experiment.py", "samples=c.samples, lr=lr, eval_at=eval_at", "samples=c.samples, lr=c.lr, eval_at=eval_at")]),
+    "trial-samples-ignored": ("the step-size trials' length (lr_trial_samples)", [
+        ("aevb/experiment.py", "c.lr_choices, c.lr_trial_samples, **common)", "c.lr_choices, 50_000, **common)")]),
+    "batch-0-not-the-training-set": ("batch_size 0 as the whole training set (batch MCEM): 100 instead", [
+        ("aevb/experiment.py", "batch_size = c.batch_size or len(train_x)", "batch_size = c.batch_size or 100")]),
+    "adam-eps-not-passed": ("the protocol's Adam eps handed to train", [
+        ("aevb/experiment.py", "lr_schedule=c.lr_schedule, adam_eps=c.adam_eps,", "lr_schedule=c.lr_schedule,")]),
+    "schedule-not-passed": ("the protocol's learning-rate schedule handed to train", [
+        ("aevb/experiment.py", "lr_schedule=c.lr_schedule, adam_eps=c.adam_eps,", 'lr_schedule="constant", adam_eps=c.adam_eps,')]),
+    "warmup-not-passed": ("the protocol's warm-up handed to train", [
+        ("aevb/experiment.py", "warmup_steps=c.warmup_steps, seed=c.seed", "warmup_steps=0, seed=c.seed")]),
+    "weight-prior-not-passed": ("the protocol's weight prior handed to train", [
+        ("aevb/experiment.py", "optimizer=c.optimizer, weight_prior=c.weight_prior,", "optimizer=c.optimizer, weight_prior=False,")]),
+    "dynamic-binarization-not-passed": ("dynamic binarization handed to train", [
+        ("aevb/experiment.py", 'dynamic_binarization=c.binarize == "dynamic", lr_schedule', "dynamic_binarization=False, lr_schedule")]),
+    "pixel-scale-not-passed": ("the protocol's pixel scale handed to the training set's loader", [
+        ("aevb/experiment.py", 'data.load(config.dataset, "train", config.binarize, pixel_scale=config.pixel_scale)',
+         'data.load(config.dataset, "train", config.binarize)')]),
+    "test-size-ignored": ("the run's test_size (the first points of the test set)", [
+        ("aevb/experiment.py", "test_x[:config.test_size or None], likelihood", "test_x, likelihood")]),
+    "appd-chains-from-the-prior": ("App. D's chains after training started from the encoder (from the prior instead)", [
+        ("aevb/experiment.py", "model, points, z_init=estimators.encoder_sample(model, points, seed=c.seed), seed=c.seed))",
+         "model, points, seed=c.seed))")]),
+    "fig3-mcem-chains-ignored": ("Figure 3's App. D chains of MCEM's training points started from its own chains", [
+        ("aevb/experiment.py", 'z_init = state["chains"]["z"][:len(x)]', "z_init = None")]),
+    "is-k-not-passed": ("the test log-likelihood's k (is_k)", [
+        ("aevb/experiment.py", "estimate(model, test_x[:c.is_points], k=c.is_k)", "estimate(model, test_x[:c.is_points])")]),
+    "mcem-estimated-with-an-encoder": ("MCEM's encoder-free estimator (IS with its unused encoder instead)", [
+        ("aevb/experiment.py", 'return estimators.log_likelihood_hmc if algorithm == "mcem" else estimators.log_likelihood',
+         "return estimators.log_likelihood")]),
+    "kingma-warmup-100": ("Kingma's warm-up of 101 minibatches (100 instead)", [
+        ("aevb/grid.py", 'dict(optimizer="adagrad", weight_prior=True, warmup_steps=101, pixel_scale=256)',
+         'dict(optimizer="adagrad", weight_prior=True, warmup_steps=100, pixel_scale=256)')]),
+    "burda-eps-on-the-mean": ("Burda's eps on the summed gradient (1e-4 on the mean instead of 1e-4 / 20)", [
+        ("aevb/grid.py", 'optimizer="adam", lr=0.001, adam_eps=1e-4 / 20,', 'optimizer="adam", lr=0.001, adam_eps=1e-4,')]),
+    # ---- the optimizers' settings and the schedule (vae_core.py)
+    "adam-eps-ignored": ("Adam's eps (torch's default instead)", [
+        ("vae_core.py", "torch.optim.Adam(params, lr=lr, eps=adam_eps, fused=True)", "torch.optim.Adam(params, lr=lr, fused=True)")]),
+    "adam-betas": ("Adam's beta2 = 0.999 (0.99 instead)", [
+        ("vae_core.py", "torch.optim.Adam(params, lr=lr, eps=adam_eps, fused=True)",
+         "torch.optim.Adam(params, lr=lr, betas=(0.9, 0.99), eps=adam_eps, fused=True)")]),
+    "adagrad-lr-decay": ("Adagrad without a decay of its rate", [
+        ("vae_core.py", "torch.optim.Adagrad(params, lr=lr, fused=", "torch.optim.Adagrad(params, lr=lr, lr_decay=1e-3, fused=")]),
+    "weight-decay-on-biases": ("the weight prior on the weight matrices alone (on the biases too)", [
+        ("vae_core.py", '"weight_decay": weight_decay * decay}', '"weight_decay": weight_decay}')]),
+    "burda-tenth-every-8-stages": ("Burda's rate 0.001 * 10^(-i/7) (10^(-i/8) instead)", [
+        ("vae_core.py", "10 ** (-burda_stage(i // steps_per_epoch) / 7)", "10 ** (-burda_stage(i // steps_per_epoch) / 8)")]),
+    "burda-stages-in-steps": ("Burda's stages counted in passes (in minibatches instead)", [
+        ("vae_core.py", "10 ** (-burda_stage(i // steps_per_epoch) / 7)", "10 ** (-burda_stage(i) / 7)")]),
+    "warmup-one-longer": ("the warm-up's length (one minibatch more)", [
+        ("vae_core.py", "return float(i >= warmup_steps) * decay", "return float(i > warmup_steps) * decay")]),
+    # ---- the estimators' normalisation at small k
+    "iwae-bound-unnormalised": ("IWAE's 1/k", [
+        ("vae_core.py", "return torch.logsumexp(log_w, 0) - math.log(k)", "return torch.logsumexp(log_w, 0)")]),
+    "is-normalised-by-k-minus-1": ("the IS estimator's 1/k (1/(k-1) instead)", [
+        ("aevb/estimators.py", "dim=0))\n            out.append((log_sum_w - math.log(k)).cpu())\n    return torch.cat(out)\n\n\ndef log_likelihood_hmc",
+         "dim=0))\n            out.append((log_sum_w - math.log(max(k - 1, 1))).cpu())\n    return torch.cat(out)\n\n\ndef log_likelihood_hmc")]),
+    "is-chunks-not-combined": ("the IS estimator's running logsumexp over chunks of draws (the last chunk alone)", [
+        ("aevb/estimators.py", "\n                log_sum_w = torch.logaddexp(log_sum_w, torch.logsumexp(log_w.double(), dim=0))",
+         "\n                log_sum_w = torch.logsumexp(log_w.double(), dim=0) + math.log(k / len(log_w))")]),
+    # ---- the loaders (aevb/data.py)
+    "mnist-pixel-scale-ignored": ("MNIST's pixel scale (always / 255)", [
+        ("aevb/data.py", "x = images.float() / pixel_scale", "x = images.float() / 255")]),
+    "frey-pixel-scale-ignored": ("Frey Face's pixel scale (always / 255)", [
+        ("aevb/data.py", '["ff"].T.copy()).float() / pixel_scale', '["ff"].T.copy()).float() / 255')]),
+    "binarized-test-set-redrawn": ("the fixed draw of the dynamically binarized test set (a new draw each load)", [
+        ("aevb/data.py", "x = torch.bernoulli(x, generator=torch.Generator().manual_seed(0))", "x = torch.bernoulli(x)")]),
+    "dynamic-train-set-binarized-once": ("the grey training set of dynamic binarization (binarized once at loading)", [
+        ("aevb/data.py", 'if binarize == "dynamic" and split != "train":', 'if binarize == "dynamic":')]),
+    "frey-split-unshuffled": ("Frey Face's random test frames (the last 200 of the video instead)", [
+        ("aevb/data.py", "return x[order[:-FREY_N_TEST]]", "return x[:-FREY_N_TEST]"),
+        ("aevb/data.py", "return x[order[-FREY_N_TEST:]]", "return x[-FREY_N_TEST:]")]),
+    # ---- the claims and verdicts (aevb/scorecard.py)
+    "claim1-one-sided": ("claim 1's gap judged in both signs (only above)", [
+        ("aevb/scorecard.py", "abs(worst) <= tolerance_of(row), gaps_text(by_nz)", "worst <= tolerance_of(row), gaps_text(by_nz)")]),
+    "claim1-smallest-gap": ("claim 1's largest gap over Nz (the smallest instead)", [
+        ("aevb/scorecard.py", "worst = max(by_nz.values(), key=abs)", "worst = min(by_nz.values(), key=abs)")]),
+    "claim2-one-sided": ("claim 2's tolerance in both signs (only above)", [
+        ("aevb/scorecard.py", 'abs(mean - row["published"]) <= tolerance_of(row)', 'mean - row["published"] <= tolerance_of(row)')]),
+    "claim3-threshold-zero": ("claim 3's threshold (above 0 instead of above the tolerance)", [
+        ("aevb/scorecard.py", "statistics.mean(gaps.values()) > tolerance_of(row), \"\"", "statistics.mean(gaps.values()) > 0, \"\"")]),
+    "aevb-beats-ws-largest-gap": ("'AEVB beats wake-sleep at every Nz' judged on its smallest gap (the largest instead)", [
+        ("aevb/scorecard.py", "smallest = min(by_nz.values())", "smallest = max(by_nz.values())")]),
+    "better-by-unoriented": ("better_by's orientation (a loss's difference not negated)", [
+        ("aevb/scorecard.py", 'out["better_by"] = direction(row["metric"]) * out["difference"]', 'out["better_by"] = out["difference"]')]),
+    "judged-ratio-unsigned": ("judged_differences' signed ratio (its size alone)", [
+        ("aevb/scorecard.py", "ratio=judged.better_by / tolerance", "ratio=judged.better_by.abs() / tolerance")]),
+    # ---- the findings' words (aevb/findings.py)
+    "compare-ignores-orientation": ("compare's side for a loss (lower is ahead)", [
+        ("aevb/findings.py", 'return "ahead of" if diff * (1 if higher_is_better else -1) > 0 else "behind"',
+         'return "ahead of" if diff > 0 else "behind"')]),
+    "compare-tolerance-strict": ("compare's 'within the tolerance' at the tolerance itself", [
+        ("aevb/findings.py", "not missing(tolerance) and abs(diff) <= tolerance:", "not missing(tolerance) and abs(diff) < tolerance:")]),
+    "versus-ignores-orientation": ("versus's orientation (a loss's lower value ahead)", [
+        ("aevb/findings.py", "diff = (a - b) * (1 if higher_is_better else -1)", "diff = a - b")]),
+    "moves-words-swapped": ("moves' raises/lowers", [
+        ("aevb/findings.py", "{'raises' if diff > 0 else 'lowers'}", "{'raises' if diff < 0 else 'lowers'}")]),
 }
 
 

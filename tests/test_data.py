@@ -58,6 +58,7 @@ def test_frey_face_and_its_split():
     rows = lambda t: sorted(tuple(r) for r in (t * 255).round().int().tolist())
     assert sorted(rows(train) + rows(test)) == rows(x)  # a partition of the frames: none lost or repeated
     assert torch.equal(test, load_frey(None, "test"))  # fixed, not redrawn
+    assert rows(test) != rows(x[-200:]) and rows(test) != rows(x[:200])  # a random 200, not the video's end
     assert torch.equal(data.load("frey", "test")[0], test)
 
 
