@@ -12,10 +12,12 @@ import base64
 import csv
 import html
 import json
+import os
 import platform
 import re
 import sys
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -162,19 +164,30 @@ def exporter():
     return HTMLExporter(config=config, template_name="lab")
 
 
+def render_notebook(path, target, script_mtime):
+    """Convert one executed notebook where its HTML is missing or older than it (or than this script); return
+    its papermill duration (s). One exporter per process, made on its first notebook."""
+    global _EXPORTER
+    nb = nbformat.read(path, as_version=4)
+    if not target.exists() or target.stat().st_mtime < max(path.stat().st_mtime, script_mtime):
+        if _EXPORTER is None:
+            _EXPORTER = exporter()
+        body, _ = _EXPORTER.from_notebook_node(nb)
+        atomic_write_text(target, body)
+    return nb.metadata.get("papermill", {}).get("duration")
+
+
+_EXPORTER = None
+
+
 def render_notebooks(notebooks_dir, html_dir):
-    """Convert each executed notebook whose HTML is missing or older than it (or than this script);
-    return {stem: duration s}."""
-    html_exporter, this = exporter(), Path(__file__).stat().st_mtime
-    durations = {}
-    for path in sorted(notebooks_dir.glob("*.ipynb")):
-        target = html_dir / f"{path.stem}.html"
-        nb = nbformat.read(path, as_version=4)
-        durations[path.stem] = nb.metadata.get("papermill", {}).get("duration")
-        if not target.exists() or target.stat().st_mtime < max(path.stat().st_mtime, this):
-            body, _ = html_exporter.from_notebook_node(nb)
-            atomic_write_text(target, body)
-    return durations
+    """Convert each executed notebook whose HTML is missing or older than it (or than this script), on every
+    core at once (a notebook a process); return {stem: duration s}."""
+    paths = sorted(notebooks_dir.glob("*.ipynb"))
+    this = Path(__file__).stat().st_mtime
+    with ProcessPoolExecutor(max_workers=max(1, min(len(paths), os.cpu_count() or 1))) as pool:
+        durations = pool.map(render_notebook, paths, [html_dir / f"{p.stem}.html" for p in paths], [this] * len(paths))
+        return dict(zip((p.stem for p in paths), durations))
 
 
 NUMBER = re.compile(r"-?[0-9][0-9,.]*( min)?")

@@ -17,7 +17,7 @@ def test_mnist_continuous():
     xt, yt = load_mnist(None, "test")
     assert x.shape == (60_000, 784) and xt.shape == (10_000, 784) and x.dtype == torch.float32
     assert x.min() == 0 and x.max() == 1 and 0.1 < x.mean() < 0.2
-    assert len(torch.unique(x)) > 200  # grey levels, not binarized
+    assert len(torch.unique(x[:2000])) > 200  # grey levels, not binarized
     assert y.shape == (60_000,) and y.dtype == torch.int64 and set(yt.tolist()) == set(range(10))
     assert y[:5].tolist() == [5, 0, 4, 1, 9]  # the published first training labels
 
@@ -38,7 +38,7 @@ def test_mnist_dynamic_binarization():
     x, _ = load_mnist(None, "train", binarize="dynamic")
     xt1, _ = load_mnist(None, "test", binarize="dynamic")
     xt2, _ = load_mnist(None, "test", binarize="dynamic")
-    assert len(torch.unique(x)) > 200  # the training loop draws the bits each epoch
+    assert len(torch.unique(x[:2000])) > 200  # the training loop draws the bits each epoch
     assert set(torch.unique(xt1).tolist()) == {0.0, 1.0} and torch.equal(xt1, xt2)
 
 
@@ -120,7 +120,7 @@ def test_many_processes_load_at_once_from_a_fresh_read_only_folder(tmp_path):
     try:
         processes = [subprocess.Popen([PY, "-c", LOAD_EVERYTHING, str(fresh)], cwd=ROOT, text=True,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      env={**os.environ, "OMP_NUM_THREADS": "1"}) for _ in range(6)]
+                                      env={**os.environ, "OMP_NUM_THREADS": "1"}) for _ in range(3)]
         results = [p.communicate(timeout=300) for p in processes]
     finally:
         for path in [fresh, *fresh.rglob("*")]:
