@@ -21,6 +21,7 @@ import pandas as pd
 
 import aevb.grid
 from aevb import paths
+from aevb.findings import direction, plus_minus  # noqa: F401 (direction: which way is better, written once there)
 from aevb.runs import load_summary
 
 # scorecard.csv's columns, in order (scripts/build_html.py reads them by name)
@@ -29,7 +30,8 @@ COLUMNS = ["source", "what", "published", "ours", "ours_sd", "n_runs", "differen
 LOG_LIKELIHOOD_COLUMNS = ["run", "protocol", "algorithm", "Nz", "samples", "points", "k", "test_log_px_is",
                           "test_log_px_is_se", "test_elbo", "gap", "test_log_px_refit", "test_log_px_refit_se",
                           "test_log_px_appd", "test_log_px_appd_se"]
-VERDICT_COLORS = {"reproduced": "#d9f2d9", "not reproduced": "#f8d7d7", "not run at this scale": "#eeeeee"}
+VERDICT_COLORS = {"reproduced": "#d9f2d9", "not reproduced": "#f8d7d7", "not run at this scale": "#eeeeee",
+                  "out of scope": "#eeeeee"}
 NOT_JUDGED = ((), (), False, "")  # a claim's (values, runs used, holds, detail) when its runs are missing
 
 
@@ -65,6 +67,27 @@ def published_numbers(path=paths.PUBLISHED_NUMBERS):
     return {row["id"]: row for row in rows}
 
 
+def query_fields(query):
+    """A row's `runs` query as {field: value text}: 'dataset=mnist latent_dim=20' -> {'dataset': 'mnist', ...}."""
+    return dict(part.partition("=")[::2] for part in query.split())
+
+
+def lookup(published, metric, samples=None, source=None, **query):
+    """The one published row (a dict of published_numbers()) with this `metric` (and `samples`, and a
+    `source` containing the given text) whose runs query names exactly these fields' values, e.g.
+    lookup(published, "test_elbo", 1e8, dataset="mnist", algorithm="aevb", latent_dim=20): Kingma &
+    Welling's Figure 2 at 10^8 samples. A lookup that finds no row or several is refused, naming them."""
+    wanted = {key: str(value) for key, value in query.items()}
+    found = [row for row in published.values() if row["metric"] == metric
+             and (samples is None or row["samples"] == float(samples))
+             and (source is None or source in row["source"])
+             and all(query_fields(row["runs"]).get(k) == v for k, v in wanted.items())]
+    if len(found) != 1:
+        raise LookupError(f"published_numbers.csv: {len(found)} rows (not one) with metric {metric!r}, samples "
+                          f"{samples}, source {source!r} and {wanted}: {', '.join(r['id'] for r in found) or 'none'}")
+    return found[0]
+
+
 def tolerance_of(row):
     """A row's tolerance in nats, absolute (a log-density's zero is arbitrary, so never relative to the
     published value): from the figure's reading error and the spread of seeds; NaN for a row without
@@ -82,15 +105,6 @@ def finished_runs(runs_dir, grid=None):
 def selected_runs(row, grid=None):
     """The grid's runs that a row's `runs` query selects under the row's protocol, finished or not."""
     return aevb.grid.select(row["runs"], row["protocol"], grid) if row["runs"] else []
-
-
-def direction(metric):
-    """+1 where a higher value of `metric` is better (a bound, a log-likelihood), -1 where a lower one is
-    (a loss, '-test_elbo'; minutes), 0 where neither is (a KL: a different split of the same bound)."""
-    key = metric.lstrip("-")
-    if key.endswith("_kl") or not metric or metric.startswith("claim:"):
-        return 0
-    return -1 if metric.startswith("-") or key == "minutes_per_million" else 1
 
 
 def value_at(run, metric, samples):
@@ -152,7 +166,8 @@ def adam_vs_kingma(row, runs, finished, published):
     gaps = {}  # run -> its gap to the published bound at its Nz
     for run in runs:
         if run in finished:
-            kingma = published[f"kingma_fig2_{run.dataset}_aevb_z{run.latent_dim}_test_1e8"]["published"]
+            kingma = lookup(published, "test_elbo", 1e8, dataset=run.dataset, algorithm="aevb",
+                            latent_dim=run.latent_dim)["published"]
             gaps[run] = value_at(finished[run], "test_elbo", int(row["samples"])) - kingma
     by_nz = mean_by_latent_dim(gaps)
     if not by_nz or set(by_nz) != {run.latent_dim for run in runs}:
@@ -280,17 +295,21 @@ def number_text(value, digits=2):
 
 def ours_text(row):
     """A scorecard row's value as 'mean ± sd (n runs)', or 'value (1 run)'."""
-    n = int(row["n_runs"])
-    sd = f" ± {row['ours_sd']:.2f}" if n > 1 else ""
-    return f"{row['ours']:.2f}{sd} ({n} run{'s' if n > 1 else ''})"
+    return plus_minus(row["ours"], row["ours_sd"], row["n_runs"])
+
+
+def verdict_css(selector="td.{verdict}"):
+    """CSS giving each verdict its colour (VERDICT_COLORS, the one place they are written), for HTML
+    pages whose verdict cells have the verdict as a class ('not reproduced' -> 'not-reproduced')."""
+    return "\n".join(f"{selector.format(verdict=v.replace(' ', '-'))} {{ background: {color}; }}"
+                     for v, color in VERDICT_COLORS.items())
 
 
 def styled(card):
     """The scorecard as the notebook shows it: numbers rounded, sample counts short, the verdict coloured."""
     shown = card.assign(
         published=["" if pd.isna(p) else f"{p:.10g}" for p in card.published],
-        ours=[number_text(o) + (f" ± {number_text(sd)}" if n > 1 else "")
-              for o, sd, n in zip(card.ours, card.ours_sd, card.n_runs)],
+        ours=[plus_minus(o, sd, n, unit=None) for o, sd, n in zip(card.ours, card.ours_sd, card.n_runs)],
         difference=[number_text(d) for d in card.difference],
         samples_trained=["" if pd.isna(s) else f"{s:,}" for s in card.samples_trained],
         samples_published=[f"{s:.0e}".replace("e+0", "e") for s in card.samples_published],
