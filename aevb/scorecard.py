@@ -72,19 +72,19 @@ def query_fields(query):
     return dict(part.partition("=")[::2] for part in query.split())
 
 
-def lookup(published, metric, samples=None, source=None, **query):
+def lookup(published, metric, samples=None, source=None, protocol=None, **query):
     """The one published row (a dict of published_numbers()) with this `metric` (and `samples`, and a
-    `source` containing the given text) whose runs query names exactly these fields' values, e.g.
+    `source` containing the given text, and `protocol`) whose runs query names these fields' values, e.g.
     lookup(published, "test_elbo", 1e8, dataset="mnist", algorithm="aevb", latent_dim=20): Kingma &
     Welling's Figure 2 at 10^8 samples. A lookup that finds no row or several is refused, naming them."""
     wanted = {key: str(value) for key, value in query.items()}
     found = [row for row in published.values() if row["metric"] == metric
              and (samples is None or row["samples"] == float(samples))
-             and (source is None or source in row["source"])
+             and (source is None or source in row["source"]) and (protocol is None or row["protocol"] == protocol)
              and all(query_fields(row["runs"]).get(k) == v for k, v in wanted.items())]
     if len(found) != 1:
         raise LookupError(f"published_numbers.csv: {len(found)} rows (not one) with metric {metric!r}, samples "
-                          f"{samples}, source {source!r} and {wanted}: {', '.join(r['id'] for r in found) or 'none'}")
+                          f"{samples}, source {source!r}, protocol {protocol!r} and {wanted}: {', '.join(r['id'] for r in found) or 'none'}")
     return found[0]
 
 
