@@ -7,7 +7,7 @@ findings of the figure notebooks, each beside its figure, as Markdown, with the 
 Everything here is read from the build: the verdicts from scorecard.csv, the sentences from the
 notebooks' findings files (aevb.findings), the devices, torch versions, code hashes and training time
 from the run folders. With --publish-figures DIR, every figure (aevb.figures.FIGURES) is also written
-into DIR as a small PNG (an adaptive 256-colour palette, at most PUBLISHED_WIDTH pixels wide) with
+into DIR as a small PNG (an adaptive palette of PUBLISHED_COLOURS colours, at most PUBLISHED_WIDTH pixels wide) with
 DIR/provenance.json (the build's provenance, each file's SHA-256 and the total size): the default
 profile's go into the committed top-level figures/, so a reviewer on a code host sees them. With
 --readme, the block between README.md's RESULTS markers is rewritten too: the verdicts and, where
@@ -40,6 +40,7 @@ BEGIN, END = "<!-- RESULTS:BEGIN (written by make results from scorecard.csv; do
 
 MAKE_CALL = "the make call that trained its runs"
 PUBLISHED_WIDTH = 1000  # pixels: a published figure wider than this is scaled down (legible on a code host's page)
+PUBLISHED_COLOURS = 64  # an adaptive palette: line plots and grey image grids stay legible at a fifth less size than 256
 PROVENANCE = "provenance.json"
 # The figures that carry the papers' main claims, shown in README.md's results block (with their width there):
 # Kingma & Welling's Figure 2 with their values beside ours, the scorecard's ours-against-theirs, and the
@@ -96,7 +97,8 @@ def provenance(profile, runs_dir, make_started=None, jobs=None, previous=None):
 
 def small_png(path):
     """The PNG at `path` as small PNG bytes: at most PUBLISHED_WIDTH pixels wide, an adaptive palette of
-    256 colours (the figures are line plots and grey images: the palette keeps them legible), optimized."""
+    PUBLISHED_COLOURS colours (the figures are line plots and grey images: the palette keeps them legible),
+    optimized."""
     from PIL import Image
     with Image.open(path) as image:
         image = image.convert("RGB")
@@ -104,7 +106,7 @@ def small_png(path):
             image = image.resize((PUBLISHED_WIDTH, round(image.height * PUBLISHED_WIDTH / image.width)),
                                  Image.Resampling.LANCZOS)
         buffer = io.BytesIO()
-        image.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(buffer, "PNG", optimize=True)
+        image.quantize(colors=PUBLISHED_COLOURS, method=Image.Quantize.MEDIANCUT).save(buffer, "PNG", optimize=True)
     return buffer.getvalue()
 
 

@@ -131,11 +131,18 @@ def html_tables(page):
 def test_index_opens_with_verdicts_then_findings_then_figures(paper):
     out, _ = paper
     page = (out / "build" / "html" / "index.html").read_text()
-    positions = [page.index(marker) for marker in ("id='verdicts'", "id='findings'", "id='figures'", "id='scorecard'")]
-    assert positions == sorted(positions)
+    positions = [page.index(marker) for marker in ("id='verdicts'", "id='findings'", "id='figures'", "id='tables'",
+                                                    "id='scorecard'", "id='runs'")]
+    assert positions == sorted(positions)  # the opening, the papers' figures, then the appendices
     verdicts = page[positions[0]:positions[1]]
     for paper_name in ("Andriciuc (2025)", "Kingma &amp; Welling (2013)", "Burda, Grosse &amp; Salakhutdinov (2015)"):
         assert paper_name in verdicts
+    # each headline finding links to its place beside its figure on this page, and that figure is there
+    for anchor in re.findall(r"<b><a href='#(finding-[a-z0-9-]+)'>", page[positions[1]:positions[2]]):
+        at = page.index(f"id='{anchor}'")
+        assert positions[2] < at, anchor
+    for name in FIGURES:  # every figure sits in the papers' part, after the opening
+        assert positions[2] < page.index(f'<figure id="{name}">') < positions[3], name
     # each headline finding links to an anchor that its rendered notebook holds
     links = re.findall(r'<a href="([a-z0-9_]+)\.html#(finding-[a-z0-9-]+)"', page[positions[1]:positions[2]])
     assert links, "the index lists no headline finding"
@@ -276,7 +283,12 @@ def test_every_figure_notebook_states_its_findings(paper):
             assert not finding["headline"] or finding["title"], finding
             assert finding["anchor"] in executed, finding["anchor"]
     headlines = [f for n in notebooks() for f in findings_of(out / "figures", n) if f["headline"]]
-    assert 3 <= sum(f["notebook"] == "scorecard" for f in headlines) <= 5
+    assert 3 <= sum(f["notebook"] == "scorecard" for f in headlines) <= 6
+    from aevb.findings import words
+    long = [(f["key"], words(f["text"])) for n in notebooks() for f in findings_of(out / "figures", n)
+            if words(f["text"]) > 60]  # a template's ~50 words, its filled-in lists a little longer at most
+    assert not long, long
+    assert all(f["figure"] in FIGURES or f["figure"] in CSV_TABLES for f in headlines), headlines
 
 
 # ---- every smoke run learns, and make redoes exactly what changed -----------------------------------------
