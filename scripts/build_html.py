@@ -29,7 +29,7 @@ from traitlets.config import Config
 from aevb import findings, grid
 from aevb.figures import CSV_TABLES, FIGURES, TABLES
 from aevb.files import atomic_write_text
-from aevb.findings import plus_minus
+from aevb.findings import count, plus_minus
 from aevb.scorecard import VERDICTS, paper_of, published_numbers, verdict_css, verdicts_by_paper
 
 TITLE = "Auto-Encoding Variational Bayes, its replication report and Burda et al.'s VAE and IWAE, reproduced"
@@ -45,7 +45,7 @@ ul.findings li { margin: 0.5em 0; } span.where, p.caption { font-size: 0.9em; co
 p.finding { background: #f7f7fb; border-left: 3px solid #99a; padding: 0.4em 0.8em; margin: 0.6em 0; }
 details { margin: 0.5em 0 1.5em; } summary { cursor: pointer; color: #335; }
 section.paper { border-top: 2px solid #ccc; margin-top: 2.5em; }
-""" + verdict_css()
+""" + verdict_css("td.{verdict}, span.{verdict}")
 # Each paper's figures, in its order, and the scorecard rows (by source) set beside each figure: the published
 # values it reproduces, ours and the verdicts. A figure of FIGURES not named here is "beyond the papers".
 PAPERS = {
@@ -70,7 +70,6 @@ PAPERS = {
 TITLES = {"Andriciuc (2025)": "The replication report (Andriciuc, 2025)",
           "Kingma & Welling (2013)": "Kingma & Welling (2013), Auto-Encoding Variational Bayes",
           "Burda, Grosse & Salakhutdinov (2015)": "Burda, Grosse & Salakhutdinov (2015), the VAE and IWAE"}
-"""
 
 
 def number(text, digits=2):
@@ -139,10 +138,12 @@ def findings_section(figures_dir, rendered):
         return parts + ["<p>No figure notebook recorded a headline finding.</p>"]
     parts.append("<ul class='findings'>")
     for f in found:
-        title = f"<b><a href='#{f['anchor']}'>{html.escape(f['title'])}</a>.</b> " if f["title"] else ""
+        leads = f["text"].lstrip().startswith("**")  # a finding that opens in bold is its own title
+        title = f"<b>{html.escape(f['title'])}.</b> " if f["title"] and not leads else ""
         figure = f.get("figure") or ""
-        shown = f" figure <a href='#{figure}'>{html.escape(figure)}</a>," if figure in FIGURES or figure in CSV_TABLES else ""
-        parts.append(f"<li>{title}{finding_html(f)} <span class='where'>({shown} {where(f, rendered)})</span></li>")
+        shown = (f"beside <a href='#{f['anchor']}'>{html.escape(figure)}</a>, " if figure in FIGURES or figure in CSV_TABLES
+                 else "")
+        parts.append(f"<li>{title}{finding_html(f)} <span class='where'>({shown}{where(f, rendered)})</span></li>")
     return parts + ["</ul>"]
 
 
@@ -164,8 +165,10 @@ def beside(card, sources):
                         unit="run" if float_or_nan(row["n_runs"]) > 1 else None),
              f"<span class='{row['verdict'].replace(' ', '-')}'>{html.escape(row['verdict'])}</span>"] for row in rows]
     summary = ", ".join(f"{n} {html.escape(v)}" for v, n in counts.items())
-    return (f"<details><summary>Published values beside ours: {len(rows)} rows ({summary})</summary>"
-            + table(["what", "published", "ours", "verdict"], body) + "</details>")
+    header = ["what", "published", "ours", "verdict"]
+    kept = [c for c in range(len(header)) if any(row[c] for row in body)]  # a claim has no published value
+    return (f"<details><summary>Published values beside ours: {count(len(rows), 'row')} ({summary})</summary>"
+            + table([header[c] for c in kept], [[row[c] for c in kept] for row in body]) + "</details>")
 
 
 def float_or_nan(text):

@@ -138,7 +138,9 @@ def test_index_opens_with_verdicts_then_findings_then_figures(paper):
     for paper_name in ("Andriciuc (2025)", "Kingma &amp; Welling (2013)", "Burda, Grosse &amp; Salakhutdinov (2015)"):
         assert paper_name in verdicts
     # each headline finding links to its place beside its figure on this page, and that figure is there
-    for anchor in re.findall(r"<b><a href='#(finding-[a-z0-9-]+)'>", page[positions[1]:positions[2]]):
+    beside = re.findall(r"beside <a href='#(finding-[a-z0-9-]+)'>", page[positions[1]:positions[2]])
+    assert beside and len(beside) == len(set(beside))
+    for anchor in beside:
         at = page.index(f"id='{anchor}'")
         assert positions[2] < at, anchor
     for name in FIGURES:  # every figure sits in the papers' part, after the opening
@@ -242,13 +244,13 @@ def test_index_renders_in_headless_chromium(paper):
             "return Array.from(document.images).map(i => i.complete && i.offsetWidth > 0 ? i.naturalWidth : 0)")
         assert len(widths) == len(FIGURES) and min(widths) > 0, widths
         blank = driver.execute_script("""
-            const blank = [];
+            const blank = [];  // textContent: a table folded in a closed <details> counts too
             document.querySelectorAll('table').forEach((t, n) => {
               const rows = Array.from(t.rows).slice(1);
               const width = t.rows[0].cells.length;
               for (let c = 0; c < width; c++)
-                if (rows.length && rows.every(r => !r.cells[c] || ['', '–'].includes(r.cells[c].innerText.trim())))
-                  blank.push(n + ': ' + t.rows[0].cells[c].innerText);
+                if (rows.length && rows.every(r => !r.cells[c] || ['', '–'].includes(r.cells[c].textContent.trim())))
+                  blank.push(n + ': ' + t.rows[0].cells[c].textContent);
             });
             return blank;""")
         assert not blank, f"columns with no value in any row: {blank}"
