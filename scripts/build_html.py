@@ -27,7 +27,7 @@ from nbconvert.filters import markdown2html
 from traitlets.config import Config
 
 from aevb import findings, grid
-from aevb.figures import CSV_TABLES, FIGURES, TABLES
+from aevb.figures import CSV_TABLES, FIGURES, TABLES, notebooks
 from aevb.files import atomic_write_text
 from aevb.findings import count, plus_minus
 from aevb.scorecard import VERDICTS, paper_of, published_numbers, verdict_css, verdicts_by_paper
@@ -193,7 +193,7 @@ def figure_html(figures_dir, name):
 def papers_section(figures_dir, card, rendered):
     """Per paper: its verdicts, then each figure with the findings that cite it and the published values
     beside ours; then the figures beyond the papers."""
-    found = findings.load(figures_dir, ["scorecard", *(n for n in dict.fromkeys(nb for _, nb in FIGURES.values()))])
+    found = findings.load(figures_dir, list(dict.fromkeys(["scorecard", *notebooks()])))  # the verdicts first
     by_paper = verdicts_by_paper(card)
     parts = ["<div id='figures'>"]
     for paper, figures in PAPERS.items():
@@ -232,7 +232,8 @@ def tables_section(figures_dir, rendered=()):
         parts.append(csv_table(path))
         parts.append(f"<p class='caption'><code>{name}.csv</code>, made by "
                      f"<a href='{notebook}.html'>notebooks/{notebook}.ipynb</a>.</p>")
-        parts += cited(found, name, rendered)
+        if name not in FIGURES:  # (a table that is also a figure has its findings beside the figure)
+            parts += cited(found, name, rendered)
     return parts
 
 

@@ -140,6 +140,8 @@ def test_index_opens_with_verdicts_then_findings_then_figures(paper):
     # each headline finding links to its place beside its figure on this page, and that figure is there
     beside = re.findall(r"beside <a href='#(finding-[a-z0-9-]+)'>", page[positions[1]:positions[2]])
     assert beside and len(beside) == len(set(beside))
+    ids = re.findall(r"id='(finding-[^']+)'", page)
+    assert len(ids) == len(set(ids)), sorted({i for i in ids if ids.count(i) > 1})  # each finding shown once
     for anchor in beside:
         at = page.index(f"id='{anchor}'")
         assert positions[2] < at, anchor
