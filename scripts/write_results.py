@@ -45,8 +45,10 @@ PROVENANCE = "provenance.json"
 # The figures that carry the papers' main claims, shown in README.md's results block (with their width there):
 # Kingma & Welling's Figure 2 with their values beside ours, the scorecard's ours-against-theirs, and the
 # replication report's samples of AEVB and of the true wake-sleep.
-README_FIGURES = {"kingma_fig2_lower_bound": "100%", "scorecard_differences": "80%",
-                  "report_fig1_aevb_samples": "45%", "report_fig2_wake_sleep_samples": "45%"}
+README_FIGURES = {"kingma_fig2_lower_bound": ("100%", "Kingma & Welling's Figure 2, their bounds beside ours"),
+                  "scorecard_differences": ("80%", "every published value against ours, in tolerances"),
+                  "report_fig1_aevb_samples": ("45%", "samples of AEVB"),
+                  "report_fig2_wake_sleep_samples": ("45%", "and of the true wake-sleep (the report's Figures 1 and 2)")}
 
 
 def previous_value(path, key):
@@ -176,10 +178,10 @@ def summary_block(by_paper, prov, results_name, figures_link=None, figures_recor
     images = []
     if figures_link is not None and figures_record is not None:
         images = ["", *(f'<img src="{figures_link}/{name}.png" width="{width}" alt="{html.escape(FIGURES[name][0])}">'
-                        for name, width in README_FIGURES.items()), "",
-                  f"The figures: {', '.join(FIGURES[name][0].split(':')[0] for name in README_FIGURES)}; every figure is "
-                  f"in [{figures_link}/]({figures_link}/) ({figures_record['total size']}, from commit "
-                  f"{figures_record['commit']}, {figures_record['date']})."]
+                        for name, (width, _) in README_FIGURES.items()), "",
+                  f"Above: {'; '.join(what for _, what in README_FIGURES.values())}. Every figure is in "
+                  f"[{figures_link}/]({figures_link}/) ({figures_record['total size']}, from commit "
+                  f"{figures_record['commit']}, {figures_record['date']}; `provenance.json` says more)."]
     return "\n".join([BEGIN, "", f"**Verdicts** ({prov['profile']} profile, commit {prov['commit']}, {prov['date']},"
                       f" on {prov['device']}): {counts}. {cost}", "", *verdict_table(by_paper), *images, "",
                       f"The headline findings, each beside its figure, every row and its provenance: "
@@ -230,13 +232,18 @@ def main(argv=None):
              "`reproduced`: within the row's tolerance of the published value (or the claim's test holds); "
              "`not run at this scale`: our runs trained fewer than half the published samples (the `paper` "
              "profile runs them). The rules: `notebooks/scorecard.ipynb`.", "",
-             *([f"Figures: `{link}/`, {figures_record['total size']}."] if figures_record else []),
-             "## Headline findings", ""]
+             *([f"The figures: `{link}/`, {figures_record['total size']}.", ""] if figures_record else []),
+             "## Headline findings", "", "Each finding beside the figure that shows it.", ""]
+    shown = set()
     for f in found:
         lines += [f"### {f['title'] or f['key']}", "", one_line(f["text"]) + f" (`notebooks/{f['notebook']}.ipynb`)", ""]
         figure = f.get("figure")
-        if figure in FIGURES:
-            lines += [f"![{FIGURES[figure][0]}]({link}/{figure}.png)", "", f"*{FIGURES[figure][0]}.*", ""]
+        if figure in FIGURES and figure not in shown:
+            caption = FIGURES[figure][0]
+            lines += [f"![{caption.split(':')[0]}]({link}/{figure}.png)", "", f"*{caption}.*", ""]
+            shown.add(figure)
+        elif figure in FIGURES:
+            lines += [f"*{FIGURES[figure][0].split(':')[0]}: shown above ([`{figure}.png`]({link}/{figure}.png)).*", ""]
     if not found:
         lines += ["(no figure notebook recorded a headline finding)", ""]
     lines += ["## Every row", "", "| source | what | published | ours | verdict |", "|---|---|---:|---:|---|"]
