@@ -359,3 +359,26 @@ def test_a_changed_run_re_runs_exactly_the_figure_notebooks_that_read_it(paper):
     assert restamped == readers
     assert {p: t for p, t in mtimes(out / "runs").items() if p != metrics} == \
         {p: t for p, t in runs_before.items() if p != metrics}  # no run retrained
+
+
+def test_the_builds_figures_publish_small_with_their_size_stated(paper, tmp_path):
+    """make results' --publish-figures on this build's figures, into a temporary folder (never the committed
+    figures/): every figure as a PNG at most PUBLISHED_WIDTH wide, their total small and stated in
+    provenance.json, RESULTS.md and the README's block, whose images resolve."""
+    import sys
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import write_results
+    out, _ = paper
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\n{write_results.BEGIN}\n{write_results.END}\n")
+    write_results.main(["--profile", "smoke", "--runs", str(out / "runs"), "--figures", str(out / "figures"),
+                        "--out", str(tmp_path / "RESULTS.md"), "--readme", str(readme),
+                        "--publish-figures", str(tmp_path / "figures")])
+    record = json.loads((tmp_path / "figures" / "provenance.json").read_text())
+    assert set(record["files"]) == {f"{name}.png" for name in FIGURES}
+    assert record["total bytes"] < 3e6, record["total size"]  # a rebuild adds no more than this to the repository
+    assert record["total size"] in readme.read_text() and record["total size"] in (tmp_path / "RESULTS.md").read_text()
+    links = re.findall(r'<img src="([^"]+)"', readme.read_text())
+    assert len(links) == len(write_results.README_FIGURES) and all((tmp_path / link).exists() for link in links)
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (tmp_path / "RESULTS.md").read_text())
+    assert images and all((tmp_path / link).exists() for link in images)
