@@ -6,7 +6,8 @@
 #   make runs       one executed notebooks/train.ipynb per run of the grid (aevb/grid.py) -> $(RUNS)/<dataset>/<run>/
 #   make figures    the figure notebooks, which only read runs     -> $(FIGURES)/*.png|pdf|csv, findings/*.json
 #   make html       every executed notebook as HTML, and index.html -> $(BUILD)/html/
-#   make results    the verdicts and headline findings as Markdown -> $(RESULTS) (default profile: RESULTS.md)
+#   make results    the verdicts and headline findings as Markdown -> $(RESULTS) (default profile: RESULTS.md,
+#                   and every figure as a small PNG into the committed figures/, with figures/provenance.json)
 #   make test       every test (pytest, including a smoke `make paper` into a temporary folder); the
 #                   browser test needs Chromium, installed here where it can be (root with apt-get)
 #   make test-fast  the unit tests alone, for use while editing (under two minutes)
@@ -29,8 +30,10 @@ PROFILE ?= default
 RUNS ?= runs/$(PROFILE)
 FIGURES ?= figures/$(PROFILE)
 BUILD ?= build/$(PROFILE)
-# The default profile's results are the ones committed (RESULTS.md and the README's summary block).
+# The default profile's results are the ones committed (RESULTS.md, the README's summary block and the figures
+# in figures/ as small PNGs); figures/<profile>/ holds each profile's full-size figures and is not committed.
 RESULTS ?= $(if $(filter default,$(PROFILE)),RESULTS.md,$(BUILD)/RESULTS.md)
+PUBLISH_FIGURES ?= $(if $(filter default,$(PROFILE)),figures)
 NB := $(BUILD)/notebooks
 GRID_FILE ?=
 LAUNCH ?=
@@ -113,12 +116,14 @@ $(BUILD)/html/index.html: $(call done,$(ALL_RUNS)) $(FIGURE_OUTPUTS) scripts/bui
 	$(PY) scripts/build_html.py --profile $(PROFILE) --runs $(RUNS) --figures $(FIGURES) \
 		--notebooks $(NB) --html $(BUILD)/html
 
-# The verdicts per paper and the headline findings, with their provenance (profile, commit, code hash,
-# device, date); the default profile's also refresh README.md's summary block.
+# The verdicts per paper and the headline findings beside their figures, with their provenance (profile,
+# commit, code hash, device, date); the default profile's also refresh README.md's summary block and the
+# committed figures/*.png with figures/provenance.json (their size is stated there).
 results: $(RESULTS)
 $(RESULTS): $(FIGURE_OUTPUTS) scripts/write_results.py | setup
 	$(PY) scripts/write_results.py --profile $(PROFILE) --runs $(RUNS) --figures $(FIGURES) --out $@ \
-		$(if $(filter RESULTS.md,$(RESULTS)),--readme README.md) --make-started $(MAKE_STARTED) --jobs $(JOBS)
+		$(if $(filter RESULTS.md,$(RESULTS)),--readme README.md) $(if $(PUBLISH_FIGURES),--publish-figures $(PUBLISH_FIGURES)) \
+		--make-started $(MAKE_STARTED) --jobs $(JOBS)
 
 # ---- tests and tools ---------------------------------------------------------------------------------
 test: setup data browser

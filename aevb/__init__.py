@@ -9,7 +9,9 @@
     grid        the experiment grid: protocols, budgets per profile, and every run (as data)
     experiment  one run end to end: RunConfig (every parameter, declared once, that checks itself),
                 the device, Kingma's step-size choice, the training log, and train_run()
-    scorecard   published numbers beside ours, and the verdicts
+    scorecard   published numbers beside ours, looked up by name, and the verdicts (decided here once)
+    findings    the notebooks' findings: sentences written once as templates, their numbers and the
+                words that follow their signs filled in from the runs
     figures     figure and table files named after the papers', and image grids
 
 Nothing here is imported by `import aevb`: each notebook and script imports what it uses.

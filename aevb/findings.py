@@ -1,25 +1,35 @@
-"""Findings: the sentences a figure notebook concludes with, computed from the numbers it has just built.
+"""Findings: the sentences a figure notebook concludes with, written once by hand as templates whose numbers
+(and the words that follow their signs) are filled in from the numbers it has just built.
 
-A figure notebook ends with its conclusions, written from its own tables (never typed by hand), so a
-rerun that changes a result changes the sentence. Each finding is shown in the notebook as Markdown
-and recorded in `<figures_dir>/findings/<notebook>.json`, from which the index page (headline
-findings, linked to the notebook section that shows them) and RESULTS.md read it: a fact is written
-once, where its evidence is, and read everywhere else.
+A finding is prose a reviewer reads in seconds: one or two sentences, about 50 words at most, with the
+one or two numbers that carry it, its verdict, and the figure or table that shows it. It is written
+as a template (showyourwork's `\\variable`: the sentence by hand, its numbers from the runs) and
+filled by `fill`, so a rerun that changes a result changes the sentence, and a number whose sign flips
+flips its words. Each finding is shown in the notebook as Markdown and recorded in
+`<figures_dir>/findings/<notebook>.json`, from which the index page and RESULTS.md read it (beside
+its figure): a fact is written once, where its evidence is, and read everywhere else.
 
     say = Findings("scorecard", figures_root)
-    say("claim2", f"Wake-sleep trails AEVB by {gap:.2f} nats ...", headline=True)
+    say("claim2", "The true wake-sleep's test loss is {gap:abs.2f} nats {gap:higher/lower} than AEVB's: "
+        "claim 2 is {verdict}.", gap=8.15, verdict="not reproduced", figure="report_table1", headline=True)
     say.save()   # at the end of the notebook (each call also saves, so a failed cell keeps the rest)
 
-The comparison words come from the helpers below, so the numbers decide them: `compare` (ours against
-a published value and its tolerance: 'within the 2-nat tolerance of theirs (0.4 nats ahead)', '3.1
-nats behind theirs'), `row_against` (a scorecard row, or why it was not judged), `versus` (one value
-against another), `moves` (what a change does: 'raises it by 2.4 nats'); `orientation` says which way
-is better for a metric (a bound, a loss, a KL), `mean_sd`, `samples`, `number`, `count` and `listing`
-write the numbers and lists.
+A template's fields are Python's format fields, with four more specs: `{x:abs.1f}` (the absolute
+value), `{x:samples}` (3×10^6), `{x:number}` (a published value as read) and `{x:word/word[/word]}`,
+the word that follows x's sign: the first for x > 0 (or True), the second for x < 0 (or False), the
+third, where given, for x == 0 (else the second). A missing value (None, NaN) is refused: a notebook
+states another finding that says why. The detail behind a finding (per-Nz gaps, every estimator)
+goes in a table the notebook shows above it.
+
+Helpers for numbers as text: `direction` (which way is better for a metric: written once, the
+scorecard reads it too), `plus_minus` and `mean_sd` ("mean ± sd (n runs)", the one place it is
+formatted), `samples`, `number`, `nats`, `count` and `listing`; `compare`, `versus`, `moves` and
+`row_against` are the older phrase builders, kept for tables and captions.
 """
 import json
 import math
 import re
+import string
 from pathlib import Path
 
 from aevb.files import atomic_write_text
@@ -39,16 +49,27 @@ class Findings:
         self.notebook, self.path, self.display = notebook, Path(figures_dir) / FOLDER / f"{notebook}.json", display
         self.items = {}
 
-    def __call__(self, key, text, headline=False, title=None):
-        """State a finding (Markdown) under `key`: shown at once in the notebook, with an anchor the index
-        links to; `headline`: also listed at the top of the index and in RESULTS.md, under `title`."""
+    def __call__(self, key, template, headline=False, title=None, figure=None, **values):
+        """State a finding under `key`: the Markdown `template` filled with `values` (see `fill`), shown at
+        once in the notebook with an anchor the index links to; `figure`: the figure or table (a name in
+        aevb.figures' FIGURES or CSV_TABLES) that shows it; `headline`: also listed at the top of the index
+        and in RESULTS.md, under `title`, beside its figure."""
+        from aevb.figures import CSV_TABLES, FIGURES
         if not re.fullmatch(r"[a-z0-9_]+", key):
             raise ValueError(f"finding key {key!r}: use lower-case letters, digits and _")
+        if figure is not None and figure not in FIGURES and figure not in CSV_TABLES:
+            raise KeyError(f"finding {key}: {figure!r} is not a figure or table of aevb.figures")
+        try:
+            text = fill(template, **values)
+        except (KeyError, ValueError) as error:
+            raise ValueError(f"finding {self.notebook}/{key}: {error}") from None
         self.items[key] = {"key": key, "text": text, "headline": bool(headline), "title": title or "",
-                           "notebook": self.notebook, "anchor": anchor(self.notebook, key)}
+                           "notebook": self.notebook, "anchor": anchor(self.notebook, key), "figure": figure or "",
+                           "template": template}
         if self.display:
             from IPython.display import Markdown, display
-            display(Markdown(f'<a id="{anchor(self.notebook, key)}"></a>\n\n{text}'))
+            where = f" (*{figure}*)" if figure else ""
+            display(Markdown(f'<a id="{anchor(self.notebook, key)}"></a>\n\n{text}{where}'))
         self.save()
         return None  # (not the text: a cell ending in a finding would show it twice)
 
@@ -77,6 +98,58 @@ def headlines(figures_dir):
     return [f for f in load(figures_dir, order) if f["headline"]]
 
 
+# ---- templates: the sentence by hand, its numbers and their words from the runs ---------------------------
+
+def sign_word(value, words):
+    """The word of `words` (positive, negative[, zero]) that follows value's sign; True counts as positive."""
+    if not 2 <= len(words) <= 3:
+        raise ValueError(f"a sign's words are 'positive/negative' or 'positive/negative/zero', not {'/'.join(words)!r}")
+    if isinstance(value, bool):
+        return words[0] if value else words[1]
+    if value > 0:
+        return words[0]
+    return words[2] if value == 0 and len(words) == 3 else words[1]
+
+
+class _Template(string.Formatter):
+    def get_value(self, key, args, kwargs):
+        if key not in kwargs:
+            raise KeyError(f"the template names {{{key}}}, which no value fills")
+        value = kwargs[key]
+        if missing(value):
+            raise ValueError(f"the value of {{{key}}} is missing; state a finding that says why instead")
+        return value
+
+    def format_field(self, value, spec):
+        if "/" in spec:
+            return sign_word(value, spec.split("/"))
+        if spec.startswith("abs"):
+            return format(abs(value), spec[3:])
+        if spec == "samples":
+            return samples(value)
+        if spec == "number":
+            return number(value)
+        return format(value, spec)
+
+
+def fill(template, **values):
+    """A finding's template with its fields filled (see the module's docstring for the specs):
+    fill("IWAE {lead:leads/trails} the VAE by {lead:abs.2f} nats.", lead=-0.3) ->
+    'IWAE trails the VAE by 0.30 nats.'"""
+    return _Template().format(template, **values)
+
+
+def fields(template):
+    """[(name, spec)] of a template's fields, in order."""
+    return [(name, spec or "") for _, name, spec, _ in string.Formatter().parse(template) if name is not None]
+
+
+def words(text):
+    """The number of words a reader reads in a finding (Markdown emphasis and links' targets aside)."""
+    text = re.sub(r"\]\([^)]*\)", "]", text)
+    return len(re.findall(r"[^\s*`]+", re.sub(r"[*`]", "", text)))
+
+
 # ---- words the numbers decide --------------------------------------------------------------------------
 
 def missing(*values):
@@ -89,13 +162,20 @@ def nats(value, digits=1, signed=False):
     return f"{value:{'+' if signed else ''}.{digits}f} nats"
 
 
+def direction(metric):
+    """+1 where a higher value of a published_numbers.csv `metric` is better (a bound, a log-likelihood),
+    -1 where a lower one is (a loss, '-test_elbo'; minutes), 0 where neither is (a KL: a different split
+    of the same bound; a claim, whose test says what is better)."""
+    key = metric.lstrip("-")
+    if key.endswith("_kl") or not metric or metric.startswith("claim:"):
+        return 0
+    return -1 if metric.startswith("-") or key == "minutes_per_million" else 1
+
+
 def orientation(metric):
-    """Whether a higher value of a published_numbers.csv `metric` is better: True for a bound or a log
-    p(x) ('test_elbo', 'test_log_px_appd'), False for a loss ('-test_elbo': negated), None for a KL
-    (neither: 'above'/'below')."""
-    if metric.lstrip("-").endswith("_kl"):
-        return None
-    return not metric.startswith("-")
+    """`direction` as compare's higher_is_better: True for a bound or a log p(x) ('test_elbo'), False for
+    a loss ('-test_elbo': negated), None for a KL (neither: 'above'/'below')."""
+    return {1: True, -1: False, 0: None}[direction(metric)]
 
 
 def _side(diff, higher_is_better):
@@ -149,16 +229,24 @@ def moves(before, after, digits=1, tie=0.0, what="it"):
     return f"{'raises' if diff > 0 else 'lowers'} {what} by {abs(diff):.{digits}f} nats ({ends})"
 
 
+def plus_minus(mean, sd, n, digits=2, unit="run"):
+    """'-110.60 ± 1.03 (3 runs)', '-110.60 (1 run)', or '-110.60 ± 1.03' / '-110.60' with unit None:
+    the one place a mean over seeds is written ('' for a missing mean)."""
+    if missing(mean):
+        return ""
+    n = 0 if missing(n) else int(n)
+    text = f"{mean:.{digits}f}" + (f" ± {sd:.{digits}f}" if n > 1 and not missing(sd) else "")
+    return text + (f" ({count(n, unit)})" if unit and n else "")
+
+
 def mean_sd(values, digits=2, unit="seed"):
     """'-110.60 ± 1.03 (3 seeds)' or '-110.60 (1 seed)' for a list of values (NaNs dropped)."""
     values = [v for v in values if not missing(v)]
     if not values:
         return "no value"
     mean = sum(values) / len(values)
-    if len(values) == 1:
-        return f"{mean:.{digits}f} ({count(1, unit)})"
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-    return f"{mean:.{digits}f} ± {sd:.{digits}f} ({count(len(values), unit)})"
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else math.nan
+    return plus_minus(mean, sd, len(values), digits, unit)
 
 
 def samples(n):
@@ -192,7 +280,7 @@ def row_against(row, metric, digits=1, of="theirs"):
             return "not run at this scale (no such run in this profile)"
         return (f"not run at this scale (ours trained {samples(row['samples_trained'])} samples, theirs "
                 f"{samples(row['samples_published'])})")
-    ours = f"{row['ours']:.2f}" + (f" ± {row['ours_sd']:.2f} ({n} seeds)" if n > 1 else "")
+    ours = plus_minus(row["ours"], row["ours_sd"], n, unit="seed" if n > 1 else None)
     tolerance = float(row["tolerance"]) if row["tolerance"] not in ("", None) else None
     words = compare(row["ours"], published, tolerance, orientation(metric), digits, of=of)
     if "(" not in words:

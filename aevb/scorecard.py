@@ -21,6 +21,7 @@ import pandas as pd
 
 import aevb.grid
 from aevb import paths
+from aevb.findings import direction, plus_minus  # noqa: F401 (direction: which way is better, written once there)
 from aevb.runs import load_summary
 
 # scorecard.csv's columns, in order (scripts/build_html.py reads them by name)
@@ -29,7 +30,8 @@ COLUMNS = ["source", "what", "published", "ours", "ours_sd", "n_runs", "differen
 LOG_LIKELIHOOD_COLUMNS = ["run", "protocol", "algorithm", "Nz", "samples", "points", "k", "test_log_px_is",
                           "test_log_px_is_se", "test_elbo", "gap", "test_log_px_refit", "test_log_px_refit_se",
                           "test_log_px_appd", "test_log_px_appd_se"]
-VERDICT_COLORS = {"reproduced": "#d9f2d9", "not reproduced": "#f8d7d7", "not run at this scale": "#eeeeee"}
+VERDICT_COLORS = {"reproduced": "#d9f2d9", "not reproduced": "#f8d7d7", "not run at this scale": "#eeeeee",
+                  "out of scope": "#eeeeee"}
 NOT_JUDGED = ((), (), False, "")  # a claim's (values, runs used, holds, detail) when its runs are missing
 
 
@@ -65,6 +67,27 @@ def published_numbers(path=paths.PUBLISHED_NUMBERS):
     return {row["id"]: row for row in rows}
 
 
+def query_fields(query):
+    """A row's `runs` query as {field: value text}: 'dataset=mnist latent_dim=20' -> {'dataset': 'mnist', ...}."""
+    return dict(part.partition("=")[::2] for part in query.split())
+
+
+def lookup(published, metric, samples=None, source=None, protocol=None, **query):
+    """The one published row (a dict of published_numbers()) with this `metric` (and `samples`, and a
+    `source` containing the given text, and `protocol`) whose runs query names these fields' values, e.g.
+    lookup(published, "test_elbo", 1e8, dataset="mnist", algorithm="aevb", latent_dim=20): Kingma &
+    Welling's Figure 2 at 10^8 samples. A lookup that finds no row or several is refused, naming them."""
+    wanted = {key: str(value) for key, value in query.items()}
+    found = [row for row in published.values() if row["metric"] == metric
+             and (samples is None or row["samples"] == float(samples))
+             and (source is None or source in row["source"]) and (protocol is None or row["protocol"] == protocol)
+             and all(query_fields(row["runs"]).get(k) == v for k, v in wanted.items())]
+    if len(found) != 1:
+        raise LookupError(f"published_numbers.csv: {len(found)} rows (not one) with metric {metric!r}, samples "
+                          f"{samples}, source {source!r}, protocol {protocol!r} and {wanted}: {', '.join(r['id'] for r in found) or 'none'}")
+    return found[0]
+
+
 def tolerance_of(row):
     """A row's tolerance in nats, absolute (a log-density's zero is arbitrary, so never relative to the
     published value): from the figure's reading error and the spread of seeds; NaN for a row without
@@ -82,15 +105,6 @@ def finished_runs(runs_dir, grid=None):
 def selected_runs(row, grid=None):
     """The grid's runs that a row's `runs` query selects under the row's protocol, finished or not."""
     return aevb.grid.select(row["runs"], row["protocol"], grid) if row["runs"] else []
-
-
-def direction(metric):
-    """+1 where a higher value of `metric` is better (a bound, a log-likelihood), -1 where a lower one is
-    (a loss, '-test_elbo'; minutes), 0 where neither is (a KL: a different split of the same bound)."""
-    key = metric.lstrip("-")
-    if key.endswith("_kl") or not metric or metric.startswith("claim:"):
-        return 0
-    return -1 if metric.startswith("-") or key == "minutes_per_million" else 1
 
 
 def value_at(run, metric, samples):
@@ -144,16 +158,23 @@ def paired_gaps(runs, finished, first, second, metric, samples):
     return gaps, used
 
 
+def adam_gaps(row, runs, finished, published):
+    """{run: our Adam test bound at the row's samples minus Kingma & Welling's Adagrad one at 10^8 at its Nz}."""
+    gaps = {}
+    for run in runs:
+        if run in finished:
+            kingma = lookup(published, "test_elbo", 1e8, dataset=run.dataset, algorithm="aevb",
+                            latent_dim=run.latent_dim)["published"]
+            gaps[run] = value_at(finished[run], "test_elbo", int(row["samples"])) - kingma
+    return gaps
+
+
 def adam_vs_kingma(row, runs, finished, published):
     """The report's claim 1: Kingma & Welling's results replicate in 50 epochs with Adam. Per Nz, our Adam
     test bound at 3x10^6 samples (seeds averaged) minus Kingma & Welling's Adagrad one at 10^8 (their
     Figure 2); the value is the largest gap, and the claim holds when every gap is within the tolerance.
     Judged on every Nz the query selects or not at all: on a subset it could hold where the whole fails."""
-    gaps = {}  # run -> its gap to the published bound at its Nz
-    for run in runs:
-        if run in finished:
-            kingma = published[f"kingma_fig2_{run.dataset}_aevb_z{run.latent_dim}_test_1e8"]["published"]
-            gaps[run] = value_at(finished[run], "test_elbo", int(row["samples"])) - kingma
+    gaps = adam_gaps(row, runs, finished, published)  # run -> its gap to the published bound at its Nz
     by_nz = mean_by_latent_dim(gaps)
     if not by_nz or set(by_nz) != {run.latent_dim for run in runs}:
         return NOT_JUDGED
@@ -192,6 +213,20 @@ def aevb_beats_ws(row, runs, finished, published):
         return NOT_JUDGED
     smallest = min(by_nz.values())
     return [smallest], used, smallest > tolerance_of(row), gaps_text(by_nz)
+
+
+def gaps_by_latent_dim(row, runs_dir, published=None, grid=None):
+    """{Nz: gap} behind a claim judged per Nz (the report's claim 1: ours minus Kingma & Welling's at 10^8;
+    AEVB beats wake-sleep: AEVB minus wake-sleep), seeds averaged, for the tables beside its finding;
+    {} for another row or where its runs are missing. `row`: a published row or its id."""
+    published = published_numbers() if published is None else published
+    row = published[row] if isinstance(row, str) else row
+    runs, finished = selected_runs(row, grid), finished_runs(runs_dir, grid)
+    if row["metric"] == "claim:adam_vs_kingma":
+        return mean_by_latent_dim(adam_gaps(row, runs, finished, published))
+    if row["metric"] == "claim:aevb_beats_ws":
+        return mean_by_latent_dim(paired_gaps(runs, finished, "aevb", "wake_sleep", "test_elbo", int(row["samples"]))[0])
+    return {}
 
 
 CLAIMS = {"adam_vs_kingma": adam_vs_kingma, "ws_minus_aevb_loss": ws_minus_aevb_loss,
@@ -280,17 +315,21 @@ def number_text(value, digits=2):
 
 def ours_text(row):
     """A scorecard row's value as 'mean ± sd (n runs)', or 'value (1 run)'."""
-    n = int(row["n_runs"])
-    sd = f" ± {row['ours_sd']:.2f}" if n > 1 else ""
-    return f"{row['ours']:.2f}{sd} ({n} run{'s' if n > 1 else ''})"
+    return plus_minus(row["ours"], row["ours_sd"], row["n_runs"])
+
+
+def verdict_css(selector="td.{verdict}"):
+    """CSS giving each verdict its colour (VERDICT_COLORS, the one place they are written), for HTML
+    pages whose verdict cells have the verdict as a class ('not reproduced' -> 'not-reproduced')."""
+    return "\n".join(f"{selector.format(verdict=v.replace(' ', '-'))} {{ background: {color}; }}"
+                     for v, color in VERDICT_COLORS.items())
 
 
 def styled(card):
     """The scorecard as the notebook shows it: numbers rounded, sample counts short, the verdict coloured."""
     shown = card.assign(
         published=["" if pd.isna(p) else f"{p:.10g}" for p in card.published],
-        ours=[number_text(o) + (f" ± {number_text(sd)}" if n > 1 else "")
-              for o, sd, n in zip(card.ours, card.ours_sd, card.n_runs)],
+        ours=[plus_minus(o, sd, n, unit=None) for o, sd, n in zip(card.ours, card.ours_sd, card.n_runs)],
         difference=[number_text(d) for d in card.difference],
         samples_trained=["" if pd.isna(s) else f"{s:,}" for s in card.samples_trained],
         samples_published=[f"{s:.0e}".replace("e+0", "e") for s in card.samples_published],

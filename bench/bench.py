@@ -11,7 +11,7 @@ batch 100, L = 1) it times, median of REPEATS after a warm-up:
   3b. aevb_kingma    vae_core.train(..., "aevb") with Kingma & Welling's Adagrad and weight prior
   3c. aevb_compiled  loop 3's step with aevb_loss under torch.compile (compile time apart)
   4. wake_sleep      vae_core.train(..., "wake_sleep")
-  5. log_likelihood  vae_core.log_likelihood (importance sampling), in datapoint-samples/s (N * k per s)
+  5. log_likelihood  aevb.estimators.log_likelihood (importance sampling), in datapoint-samples/s (N * k per s)
 For 3, 3b and 4 on the report's model it also profiles where a step's time goes: GEMMs (beside what
 they would take at their rate alone), optimizer, everything else.
 Loops 1-3 make the same step (aevb_loss below, vae_core.make_optimizer's Adam): they differ only in
@@ -66,7 +66,7 @@ LOOPS = {  # key: what the table says
     "aevb_kingma": "3b vae_core.train aevb, Adagrad + weight prior",
     "aevb_compiled": "3c as 3, aevb_loss under torch.compile",
     "wake_sleep": "4 vae_core.train wake_sleep",
-    "log_likelihood": "5 vae_core.log_likelihood (IS)",
+    "log_likelihood": "5 aevb.estimators.log_likelihood (IS)",
 }
 
 
@@ -207,7 +207,7 @@ def wake_sleep_gemms(enc, dec):
 
 
 def log_likelihood_gemms(enc, dec, n, k):
-    """vae_core.log_likelihood's chunks: encoder on each chunk of points, decoder on each chunk of draws
+    """aevb.estimators.log_likelihood's chunks: encoder on each chunk of points, decoder on each chunk of draws
     (its chunk rule, copied here; max_elements read from its signature)."""
     max_elements = inspect.signature(estimators.log_likelihood).parameters["max_elements"].default
     x_dim = dec[-1][1]

@@ -1,11 +1,13 @@
 """Render every executed notebook to HTML and write index.html (`make html`).
 
-index.html is what a reviewer reads first, in this order: the verdicts per paper (from scorecard.csv),
-the headline findings (the sentences the figure notebooks computed from their tables, aevb.findings,
-each linked to where its notebook shows it), every figure (embedded, base64 PNG) with its caption and
-the notebook that made it, every table the notebooks write (aevb.figures.CSV_TABLES), the scorecard,
-the runs, and the build's profile, devices, versions and wall times. The rendered notebooks hide
-their plumbing: cells tagged remove-input lose their code, cells tagged remove-cell go.
+index.html is what a reviewer reads first, and reads as a paper: a short opening on what was
+reproduced and what was not (the verdicts per paper from scorecard.csv, and the headline findings,
+each a sentence or two, aevb.findings); then per paper its figures (embedded, base64 PNG), each with
+the findings that cite it and the published values beside ours with their verdicts; the figures
+beyond the papers; and as appendices the tables the notebooks write (aevb.figures.CSV_TABLES), the
+scorecard's full table, the runs, and the build's profile, devices, versions and wall times. Every
+finding links to where its notebook shows it. The rendered notebooks hide their plumbing: cells
+tagged remove-input lose their code, cells tagged remove-cell go.
 """
 import argparse
 import base64
@@ -27,9 +29,10 @@ from nbconvert.filters import markdown2html
 from traitlets.config import Config
 
 from aevb import findings, grid
-from aevb.figures import CSV_TABLES, FIGURES, TABLES
+from aevb.figures import CSV_TABLES, FIGURES, TABLES, notebooks
 from aevb.files import atomic_write_text
-from aevb.scorecard import VERDICTS, verdicts_by_paper
+from aevb.findings import count, plus_minus
+from aevb.scorecard import VERDICTS, paper_of, published_numbers, verdict_css, verdicts_by_paper
 
 TITLE = "Auto-Encoding Variational Bayes, its replication report and Burda et al.'s VAE and IWAE, reproduced"
 STYLE = """
@@ -38,12 +41,37 @@ figure { margin: 2em 0; } figure img { max-width: 100%; border: 1px solid #ddd; 
 figcaption { font-size: 0.95em; color: #444; margin-top: 0.4em; }
 table { border-collapse: collapse; font-size: 0.9em; } td, th { border: 1px solid #ccc; padding: 3px 8px; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; } code { background: #f4f4f4; }
-td.reproduced { background: #d9f2d9; } td.not-reproduced { background: #f8d7d7; }
-td.not-run-at-this-scale, td.out-of-scope { background: #eeeeee; }
 table.scorecard td { font-size: 0.85em; } table.scorecard td:nth-child(2) { min-width: 16em; }
 th span.reproduced { color: #1a6b1a; } th span.not-reproduced { color: #9b1c1c; }
 ul.findings li { margin: 0.5em 0; } span.where, p.caption { font-size: 0.9em; color: #555; }
-"""
+p.finding { background: #f7f7fb; border-left: 3px solid #99a; padding: 0.4em 0.8em; margin: 0.6em 0; }
+details { margin: 0.5em 0 1.5em; } summary { cursor: pointer; color: #335; }
+section.paper { border-top: 2px solid #ccc; margin-top: 2.5em; }
+""" + verdict_css("td.{verdict}, span.{verdict}")
+# Each paper's figures, in its order, and the scorecard rows (by source) set beside each figure: the published
+# values it reproduces, ours and the verdicts. A figure of FIGURES not named here is "beyond the papers".
+PAPERS = {
+    "Andriciuc (2025)": {
+        "report_fig1_aevb_samples": ["Andriciuc (2025), claim 3"],
+        "report_fig2_wake_sleep_samples": [],
+        "report_table1": ["Andriciuc (2025), Table 1", "Andriciuc (2025), claim 2"],
+        "report_fig3_performance_vs_latent_dim": ["Andriciuc (2025), latent sweep"],
+        "report_fig4_training_loss": [],
+        "report_fig5_samples_by_latent_dim": [],
+    },
+    "Kingma & Welling (2013)": {
+        "kingma_fig2_lower_bound": ["Kingma & Welling (2013), Figure 2", "Andriciuc (2025), claim 1"],
+        "kingma_fig3_marginal_likelihood": ["Kingma & Welling (2013), Figure 3"],
+        "kingma_fig3_estimators": [],
+        "kingma_fig4_manifold_mnist": [],
+        "kingma_fig4_manifold_frey": [],
+        "kingma_fig5_samples": [],
+    },
+    "Burda, Grosse & Salakhutdinov (2015)": {"burda_vae_iwae": ["Burda, Grosse & Salakhutdinov (2015), Table 1"]},
+}
+TITLES = {"Andriciuc (2025)": "The replication report (Andriciuc, 2025)",
+          "Kingma & Welling (2013)": "Kingma & Welling (2013), Auto-Encoding Variational Bayes",
+          "Burda, Grosse & Salakhutdinov (2015)": "Burda, Grosse & Salakhutdinov (2015), the VAE and IWAE"}
 
 
 def number(text, digits=2):
@@ -64,24 +92,48 @@ def read_csv(path):
 
 
 def verdicts_section(card):
-    """The verdicts per paper: the first thing a reviewer reads."""
+    """The opening: what was reproduced and what was not, per paper, and the claims' verdicts."""
     order = [v for v in VERDICTS if any(row["verdict"] == v for row in card)]
     by_paper = verdicts_by_paper(card)
     head = ["paper", *(f'<span class="{v.replace(" ", "-")}">{html.escape(v)}</span>' for v in order)]
-    rows = [[html.escape(paper), *(str(c.get(v, 0)) for v in order)] for paper, c in by_paper.items()]
+    rows = [[f"<a href='#{paper_id(paper)}'>{html.escape(paper)}</a>", *(str(c.get(v, 0)) for v in order)]
+            for paper, c in by_paper.items()]
     total = Counter(row["verdict"] for row in card)
-    return ["<h2 id='verdicts'>Verdicts per paper</h2>",
+    metric = {i: row["metric"] for i, row in published_numbers().items()}
+    claims = [row for row in card if metric.get(row["id"], "").startswith("claim:")]
+    claim_items = "".join(f"<li>{html.escape(row['source'])}: {html.escape(row['what'].split(':')[0])} "
+                          f"<span class='{row['verdict'].replace(' ', '-')}'>{html.escape(row['verdict'])}</span></li>"
+                          for row in claims)
+    return ["<h2 id='verdicts'>What was reproduced, and what was not</h2>",
             f"<p>{len(card)} published numbers and claims, each judged against our runs: "
             + ", ".join(f"{total[v]} {html.escape(v)}" for v in order)
             + ". <code>not run at this scale</code>: our runs trained fewer than half the samples behind the"
-            " published value (the <code>paper</code> profile trains the papers' budgets). Every row is in the"
-            " <a href='#scorecard'>scorecard</a> below; the rules are in"
+            " published value (the <code>paper</code> profile trains the papers' budgets). Each paper's section"
+            " below sets its figures beside the published values; every row is in the"
+            " <a href='#scorecard'>scorecard</a> (appendix B), the rules in"
             " <a href='scorecard.html'>notebooks/scorecard.ipynb</a>.</p>",
-            table(head, rows)]
+            table(head, rows), f"<p>The papers' claims:</p><ul class='claims'>{claim_items}</ul>"]
+
+
+def paper_id(paper):
+    return "paper-" + re.sub(r"[^a-z0-9]+", "-", paper.split(",")[0].split(" (")[0].lower()).strip("-")
+
+
+def finding_html(f):
+    """A finding's text as inline HTML (its Markdown converted)."""
+    text = markdown2html(f["text"]).strip()
+    return text[3:-4] if text.startswith("<p>") and text.endswith("</p>") and text.count("<p>") == 1 else text
+
+
+def where(f, rendered):
+    """The link to the place in its rendered notebook that shows a finding."""
+    return (f'<a href="{f["notebook"]}.html#{f["anchor"]}">{html.escape(f["notebook"])}</a>'
+            if f["notebook"] in rendered else html.escape(f["notebook"]))
 
 
 def findings_section(figures_dir, rendered):
-    """The notebooks' headline findings (aevb.findings), each linked to the place in its notebook that shows it."""
+    """The headline findings (aevb.findings), each a sentence or two: a link to it beside its figure below
+    and to the place in its notebook that shows it."""
     found = findings.headlines(figures_dir)
     parts = ["<h2 id='findings'>Headline findings</h2>"]
     if not found:
@@ -90,12 +142,74 @@ def findings_section(figures_dir, rendered):
     for f in found:
         leads = f["text"].lstrip().startswith("**")  # a finding that opens in bold is its own title
         title = f"<b>{html.escape(f['title'])}.</b> " if f["title"] and not leads else ""
-        text = markdown2html(f["text"]).strip()
-        text = text[3:-4] if text.startswith("<p>") and text.endswith("</p>") and text.count("<p>") == 1 else text
-        where = (f'<a href="{f["notebook"]}.html#{f["anchor"]}">{html.escape(f["notebook"])}</a>'
-                 if f["notebook"] in rendered else html.escape(f["notebook"]))
-        parts.append(f"<li>{title}{text} <span class='where'>({where})</span></li>")
+        figure = f.get("figure") or ""
+        shown = (f"beside <a href='#{f['anchor']}'>{html.escape(figure)}</a>, " if figure in FIGURES or figure in CSV_TABLES
+                 else "")
+        parts.append(f"<li>{title}{finding_html(f)} <span class='where'>({shown}{where(f, rendered)})</span></li>")
     return parts + ["</ul>"]
+
+
+def cited(found, name, rendered):
+    """The findings that cite figure or table `name`, as paragraphs with their anchors (the headline list
+    links here)."""
+    return [f"<p class='finding' id='{f['anchor']}'>{finding_html(f)} <span class='where'>({where(f, rendered)})"
+            "</span></p>" for f in found if f.get("figure") == name]
+
+
+def beside(card, sources):
+    """The scorecard rows of these sources, published beside ours with the verdict, folded (<details>)."""
+    rows = [row for row in card if any(row["source"] == s for s in sources)]
+    if not rows:
+        return ""
+    counts = Counter(row["verdict"] for row in rows)
+    body = [[html.escape(row["what"]), number(row["published"]) if row["published"] else "",
+             plus_minus(float_or_nan(row["ours"]), float_or_nan(row["ours_sd"]), float_or_nan(row["n_runs"]),
+                        unit="run" if float_or_nan(row["n_runs"]) > 1 else None),
+             f"<span class='{row['verdict'].replace(' ', '-')}'>{html.escape(row['verdict'])}</span>"] for row in rows]
+    summary = ", ".join(f"{n} {html.escape(v)}" for v, n in counts.items())
+    header = ["what", "published", "ours", "verdict"]
+    kept = [c for c in range(len(header)) if any(row[c] for row in body)]  # a claim has no published value
+    return (f"<details><summary>Published values beside ours: {count(len(rows), 'row')} ({summary})</summary>"
+            + table([header[c] for c in kept], [[row[c] for c in kept] for row in body]) + "</details>")
+
+
+def float_or_nan(text):
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def figure_html(figures_dir, name):
+    caption, notebook = FIGURES[name]
+    png = figures_dir / f"{name}.png"
+    if not png.exists():
+        sys.exit(f"{png} is missing: notebooks/{notebook}.ipynb should have made it")
+    data = base64.b64encode(png.read_bytes()).decode()
+    made_by = f'made by <a href="{notebook}.html">notebooks/{notebook}.ipynb</a>'
+    extra = csv_table(figures_dir / f"{name}.csv") if name in TABLES else ""
+    return (f'<figure id="{name}"><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
+            f"{extra}<figcaption><b>{name}</b>: {html.escape(caption)}; {made_by}.</figcaption></figure>")
+
+
+def papers_section(figures_dir, card, rendered):
+    """Per paper: its verdicts, then each figure with the findings that cite it and the published values
+    beside ours; then the figures beyond the papers."""
+    found = findings.load(figures_dir, list(dict.fromkeys(["scorecard", *notebooks()])))  # the verdicts first
+    by_paper = verdicts_by_paper(card)
+    parts = ["<div id='figures'>"]
+    for paper, figures in PAPERS.items():
+        counts = by_paper.get(paper, Counter())
+        parts += [f"<section class='paper' id='{paper_id(paper)}'><h2>{html.escape(TITLES[paper])}</h2>",
+                  "<p>Verdicts: " + ", ".join(f"{n} {html.escape(v)}" for v in VERDICTS if (n := counts.get(v))) + ".</p>"]
+        for name, sources in figures.items():
+            parts += [figure_html(figures_dir, name), *cited(found, name, rendered), beside(card, sources)]
+        parts.append("</section>")
+    others = [name for name in FIGURES if not any(name in figures for figures in PAPERS.values())]
+    parts.append("<section class='paper' id='beyond'><h2>Beyond the papers</h2>")
+    for name in others:
+        parts += [figure_html(figures_dir, name), *cited(found, name, rendered)]
+    return parts + ["</section></div>"]
 
 
 def csv_table(path):
@@ -105,9 +219,11 @@ def csv_table(path):
     return table(rows[0], rows[1:])
 
 
-def tables_section(figures_dir):
-    """Every CSV table the figure notebooks make (aevb.figures.CSV_TABLES) but the scorecard, in full."""
-    parts = ["<h2 id='tables'>Tables</h2>"]
+def tables_section(figures_dir, rendered=()):
+    """Every CSV table the figure notebooks make (aevb.figures.CSV_TABLES) but the scorecard, in full, each
+    followed by the findings that cite it."""
+    found = findings.load(figures_dir)
+    parts = ["<h2 id='tables'>Appendix A: tables</h2>"]
     for name, (caption, notebook) in CSV_TABLES.items():
         if name == "scorecard":
             continue
@@ -118,6 +234,8 @@ def tables_section(figures_dir):
         parts.append(csv_table(path))
         parts.append(f"<p class='caption'><code>{name}.csv</code>, made by "
                      f"<a href='{notebook}.html'>notebooks/{notebook}.ipynb</a>.</p>")
+        if name not in FIGURES:  # (a table that is also a figure has its findings beside the figure)
+            parts += cited(found, name, rendered)
     return parts
 
 
@@ -125,9 +243,8 @@ def scorecard_section(card):
     """Every row of the scorecard (scorecard.csv) as an HTML table."""
     body = []
     for row in card:
-        ours = number(row["ours"]) if row["ours"] not in ("", "nan") else ""
-        if ours and int(row["n_runs"]) > 1:
-            ours += f" ± {number(row['ours_sd'])} ({row['n_runs']} runs)"
+        ours = plus_minus(float_or_nan(row["ours"]), float_or_nan(row["ours_sd"]), float_or_nan(row["n_runs"]),
+                          unit="run" if float_or_nan(row["n_runs"]) > 1 else None)
         trained = f"{int(float(row['samples_trained'])):,}" if row["samples_trained"] else "-"
         difference = number(row["difference"]) if row["difference"] not in ("", "nan") else ""
         better_by = number(row["better_by"]) if row["better_by"] not in ("", "nan") else ""
@@ -142,7 +259,7 @@ def scorecard_section(card):
     header = "".join(f"<th>{h}</th>" for h in ("source", "what", "published", "ours", "ours - published",
                                                "ours better by", "tolerance",
                                                "protocol", "samples: published / ours", "verdict", "note"))
-    return ["<h2 id='scorecard'>Scorecard</h2>",
+    return ["<h2 id='scorecard'>Appendix B: the scorecard</h2>",
             f"<p>{html.escape(CSV_TABLES['scorecard'][0])}: <code>scorecard.csv</code>, made by"
             " <a href='scorecard.html'>notebooks/scorecard.ipynb</a> from <code>published_numbers.csv</code>"
             " (which names each row's runs and tolerance).</p>",
@@ -232,24 +349,16 @@ def main():
              " Andriciuc (2025), which compared AEVB with wake-sleep on MNIST (here with the true wake-sleep"
              " algorithm of Hinton, Dayan, Frey &amp; Neal, 1995); and the VAE and IWAE numbers of Burda, Grosse"
              " &amp; Salakhutdinov (2015). Everything below was made by <code>make paper</code> from the run"
-             f" folders of the <b>{html.escape(args.profile)}</b> profile: the verdicts by the scorecard, the"
-             " sentences by the figure notebooks from their own tables, each linked to where it is shown.</p>",
+             f" folders of the <b>{html.escape(args.profile)}</b> profile: the verdicts by the scorecard"
+             " (<code>aevb/scorecard.py</code>); each finding a sentence written once, its numbers filled in from the"
+             " runs by the notebook that shows it, beside its figure.</p>",
              *verdicts_section(card),
              *findings_section(figures_dir, durations),
-             "<h2 id='figures'>Figures</h2>"]
-    for name, (caption, notebook) in FIGURES.items():
-        png = figures_dir / f"{name}.png"
-        if not png.exists():
-            sys.exit(f"{png} is missing: notebooks/{notebook}.ipynb should have made it")
-        data = base64.b64encode(png.read_bytes()).decode()
-        made_by = f'made by <a href="{notebook}.html">notebooks/{notebook}.ipynb</a>'
-        extra = csv_table(figures_dir / f"{name}.csv") if name in TABLES else ""
-        parts.append(f'<figure id="{name}"><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
-                     f"{extra}<figcaption><b>{name}</b>: {html.escape(caption)}; {made_by}.</figcaption></figure>")
-    parts += tables_section(figures_dir)
+             *papers_section(figures_dir, card, durations)]
+    parts += tables_section(figures_dir, durations)
     parts += scorecard_section(card)
 
-    parts.append("<h2 id='runs'>Runs</h2>")
+    parts.append("<h2 id='runs'>Appendix C: the runs</h2>")
     rows = []
     for run_dir, config, metrics in runs:
         stem = f"train_{config['dataset']}_{run_dir.name}"

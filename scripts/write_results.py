@@ -1,15 +1,23 @@
 """Write the results summary (`make results`): the scorecard's verdicts per paper and the headline
-findings of the figure notebooks, as Markdown, with the provenance of the build that made them.
+findings of the figure notebooks, each beside its figure, as Markdown, with the provenance of the build.
 
-`write_results.py --profile P --runs DIR --figures DIR --out RESULTS.md [--readme README.md]`
+`write_results.py --profile P --runs DIR --figures DIR --out RESULTS.md [--readme README.md]
+[--publish-figures figures]`
 
 Everything here is read from the build: the verdicts from scorecard.csv, the sentences from the
 notebooks' findings files (aevb.findings), the devices, torch versions, code hashes and training time
-from the run folders. With --readme, the block between README.md's RESULTS markers is rewritten too,
-so the README's first screen shows the committed build's verdicts without anyone typing them.
+from the run folders. With --publish-figures DIR, every figure (aevb.figures.FIGURES) is also written
+into DIR as a small PNG (an adaptive palette of PUBLISHED_COLOURS colours, at most PUBLISHED_WIDTH pixels wide) with
+DIR/provenance.json (the build's provenance, each file's SHA-256 and the total size): the default
+profile's go into the committed top-level figures/, so a reviewer on a code host sees them. With
+--readme, the block between README.md's RESULTS markers is rewritten too: the verdicts and, where
+the published figures exist and match their provenance, the figures that carry the papers' main claims.
 """
 import argparse
 import csv
+import hashlib
+import html
+import io
 import json
 import os
 import platform
@@ -22,13 +30,25 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from aevb import findings, grid, paths
-from aevb.files import atomic_write_text
+from aevb.figures import FIGURES
+from aevb.files import atomic_write, atomic_write_text
+from aevb.findings import plus_minus
 from aevb.scorecard import VERDICTS, verdicts_by_paper
 
 BEGIN, END = "<!-- RESULTS:BEGIN (written by make results from scorecard.csv; do not edit) -->", "<!-- RESULTS:END -->"
 
 
 MAKE_CALL = "the make call that trained its runs"
+PUBLISHED_WIDTH = 1000  # pixels: a published figure wider than this is scaled down (legible on a code host's page)
+PUBLISHED_COLOURS = 64  # an adaptive palette: line plots and grey image grids stay legible at a fifth less size than 256
+PROVENANCE = "provenance.json"
+# The figures that carry the papers' main claims, shown in README.md's results block (with their width there):
+# Kingma & Welling's Figure 2 with their values beside ours, the scorecard's ours-against-theirs, and the
+# replication report's samples of AEVB and of the true wake-sleep.
+README_FIGURES = {"kingma_fig2_lower_bound": ("100%", "Kingma & Welling's Figure 2, their bounds beside ours"),
+                  "scorecard_differences": ("80%", "every published value against ours, in tolerances"),
+                  "report_fig1_aevb_samples": ("45%", "samples of AEVB"),
+                  "report_fig2_wake_sleep_samples": ("45%", "and of the true wake-sleep (the report's Figures 1 and 2)")}
 
 
 def previous_value(path, key):
@@ -77,6 +97,66 @@ def provenance(profile, runs_dir, make_started=None, jobs=None, previous=None):
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
+def small_png(path):
+    """The PNG at `path` as small PNG bytes: at most PUBLISHED_WIDTH pixels wide, an adaptive palette of
+    PUBLISHED_COLOURS colours (the figures are line plots and grey images: the palette keeps them legible),
+    optimized."""
+    from PIL import Image
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        if image.width > PUBLISHED_WIDTH:
+            image = image.resize((PUBLISHED_WIDTH, round(image.height * PUBLISHED_WIDTH / image.width)),
+                                 Image.Resampling.LANCZOS)
+        buffer = io.BytesIO()
+        image.quantize(colors=PUBLISHED_COLOURS, method=Image.Quantize.MEDIANCUT).save(buffer, "PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def sha256(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def publish_figures(figures_dir, out_dir, prov):
+    """Write every figure of FIGURES from figures_dir into out_dir as a small PNG, and out_dir/provenance.json:
+    the build's provenance, each file's SHA-256 and size, and the total. A PNG in out_dir that FIGURES no
+    longer names is removed (profiles' subfolders are never touched). Returns the provenance written."""
+    missing = [name for name in FIGURES if not (figures_dir / f"{name}.png").exists()]
+    if missing:
+        sys.exit(f"{figures_dir} lacks {', '.join(f'{m}.png' for m in missing)}: make figures should have made them")
+    files = {}
+    for name in FIGURES:
+        data = small_png(figures_dir / f"{name}.png")
+        target = out_dir / f"{name}.png"
+        if not target.exists() or target.read_bytes() != data:
+            atomic_write(target, lambda f, data=data: f.write(data))
+        files[target.name] = {"sha256": sha256(data), "bytes": len(data)}
+    for stale in out_dir.glob("*.png"):
+        if stale.name not in files:
+            stale.unlink()
+    total = sum(f["bytes"] for f in files.values())
+    record = {"profile": prov["profile"], "commit": prov["commit"], "code hash": prov["code hash"],
+              "device": prov["device"], "machine": prov["machine"], "date": prov["date"],
+              "total size": f"{total / 1e6:.2f} MB in {len(files)} PNG files", "total bytes": total,
+              "max width (pixels)": PUBLISHED_WIDTH, "files": files}
+    atomic_write_text(out_dir / PROVENANCE, json.dumps(record, indent=1) + "\n")
+    print(f"wrote {len(files)} figures into {out_dir} ({total / 1e6:.2f} MB) and {out_dir / PROVENANCE}")
+    return record
+
+
+def published_figures(out_dir):
+    """The provenance of the figures published in out_dir (provenance.json), or None where it is missing or
+    any figure it lists is missing or differs from its SHA-256 there: a page then shows no image of them."""
+    path = Path(out_dir) / PROVENANCE
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    for name, meta in record.get("files", {}).items():
+        file = Path(out_dir) / name
+        if not file.exists() or sha256(file.read_bytes()) != meta["sha256"]:
+            return None
+    return record if set(record.get("files", {})) >= {f"{n}.png" for n in README_FIGURES} else None
+
+
 def verdict_table(by_paper):
     present = [v for v in VERDICTS if any(c.get(v) for c in by_paper.values())]
     lines = ["| paper | " + " | ".join(present) + " |", "|---|" + "---:|" * len(present)]
@@ -85,7 +165,9 @@ def verdict_table(by_paper):
     return lines
 
 
-def summary_block(by_paper, prov, results_name):
+def summary_block(by_paper, prov, results_name, figures_link=None, figures_record=None):
+    """README.md's results block: the verdicts, what the build cost, and, with `figures_link` (the published
+    figures' folder, relative to the README) and their provenance, the figures of README_FIGURES."""
     total = Counter()
     for counts in by_paper.values():
         total.update(counts)
@@ -93,10 +175,24 @@ def summary_block(by_paper, prov, results_name):
     took = prov.get(MAKE_CALL)
     cost = (f"Its {prov['runs']} runs trained for {prov['training time (sum over runs)']} in all (the longest "
             f"{prov['longest run']})" + (f"; the make call that trained them took {took}." if took else "."))
+    images = []
+    if figures_link is not None and figures_record is not None:
+        images = ["", *(f'<img src="{figures_link}/{name}.png" width="{width}" alt="{html.escape(FIGURES[name][0])}">'
+                        for name, (width, _) in README_FIGURES.items()), "",
+                  f"Above: {'; '.join(what for _, what in README_FIGURES.values())}. Every figure is in "
+                  f"[{figures_link}/]({figures_link}/) ({figures_record['total size']}, from commit "
+                  f"{figures_record['commit']}, {figures_record['date']}; `provenance.json` says more)."]
     return "\n".join([BEGIN, "", f"**Verdicts** ({prov['profile']} profile, commit {prov['commit']}, {prov['date']},"
-                      f" on {prov['device']}): {counts}. {cost}", "", *verdict_table(by_paper), "",
-                      f"The headline findings, every row and its provenance: [{results_name}]({results_name}).",
-                      "", END])
+                      f" on {prov['device']}): {counts}. {cost}", "", *verdict_table(by_paper), *images, "",
+                      f"The headline findings, each beside its figure, every row and its provenance: "
+                      f"[{results_name}]({results_name}).", "", END])
+
+
+def number_or_nan(text):
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def one_line(markdown):
@@ -108,6 +204,8 @@ def main(argv=None):
     for name in ("profile", "runs", "figures", "out"):
         parser.add_argument(f"--{name}", required=True)
     parser.add_argument("--readme", help="also rewrite the results block of this README")
+    parser.add_argument("--publish-figures", metavar="DIR",
+                        help="also write every figure as a small PNG into DIR, with DIR/provenance.json")
     parser.add_argument("--make-started", type=float, help="when make started (epoch seconds), to say how long it took")
     parser.add_argument("--jobs", default="1", help="make's -j, for the record")
     args = parser.parse_args(argv)
@@ -120,6 +218,11 @@ def main(argv=None):
     by_paper = verdicts_by_paper(card)
     prov = provenance(args.profile, Path(args.runs), args.make_started, args.jobs, previous=out)
     found = findings.headlines(figures_dir)
+    published_dir = Path(args.publish_figures) if args.publish_figures else None
+    figures_record = publish_figures(figures_dir, published_dir, prov) if published_dir else None
+    # the figures RESULTS.md shows: the published ones, or else the build's own
+    shown_dir = published_dir or figures_dir
+    link = Path(os.path.relpath(shown_dir.resolve(), out.parent.resolve())).as_posix()
 
     lines = ["# Results", "",
              f"Written by `make results` (part of `make paper`) from `{card_path.as_posix()}` and the figure "
@@ -129,18 +232,24 @@ def main(argv=None):
              "`reproduced`: within the row's tolerance of the published value (or the claim's test holds); "
              "`not run at this scale`: our runs trained fewer than half the published samples (the `paper` "
              "profile runs them). The rules: `notebooks/scorecard.ipynb`.", "",
-             "## Headline findings", ""]
+             *([f"The figures: `{link}/`, {figures_record['total size']}.", ""] if figures_record else []),
+             "## Headline findings", "", "Each finding beside the figure that shows it.", ""]
+    shown = set()
     for f in found:
-        leads = f["text"].lstrip().startswith("**")  # a finding that opens in bold is its own title
-        title = f"**{f['title']}.** " if f["title"] and not leads else ""
-        lines.append(f"- {title}{one_line(f['text'])} (`notebooks/{f['notebook']}.ipynb`)")
+        lines += [f"### {f['title'] or f['key']}", "", one_line(f["text"]) + f" (`notebooks/{f['notebook']}.ipynb`)", ""]
+        figure = f.get("figure")
+        if figure in FIGURES and figure not in shown:
+            caption = FIGURES[figure][0]
+            lines += [f"![{caption.split(':')[0]}]({link}/{figure}.png)", "", f"*{caption}.*", ""]
+            shown.add(figure)
+        elif figure in FIGURES:
+            lines += [f"*{FIGURES[figure][0].split(':')[0]}: shown above ([`{figure}.png`]({link}/{figure}.png)).*", ""]
     if not found:
-        lines.append("- (no figure notebook recorded a headline finding)")
-    lines += ["", "## Every row", "", "| source | what | published | ours | verdict |", "|---|---|---:|---:|---|"]
+        lines += ["(no figure notebook recorded a headline finding)", ""]
+    lines += ["## Every row", "", "| source | what | published | ours | verdict |", "|---|---|---:|---:|---|"]
     for row in card:
-        ours = f"{float(row['ours']):.2f}" if row["ours"] not in ("", "nan") else ""
-        if ours and int(row["n_runs"]) > 1:
-            ours += f" ± {float(row['ours_sd']):.2f} ({row['n_runs']} runs)"
+        ours = plus_minus(number_or_nan(row["ours"]), number_or_nan(row.get("ours_sd")), number_or_nan(row["n_runs"]),
+                          unit="run" if number_or_nan(row["n_runs"]) > 1 else None)
         published = f"{float(row['published']):.6g}" if row["published"] else ""
         what = row["what"].replace("|", "\\|")
         lines.append(f"| {row['source']} | {what} | {published} | {ours} | {row['verdict']} |")
@@ -154,7 +263,12 @@ def main(argv=None):
             sys.exit(f"{readme} has no results block ({BEGIN} ... {END}); add one where the summary belongs")
         before, rest = text.split(BEGIN, 1)
         after = rest.split(END, 1)[1]
-        block = summary_block(by_paper, prov, out.name if out.parent.resolve() == readme.parent.resolve() else str(out))
+        # the README shows the published figures (by default its folder's figures/) where they match their provenance
+        record_dir = published_dir or readme.parent / "figures"
+        record = published_figures(record_dir)
+        figures_link = Path(os.path.relpath(record_dir.resolve(), readme.parent.resolve())).as_posix()
+        block = summary_block(by_paper, prov, out.name if out.parent.resolve() == readme.parent.resolve() else str(out),
+                              figures_link, record)
         new = before + block + after
         if new != text:
             atomic_write_text(readme, new)

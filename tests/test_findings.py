@@ -127,7 +127,8 @@ def test_findings_are_saved_as_they_are_stated_and_loaded_in_order(tmp_path):
     saved = json.loads((tmp_path / "findings" / "scorecard.json").read_text())
     assert [f["key"] for f in saved] == ["claim2", "verdicts"]
     assert saved[0] == {"key": "claim2", "text": "Wake-sleep trails AEVB by **8.3 nats**.", "headline": True,
-                        "title": "Wake-sleep", "notebook": "scorecard", "anchor": "finding-scorecard-claim2"}
+                        "title": "Wake-sleep", "notebook": "scorecard", "anchor": "finding-scorecard-claim2",
+                        "figure": "", "template": "Wake-sleep trails AEVB by **8.3 nats**."}
     say("verdicts", "27 reproduced.")  # restated: replaced, not added
     other = Findings("burda2015", tmp_path, display=False)
     other.save()  # nothing stated: an empty list, so the file exists in every profile
@@ -176,3 +177,103 @@ def test_swapping_the_values_swaps_the_words(a, b):
     assert moves(b, a).startswith(f"raises it by {d}") and moves(a, b).startswith(f"lowers it by {d}")
     tolerance = abs(a - b) + 0.5  # within it: the side still follows the sign
     assert compare(a, b, tolerance).endswith(f"({d} ahead)") and compare(b, a, tolerance).endswith(f"({d} behind)")
+
+
+# ---- templates: each finding written once by hand, its numbers and their words filled in ------------------
+
+def test_fill_puts_the_numbers_and_the_words_that_follow_their_signs():
+    template = "IWAE {lead:leads/trails/ties with} the VAE by {lead:abs.2f} nats after {n:samples} samples: {verdict}."
+    assert findings.fill(template, lead=0.31, n=3e6, verdict="reproduced") == \
+        "IWAE leads the VAE by 0.31 nats after 3×10^6 samples: reproduced."
+    assert findings.fill(template, lead=-0.31, n=2000, verdict="x") == "IWAE trails the VAE by 0.31 nats after 2,000 samples: x."
+    assert findings.fill(template, lead=0.0, n=1e8, verdict="x").startswith("IWAE ties with the VAE by 0.00")
+    assert findings.fill("{ok:agrees/differs}; {d:higher/lower}", ok=False, d=0.0) == "differs; lower"  # zero: the second
+    assert findings.fill("{x:+.1f} {p:number}", x=2, p=101.1053) == "+2.0 101.11"
+
+
+def test_fill_refuses_a_missing_value_or_field_and_bad_words():
+    with pytest.raises(ValueError, match="missing"):
+        findings.fill("gap {gap:.1f}", gap=math.nan)
+    with pytest.raises(KeyError, match="no value fills"):
+        findings.fill("gap {gap:.1f}")
+    with pytest.raises(ValueError, match="positive/negative"):
+        findings.sign_word(1.0, ["a", "b", "c", "d"])
+
+
+def test_a_finding_names_a_known_figure_and_records_its_template(tmp_path):
+    say = Findings("scorecard", tmp_path, display=False)
+    say("gap", "AEVB {gap:leads/trails} by {gap:abs.1f} nats.", gap=-2.0, figure="kingma_fig2_lower_bound")
+    saved = json.loads((tmp_path / "findings" / "scorecard.json").read_text())[0]
+    assert saved["text"] == "AEVB trails by 2.0 nats." and saved["figure"] == "kingma_fig2_lower_bound"
+    assert saved["template"] == "AEVB {gap:leads/trails} by {gap:abs.1f} nats."
+    with pytest.raises(KeyError, match="not a figure"):
+        say("other", "text", figure="no_such_figure")
+    with pytest.raises(ValueError, match="scorecard/bad: the value of {gap} is missing"):
+        say("bad", "gap {gap:.1f}", gap=None)
+
+
+def say_calls(name):
+    """Every say(key, template, ...) call in a figure notebook's code, as ast.Call nodes."""
+    import ast
+    nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    calls = []
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "say(" in cell.source:
+            calls += [node for node in ast.walk(ast.parse(cell.source)) if isinstance(node, ast.Call)
+                      and isinstance(node.func, ast.Name) and node.func.id == "say"]
+    return calls
+
+
+def template_of(call):
+    import ast
+    assert len(call.args) >= 2 and isinstance(call.args[1], ast.Constant) and isinstance(call.args[1].value, str), \
+        f"line {call.lineno}: a finding's template is a string written by hand, not text assembled by code"
+    return call.args[1].value
+
+
+WORD_LIMIT = 50  # words a finding may have, its fields counted as one word each
+
+
+@pytest.mark.parametrize("name", notebooks())
+def test_each_finding_is_a_short_template_written_once_with_its_figure(name):
+    """Every finding of every figure notebook is a template written by hand (a string constant, no f-string,
+    no word chosen by an if in the call), of at most about 50 words, naming the figure or table that shows it."""
+    import ast
+
+    from aevb.figures import CSV_TABLES, FIGURES
+    calls = say_calls(name)
+    assert calls, f"{name} states no finding"
+    for call in calls:
+        template = template_of(call)
+        keywords = {k.arg: k.value for k in call.keywords if k.arg}
+        figure = keywords.get("figure")
+        assert isinstance(figure, ast.Constant) and (figure.value in FIGURES or figure.value in CSV_TABLES), \
+            f"{name}, line {call.lineno}: no figure= naming a figure or table of aevb.figures"
+        decided_here = [n for arg in call.args[2:] + [k.value for k in call.keywords]
+                        for n in ast.walk(arg) if isinstance(n, (ast.IfExp, ast.JoinedStr))]
+        assert not decided_here, f"{name}, line {call.lineno}: a word decided in the call; use a sign field"
+        assert findings.words(template) <= WORD_LIMIT, f"{name}, line {call.lineno}: {findings.words(template)} words"
+
+
+def example_values(template, value=1.5):
+    return {field: value for field, _ in findings.fields(template)}
+
+
+@pytest.mark.parametrize("name", notebooks())
+def test_each_findings_words_follow_the_signs_of_its_numbers(name):
+    """For every finding of every figure notebook and every number whose sign it words (leads/trails,
+    higher/lower, within/beyond, looser/tighter, ...): the number's sign flipped, the words flip with it."""
+    signed = 0
+    for call in say_calls(name):
+        template = template_of(call)
+        findings.fill(template, **example_values(template))  # every field fills
+        for field, spec in findings.fields(template):
+            if "/" not in spec:
+                continue
+            positive, negative = spec.split("/")[:2]
+            before = findings.fill(template, **example_values(template))
+            after = findings.fill(template, **{**example_values(template), field: -1.5})
+            assert positive in before and negative in after and before != after, (name, template, field)
+            signed += 1
+    if name != "burda2015":
+        assert signed, f"{name}: no finding words the sign of a number"

@@ -123,11 +123,22 @@ def html_tables(page):
 def test_index_opens_with_verdicts_then_findings_then_figures(paper):
     out, _ = paper
     page = (out / "build" / "html" / "index.html").read_text()
-    positions = [page.index(marker) for marker in ("id='verdicts'", "id='findings'", "id='figures'", "id='scorecard'")]
-    assert positions == sorted(positions)
+    positions = [page.index(marker) for marker in ("id='verdicts'", "id='findings'", "id='figures'", "id='tables'",
+                                                    "id='scorecard'", "id='runs'")]
+    assert positions == sorted(positions)  # the opening, the papers' figures, then the appendices
     verdicts = page[positions[0]:positions[1]]
     for paper_name in ("Andriciuc (2025)", "Kingma &amp; Welling (2013)", "Burda, Grosse &amp; Salakhutdinov (2015)"):
         assert paper_name in verdicts
+    # each headline finding links to its place beside its figure on this page, and that figure is there
+    beside = re.findall(r"beside <a href='#(finding-[a-z0-9-]+)'>", page[positions[1]:positions[2]])
+    assert beside and len(beside) == len(set(beside))
+    ids = re.findall(r"id='(finding-[^']+)'", page)
+    assert len(ids) == len(set(ids)), sorted({i for i in ids if ids.count(i) > 1})  # each finding shown once
+    for anchor in beside:
+        at = page.index(f"id='{anchor}'")
+        assert positions[2] < at, anchor
+    for name in FIGURES:  # every figure sits in the papers' part, after the opening
+        assert positions[2] < page.index(f'<figure id="{name}">') < positions[3], name
     # each headline finding links to an anchor that its rendered notebook holds
     links = re.findall(r'<a href="([a-z0-9_]+)\.html#(finding-[a-z0-9-]+)"', page[positions[1]:positions[2]])
     assert links, "the index lists no headline finding"
@@ -232,13 +243,13 @@ def test_index_renders_in_headless_chromium(paper):
             "return Array.from(document.images).map(i => i.complete && i.offsetWidth > 0 ? i.naturalWidth : 0)")
         assert len(widths) == len(FIGURES) and min(widths) > 0, widths
         blank = driver.execute_script("""
-            const blank = [];
+            const blank = [];  // textContent: a table folded in a closed <details> counts too
             document.querySelectorAll('table').forEach((t, n) => {
               const rows = Array.from(t.rows).slice(1);
               const width = t.rows[0].cells.length;
               for (let c = 0; c < width; c++)
-                if (rows.length && rows.every(r => !r.cells[c] || ['', '–'].includes(r.cells[c].innerText.trim())))
-                  blank.push(n + ': ' + t.rows[0].cells[c].innerText);
+                if (rows.length && rows.every(r => !r.cells[c] || ['', '–'].includes(r.cells[c].textContent.trim())))
+                  blank.push(n + ': ' + t.rows[0].cells[c].textContent);
             });
             return blank;""")
         assert not blank, f"columns with no value in any row: {blank}"
@@ -273,7 +284,12 @@ def test_every_figure_notebook_states_its_findings(paper):
             assert not finding["headline"] or finding["title"], finding
             assert finding["anchor"] in executed, finding["anchor"]
     headlines = [f for n in notebooks() for f in findings_of(out / "figures", n) if f["headline"]]
-    assert 3 <= sum(f["notebook"] == "scorecard" for f in headlines) <= 5
+    assert 3 <= sum(f["notebook"] == "scorecard" for f in headlines) <= 6
+    from aevb.findings import words
+    long = [(f["key"], words(f["text"])) for n in notebooks() for f in findings_of(out / "figures", n)
+            if words(f["text"]) > 60]  # a template's ~50 words, its filled-in lists a little longer at most
+    assert not long, long
+    assert all(f["figure"] in FIGURES or f["figure"] in CSV_TABLES for f in headlines), headlines
 
 
 # ---- every smoke run learns, and make redoes exactly what changed -----------------------------------------
@@ -340,3 +356,26 @@ def test_a_changed_run_re_runs_exactly_the_figure_notebooks_that_read_it(paper):
     assert restamped == readers
     assert {p: t for p, t in mtimes(out / "runs").items() if p != metrics} == \
         {p: t for p, t in runs_before.items() if p != metrics}  # no run retrained
+
+
+def test_the_builds_figures_publish_small_with_their_size_stated(paper, tmp_path):
+    """make results' --publish-figures on this build's figures, into a temporary folder (never the committed
+    figures/): every figure as a PNG at most PUBLISHED_WIDTH wide, their total small and stated in
+    provenance.json, RESULTS.md and the README's block, whose images resolve."""
+    import sys
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import write_results
+    out, _ = paper
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\n{write_results.BEGIN}\n{write_results.END}\n")
+    write_results.main(["--profile", "smoke", "--runs", str(out / "runs"), "--figures", str(out / "figures"),
+                        "--out", str(tmp_path / "RESULTS.md"), "--readme", str(readme),
+                        "--publish-figures", str(tmp_path / "figures")])
+    record = json.loads((tmp_path / "figures" / "provenance.json").read_text())
+    assert set(record["files"]) == {f"{name}.png" for name in FIGURES}
+    assert record["total bytes"] < 3e6, record["total size"]  # a rebuild adds no more than this to the repository
+    assert record["total size"] in readme.read_text() and record["total size"] in (tmp_path / "RESULTS.md").read_text()
+    links = re.findall(r'<img src="([^"]+)"', readme.read_text())
+    assert len(links) == len(write_results.README_FIGURES) and all((tmp_path / link).exists() for link in links)
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (tmp_path / "RESULTS.md").read_text())
+    assert images and all((tmp_path / link).exists() for link in images)

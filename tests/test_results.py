@@ -30,7 +30,8 @@ def figures_dir(tmp_path):
             writer.writerow(dict(source=source, what=what, published=published, ours=ours, ours_sd="",
                                  n_runs=1 if ours else 0, verdict=verdict))
     say = findings.Findings("scorecard", folder, display=False)
-    say("gap", "Wake-sleep trails AEVB by **8.3 nats**.", headline=True, title="Wake-sleep")
+    say("gap", "Wake-sleep {gap:trails/leads} AEVB by **{gap:abs.1f} nats**.", headline=True, title="Wake-sleep",
+        figure="report_table1", gap=8.3)
     say("detail", "Not a headline.")
     return folder
 
@@ -46,7 +47,9 @@ def test_results_hold_the_verdicts_per_paper_the_headlines_and_the_provenance(tm
     text = write(tmp_path, figures_dir)
     assert "| Andriciuc (2025) | 1 | 1 | 0 | 0 |" in text  # reproduced, not, not run, out of scope
     assert "| Kingma & Welling (2013) | 0 | 0 | 1 | 0 |" in text
-    assert "**Wake-sleep.** Wake-sleep trails AEVB by **8.3 nats**." in text and "Not a headline" not in text
+    assert "### Wake-sleep\n\nWake-sleep trails AEVB by **8.3 nats**. (`notebooks/scorecard.ipynb`)" in text
+    assert "Not a headline" not in text
+    assert "![Replication report, Table 1](figures/report_table1.png)" in text  # beside its figure
     head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     assert "| profile | default |" in text and f"| commit | {head.stdout.strip() or 'unknown'}" in text
     assert "| runs | 0 |" in text  # provenance is read from the run folders, here none
@@ -119,3 +122,90 @@ def test_the_cost_of_the_make_call_that_trained_the_runs_is_kept_by_a_figure_onl
     (tmp_path / "RESULTS.md").unlink()
     fresh = write(tmp_path, figures_dir, "--make-started", str(time.time() + 1))
     assert write_results.MAKE_CALL not in fresh  # no record of the call that trained them: nothing said
+
+
+# ---- the figures a reader needs, published as small PNGs with their provenance --------------------------------
+
+@pytest.fixture
+def drawn(figures_dir):
+    """figures_dir with every figure of FIGURES drawn (a line plot, 800 x 600 pixels at 100 dpi)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from aevb.figures import FIGURES
+    for n, name in enumerate(FIGURES):
+        fig, ax = plt.subplots(figsize=(8 + n % 5, 6))
+        ax.plot(range(10), [(i - n) ** 2 for i in range(10)], label=name)
+        ax.legend()
+        fig.savefig(figures_dir / f"{name}.png", dpi=100)
+        plt.close(fig)
+    return figures_dir
+
+
+def block(text):
+    return text.split(write_results.BEGIN)[1].split(write_results.END)[0]
+
+
+def test_published_figures_are_small_pngs_with_their_provenance_and_the_readme_shows_them(tmp_path, drawn):
+    """--publish-figures writes every figure into a folder of its own (here a temporary one, never the committed
+    figures/), as PNGs no wider than PUBLISHED_WIDTH, with provenance.json (commit, code hash, machine, date,
+    each file's SHA-256 and the total size); the README's block shows README_FIGURES from there, and
+    RESULTS.md each headline finding beside its figure, by relative links that resolve."""
+    import hashlib
+    import json
+
+    from PIL import Image
+
+    from aevb.figures import FIGURES
+    published, readme = tmp_path / "repo" / "figures", tmp_path / "repo" / "README.md"
+    readme.parent.mkdir()
+    readme.write_text(f"# Title\n\n{write_results.BEGIN}\n{write_results.END}\n")
+    (published / "dropped_figure.png").parent.mkdir()
+    (published / "dropped_figure.png").write_bytes(b"a figure FIGURES no longer names")
+    out = tmp_path / "repo" / "RESULTS.md"
+    write_results.main(["--profile", "default", "--runs", str(tmp_path / "runs"), "--figures", str(drawn),
+                        "--out", str(out), "--readme", str(readme), "--publish-figures", str(published)])
+    record = json.loads((published / "provenance.json").read_text())
+    assert set(record["files"]) == {f"{name}.png" for name in FIGURES}
+    assert not (published / "dropped_figure.png").exists()
+    for key in ("profile", "commit", "code hash", "machine", "date", "total size"):
+        assert record[key], key
+    total = 0
+    for name, meta in record["files"].items():
+        data = (published / name).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == meta["sha256"] and len(data) == meta["bytes"]
+        total += len(data)
+        with Image.open(published / name) as image:
+            assert image.width <= write_results.PUBLISHED_WIDTH
+            original = Image.open(drawn / name)
+            assert image.width == min(original.width, write_results.PUBLISHED_WIDTH)
+        assert len(data) < (drawn / name).stat().st_size  # smaller than the build's own
+    assert record["total bytes"] == total and record["total size"].startswith(f"{total / 1e6:.2f} MB")
+    shown = block(readme.read_text())
+    links = re.findall(r'<img src="([^"]+)"', shown)
+    assert links == [f"figures/{name}.png" for name in write_results.README_FIGURES]
+    assert all((readme.parent / link).exists() for link in links)
+    assert record["total size"] in shown
+    results = out.read_text()
+    assert "![Replication report, Table 1](figures/report_table1.png)" in results
+    assert (out.parent / "figures/report_table1.png").exists()
+
+
+def test_the_readme_shows_no_image_where_the_published_figures_are_missing_or_differ(tmp_path, drawn):
+    readme = tmp_path / "repo" / "README.md"
+    readme.parent.mkdir()
+    readme.write_text(f"{write_results.BEGIN}\n{write_results.END}\n")
+    args = ["--profile", "default", "--runs", str(tmp_path / "runs"), "--figures", str(drawn),
+            "--out", str(tmp_path / "repo" / "RESULTS.md"), "--readme", str(readme)]
+    write_results.main(args)  # nothing published beside the README: no image
+    assert "<img" not in block(readme.read_text())
+    published = readme.parent / "figures"
+    write_results.main(args + ["--publish-figures", str(published)])
+    assert "<img" in block(readme.read_text())
+    assert write_results.published_figures(published)
+    (published / "kingma_fig2_lower_bound.png").write_bytes(b"another build's figure")  # no longer its provenance's
+    assert write_results.published_figures(published) is None
+    write_results.main(args)
+    assert "<img" not in block(readme.read_text())
+    (published / "provenance.json").unlink()
+    assert write_results.published_figures(published) is None
