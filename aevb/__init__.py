@@ -11,6 +11,11 @@
                 the device, Kingma's step-size choice, the training log, and train_run()
     scorecard   published numbers beside ours, and the verdicts
     figures     figure and table files named after the papers', and image grids
+    catalog     finished runs by name and profile, a run's test data, and the folders a notebook reads
+                and writes
+    latent      latent-space views of any trained model: manifold, codes by label, reconstructions,
+                interpolations, samples from the prior
+    explore     the widgets of notebooks/explore.ipynb
 
 Nothing here is imported by `import aevb`: each notebook and script imports what it uses.
 """

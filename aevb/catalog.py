@@ -25,7 +25,7 @@ def resolve(path):
     """A path as given if it is absolute or exists from the working directory, else from the repository root
     (so that "runs/smoke/..." works from notebooks/ as from the repository)."""
     path = Path(path).expanduser()
-    return path if path.is_absolute() or path.exists() else paths.ROOT / path
+    return path if path.is_absolute() else path.absolute() if path.exists() else paths.ROOT / path
 
 
 def is_name(text):
