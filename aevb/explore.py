@@ -45,6 +45,13 @@ def png(images, shape, nrow, scale=4):
     return buffer.getvalue()
 
 
+def show(widget, png_bytes):
+    """Put a PNG in an ipywidgets.Image at its own size (JupyterLab would stretch it to the page's width)."""
+    from PIL import Image
+    widget.value = png_bytes
+    widget.layout.width = f"{Image.open(io.BytesIO(png_bytes)).width}px" if png_bytes else None
+
+
 def figure_png(fig):
     import matplotlib.pyplot as plt
     buffer = io.BytesIO()
@@ -65,8 +72,8 @@ class Explorer:
                                   next(iter(self.sources)), description="profile")
         self.choosers = {k: w.Dropdown(description=LABEL[k]) for k in KEYS}
         self.z_sliders = w.VBox()
-        self.decoded = w.Image(format="png", layout=w.Layout(width="168px"))
-        self.plane = w.Image(format="png", layout=w.Layout(max_width="380px"))
+        self.decoded = w.Image(format="png")
+        self.plane = w.Image(format="png")
         self.digit_a = w.BoundedIntText(value=0, min=0, max=0, description="test point", layout=w.Layout(width="200px"))
         self.digit_b = w.BoundedIntText(value=1, min=0, max=1, description="and", layout=w.Layout(width="200px"))
         self.pairs = w.Image(format="png")
@@ -170,9 +177,9 @@ class Explorer:
     @torch.no_grad()
     def _draw_z(self):
         z = self.z()
-        self.decoded.value = png(self.model.mean_x(z), latent.image_shape(self.model), nrow=1, scale=6)
+        show(self.decoded, png(self.model.mean_x(z), latent.image_shape(self.model), nrow=1, scale=6))
         if self.model.z_dim == 2 and self.run["config"]["algorithm"] != "mcem":
-            self.plane.value = self._plane(z[0])
+            show(self.plane, self._plane(z[0]))
             self.plane.layout.display = None
         else:
             self.plane.layout.display = "none"
@@ -181,7 +188,8 @@ class Explorer:
         """The test points' posterior means (coloured by label) with z marked: a PNG."""
         import matplotlib.pyplot as plt
         fig, ax = plt.subplots(figsize=(4.6, 4))
-        latent.latent_scatter(self.run, self.x, self.labels, ax=ax, title="z among the test points' codes")
+        latent.latent_scatter(self.run, self.x, self.labels, ax=ax, title="z among the test points' codes",
+                              label_name="digit" if self.run["config"]["dataset"] == "mnist" else "label")
         ax.plot([z[0]], [z[1]], "k+", ms=18, mew=2.5)
         return figure_png(fig)
 
@@ -193,9 +201,9 @@ class Explorer:
         a, b = self.digit_a.value, self.digit_b.value
         x = self.x[[a, b]]
         rows = [x] + [latent.reconstruct(m, x) for m in self.companions.values()]
-        self.pairs.value = png(torch.cat(rows), shape, nrow=2, scale=3)
+        show(self.pairs, png(torch.cat(rows), shape, nrow=2, scale=3))
         if self.run["config"]["algorithm"] in ENCODERS:
-            self.path.value = png(latent.interpolation_path(self.model, x[:1], x[1:], steps=10), shape, nrow=10, scale=3)
+            show(self.path, png(latent.interpolation_path(self.model, x[:1], x[1:], steps=10), shape, nrow=10, scale=3))
         else:
-            self.path.value = b""
+            show(self.path, b"")
         self.pairs_rows.value = "rows: " + ", ".join(["test points", *(a.replace("_", "-") for a in self.companions)])
