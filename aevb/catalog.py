@@ -59,7 +59,8 @@ def find(name, profile="default", root=None):
         raise FileNotFoundError(f"{folder} holds no finished run (no metrics.json). A run by name: "
                                 "load('mnist/aevb_z2_report_s1', profile='smoke')")
     others = profiles_with(name, root)
-    known = "" if any(r.name == name for r in grid.runs()) else " (it is not a run of the experiment grid, aevb/grid.py)"
+    in_grid = any(r.name == name for r in grid.runs())
+    known = "" if in_grid else " (it is not a run of the experiment grid, aevb/grid.py)"
     if others:
         hint = (f"It is finished in profile {', '.join(repr(p) for p in others)}: load({name!r}, "
                 f"profile={others[0]!r}).")
@@ -145,10 +146,11 @@ def notebook_folders(notebook, profile, runs_dir="", figures_dir=""):
             finished(r.folder(paths.ROOT / "runs" / p)) for r in grid.notebook_runs(notebook, profile=p))]
         where = (f"Every run it reads is finished in profile {', '.join(repr(p) for p in elsewhere)}: set "
                  f"profile={elsewhere[0]!r}." if elsewhere else "No profile has all of its runs finished.")
+        more = f" and {len(missing) - 6} more" if len(missing) > 6 else ""
         raise FileNotFoundError(
             f"{notebook} reads {len(needed)} runs of the {profile} profile; {len(missing)} are not finished in "
-            f"{runs_root}: {', '.join(missing[:6])}{f' and {len(missing) - 6} more' if len(missing) > 6 else ''}. {where} To train "
-            f"them: make runs PROFILE={profile}. Nothing was written.")
+            f"{runs_root}: {', '.join(missing[:6])}{more}. {where} To train them: make runs PROFILE={profile}. "
+            "Nothing was written.")
     if owned and not by_make:
         print(f"WARNING: {notebook} writes into {figures_root}, the {owned[0]} profile's figures folder that "
               "`make paper` owns (make results reads it); leave figures_dir empty to write into "

@@ -1,5 +1,6 @@
-"""Notebooks are committed without outputs: each notebook in notebooks/ has none, and the git filter that
-`make setup` sets (nbstripout) stages a notebook saved with outputs without them, keeping its cell ids."""
+"""`make lab` for everyone (rooted at the repository, as root too), and notebooks committed without outputs:
+each notebook in notebooks/ has none, and the git filter that `make setup` sets (nbstripout) stages a notebook
+saved with outputs without them, keeping its cell ids."""
 import json
 import os
 import shutil
@@ -47,3 +48,14 @@ def test_the_git_filter_make_setup_sets_stages_notebooks_without_outputs(tmp_pat
                             "strip-outputs", f"VENV={ROOT / '.venv'}", f"PYTHON={PY}"], capture_output=True, text=True,
                            env=env)
     assert again.returncode == 0 and again.stdout == ""  # set once
+
+
+@pytest.mark.slow  # it runs make
+def test_make_lab_roots_jupyterlab_at_the_repository_and_allows_root():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    dry = subprocess.run(["make", "-n", "-C", str(ROOT), "--no-print-directory", "lab"], capture_output=True, text=True,
+                         env=env)
+    assert dry.returncode == 0, dry.stderr
+    [command] = [line for line in dry.stdout.splitlines() if "jupyter lab" in line]
+    assert f"--ServerApp.root_dir={ROOT}" in command.split()
+    assert ("--allow-root" in command.split()) == (os.getuid() == 0)  # JupyterLab refuses root without it
