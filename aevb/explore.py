@@ -1,7 +1,8 @@
 """The explorer of notebooks/explore.ipynb: ipywidgets over the finished runs.
 
 Choose a profile, then a dataset, protocol, algorithm, Nz and seed among its finished runs; move z
-with sliders and see the decoder's mean (Nz = 2: where z sits among the test digits' codes); pick two
+with sliders and see the decoder's mean (Nz = 2: z among the test digits' codes, where a click or a
+drag moves it, through ipyevents); pick two
 test points and see their reconstructions by every algorithm of that setting and the interpolation
 between them. `Explorer(...).widget` is what the notebook displays; each image is a PNG in an
 ipywidgets.Image, redrawn by the kernel when a widget moves.
@@ -66,14 +67,19 @@ class Explorer:
 
     def __init__(self, profile=None, runs_dir=None, root=None, sliders=10, points=1000, **selected):
         import ipywidgets as w
+        from ipyevents import Event
         self.sources = sources(runs_dir, profile, root)
         self.max_sliders, self.points, self._models, self._data, self._busy = sliders, points, {}, {}, False
+        self._moving = False
         self.profile = w.Dropdown(options=list(self.sources), value=profile if profile in self.sources else
                                   next(iter(self.sources)), description="profile")
         self.choosers = {k: w.Dropdown(description=LABEL[k]) for k in KEYS}
         self.z_sliders = w.VBox()
         self.decoded = w.Image(format="png")
         self.plane = w.Image(format="png")
+        self._events = Event(source=self.plane, watched_events=["click", "mousemove"], prevent_default_action=True,
+                             throttle_or_debounce="throttle", wait=50)  # a click or a drag on the plane moves z there
+        self._events.on_dom_event(self.click)
         self.digit_a = w.BoundedIntText(value=0, min=0, max=0, description="test point", layout=w.Layout(width="200px"))
         self.digit_b = w.BoundedIntText(value=1, min=0, max=1, description="and", layout=w.Layout(width="200px"))
         self.pairs = w.Image(format="png")
@@ -152,7 +158,10 @@ class Explorer:
             if others:
                 self.companions[algorithm] = self._model(others[0])["model"]
         shown = min(self.model.z_dim, self.max_sliders)
-        sliders = [w.FloatSlider(value=0.0, min=-3.0, max=3.0, step=0.05, description=f"z{i + 1}",
+        self.reach = 3.0  # the sliders span the prior's +-3 standard deviations, and the test codes beyond
+        if config["algorithm"] in ENCODERS:
+            self.reach = max(self.reach, float(latent.latent_means(self.run, self.x).abs().max().ceil()))
+        sliders = [w.FloatSlider(value=0.0, min=-self.reach, max=self.reach, step=0.05, description=f"z{i + 1}",
                                  continuous_update=True, readout_format=".2f") for i in range(shown)]
         for slider in sliders:
             slider.observe(lambda change: self._draw_z(), names="value")
@@ -176,6 +185,8 @@ class Explorer:
 
     @torch.no_grad()
     def _draw_z(self):
+        if self._moving:
+            return
         z = self.z()
         show(self.decoded, png(self.model.mean_x(z), latent.image_shape(self.model), nrow=1, scale=6))
         if self.model.z_dim == 2 and self.run["config"]["algorithm"] != "mcem":
@@ -185,13 +196,39 @@ class Explorer:
             self.plane.layout.display = "none"
 
     def _plane(self, z):
-        """The test points' posterior means (coloured by label) with z marked: a PNG."""
+        """The test points' posterior means (coloured by label) with z marked: a PNG. Keeps the map from its
+        pixels to z, for a click or a drag on it."""
         import matplotlib.pyplot as plt
         fig, ax = plt.subplots(figsize=(4.6, 4))
-        latent.latent_scatter(self.run, self.x, self.labels, ax=ax, title="z among the test points' codes",
+        latent.latent_scatter(self.run, self.x, self.labels, ax=ax, title="z among the test points' codes (click, drag)",
                               label_name="digit" if self.run["config"]["dataset"] == "mnist" else "label")
+        ax.set(xlim=(-self.reach, self.reach), ylim=(-self.reach, self.reach))  # the sliders' range: a fixed map
+        ax.set_aspect("equal", adjustable="box")
         ax.plot([z[0]], [z[1]], "k+", ms=18, mew=2.5)
-        return figure_png(fig)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=fig.dpi)  # at the figure's own dpi: its pixels are the display's
+        self._to_z = (ax.transData.inverted(), fig.bbox.width, fig.bbox.height)
+        plt.close(fig)
+        return buffer.getvalue()
+
+    def click(self, event):
+        """A click, or a move with the button held, on the plane: z is where it points (ipyevents' event)."""
+        if event.get("type") == "mousemove" and not event.get("buttons"):
+            return
+        to_z, width, height = self._to_z
+        scale = width / (event.get("boundingRectWidth") or width)  # the image as drawn on the page, to its pixels
+        z1, z2 = to_z.transform((event["relativeX"] * scale, height - event["relativeY"] * scale))
+        self.set_z(z1, z2)
+
+    def set_z(self, *z):
+        """Move the sliders to z (clipped to their range) and draw once."""
+        self._moving = True
+        try:
+            for slider, value in zip(self.z_sliders.children, z):
+                slider.value = float(min(max(value, slider.min), slider.max))
+        finally:
+            self._moving = False
+        self._draw_z()
 
     @torch.no_grad()
     def _draw_points(self):

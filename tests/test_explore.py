@@ -25,7 +25,7 @@ def runs(tmp_path):
 
 def pixels(png):
     import numpy as np
-    return torch.as_tensor(np.asarray(Image.open(io.BytesIO(png)).convert("L")), dtype=torch.float32)
+    return torch.as_tensor(np.array(Image.open(io.BytesIO(png)).convert("L")), dtype=torch.float32)
 
 
 def test_the_choosers_offer_the_finished_runs_and_a_slider_moves_the_decoder(runs):
@@ -83,3 +83,21 @@ def test_no_finished_run_is_a_clear_error(tmp_path):
     (tmp_path / "smoke").mkdir()
     with pytest.raises(FileNotFoundError, match="no finished run in any profile"):
         explore.sources(root=tmp_path, profile="smoke")
+
+
+def test_a_click_or_a_drag_on_the_plane_moves_z_there(runs):
+    root, models = runs
+    e = explore.Explorer(root=root, points=40, protocol="report", latent_dim=2)
+    to_z, width, height = e._to_z
+    pixel = to_z.inverted().transform((1.25, -0.5))  # where z = (1.25, -0.5) is drawn, from the bottom left
+    shown = width / 2  # the page draws the image at half its size
+    event = {"type": "click", "relativeX": pixel[0] / 2, "relativeY": (height - pixel[1]) / 2, "boundingRectWidth": shown}
+    e.click(event)
+    assert [s.value for s in e.z_sliders.children] == pytest.approx([1.25, -0.5], abs=1e-3)
+    with torch.no_grad():
+        assert e.decoded.value == explore.png(models["mnist/aevb_z2_report_s1"].mean_x(e.z()), (28, 28), nrow=1, scale=6)
+    e.click({**event, "type": "mousemove", "buttons": 0, "relativeX": 0})  # a move without the button: nothing
+    assert e.z_sliders.children[0].value == pytest.approx(1.25, abs=1e-3)
+    e.click({**event, "type": "mousemove", "buttons": 1, "relativeX": 0, "relativeY": 0})  # a drag to the corner
+    assert [s.value for s in e.z_sliders.children] == [s.min for s in e.z_sliders.children[:1]] + [
+        e.z_sliders.children[1].max]  # clipped to the sliders' range
