@@ -56,7 +56,8 @@ def free_port():
 def explore_in_lab(runs_dir, work):
     """Open notebooks/explore.ipynb (reading runs_dir as the smoke profile) in a JupyterLab started here, run
     all its cells in headless Chromium, move the first z slider; return the decoder's image before and after
-    (PNG screenshots of the element) and its src before and after. Screenshots of the page go into `work`."""
+    (PNG screenshots of the element) and its src before and after, then click the latent plane; return also
+    the sliders' readouts before and after the click. Screenshots of the page go into `work`."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.action_chains import ActionChains
@@ -135,12 +136,19 @@ def explore_in_lab(runs_dir, work):
         time.sleep(2)  # the last slider value's image
         driver.save_screenshot(str(work / "after.png"))
         decoder = images(driver)[0]
+        after_src, after_png = decoder.get_attribute("src"), decoder.screenshot_as_png
+        # a click on the latent plane (Nz = 2) moves z there: the sliders and the decoder follow
+        readouts = lambda d: [r.text for r in d.find_elements(By.CSS_SELECTOR, ".jp-OutputArea .widget-readout")[:2]]
+        slid = readouts(driver)
+        ActionChains(driver).move_to_element_with_offset(images(driver)[1], -30, 25).click().perform()
+        wait.until(lambda d: images(d)[0].get_attribute("src") != after_src and readouts(d) != slid)
+        clicked = readouts(driver)
         errors = [e.text for e in driver.find_elements(
             By.CSS_SELECTOR, ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")]
-        slider = driver.find_elements(By.CSS_SELECTOR, ".jp-OutputArea .widget-readout")[0].text
+        slider = slid[0]
         assert driver.find_elements(By.XPATH, "//*[contains(@class,'jp-StatusBar')]//*[contains(text(),'Python (aevb)')]")
         (work / "dialogs.txt").write_text("\n---\n".join(dialogs))
-        return before_png, decoder.screenshot_as_png, before_src, decoder.get_attribute("src"), errors, slider
+        return before_png, after_png, before_src, after_src, errors, slider, slid, clicked
     except Exception:
         if driver is not None:
             driver.save_screenshot(str(work / "failed.png"))  # what the page showed
@@ -159,7 +167,8 @@ def test_the_explorer_in_jupyterlab_reacts_to_its_slider(smoke_paper, tmp_path):
         pytest.skip("needs chromium and chromedriver (Debian: apt-get install chromium chromium-driver; "
                     "macOS: brew install --cask chromium and brew install chromedriver)")
     out, _ = smoke_paper
-    before_png, after_png, before_src, after_src, errors, slider = explore_in_lab(out / "runs", tmp_path)
+    before_png, after_png, before_src, after_src, errors, slider, slid, clicked = explore_in_lab(out / "runs", tmp_path)
     assert not errors, errors
     assert before_src != after_src and before_png != after_png  # the decoder's mean moved with z1
-    assert float(slider) > 0  # z1's readout, from 0.00
+    assert float(slider.replace("−", "-")) > 0  # z1's readout, from 0.00
+    assert clicked != slid  # a click on the plane moved z (and the decoder: the wait above)
