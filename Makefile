@@ -12,7 +12,7 @@
 #                   browser test needs Chromium, installed here where it can be (root with apt-get)
 #   make test-fast  the unit tests alone, for use while editing (under two minutes)
 #   make golden     rewrite the golden values of tests/test_golden.py after a change that moves them on purpose
-#   make lab        JupyterLab in the project's environment
+#   make lab        JupyterLab in the project's environment, rooted at the repository (root too)
 #   make bench      training and evaluation throughput vs the matmul ceiling -> bench/results.json|md
 #
 # One run alone: make $(RUNS)/mnist/aevb_z20_kingma_s1/metrics.json [PROFILE=...]
@@ -58,7 +58,7 @@ JOBS = $(if $(filter -j,$(MAKEFLAGS)),$(NPROC),$(or $(patsubst -j%,%,$(filter -j
 THREADS = $(shell echo $$(( $(NPROC) / $(JOBS) > 0 ? $(NPROC) / $(JOBS) : 1 )))
 RUN_NOTEBOOK = env OMP_NUM_THREADS=$(THREADS) $(PY) scripts/run_notebook.py
 
-.PHONY: paper setup data runs figures html results test test-fast golden browser lab clean-build bench FORCE
+.PHONY: paper setup strip-outputs data runs figures html results test test-fast golden browser lab clean-build bench FORCE
 
 paper: html results
 	@echo "make paper ($(PROFILE)): figures in $(FIGURES)/, results in $(RESULTS), open $(BUILD)/html/index.html"
@@ -68,6 +68,18 @@ KERNEL_JSON := $(VENV)/share/jupyter/kernels/$(KERNEL)/kernel.json
 setup: $(VENV)/.installed
 	@grep -qF '"$(abspath $(PY))"' $(KERNEL_JSON) 2>/dev/null || \
 		$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (aevb)"
+	@$(MAKE) --no-print-directory strip-outputs
+# Notebooks are committed without outputs: nbstripout as this clone's git filter for *.ipynb (.gitattributes),
+# keeping the cells' ids; `git add` then stages a notebook saved in JupyterLab without its outputs, while the
+# file on disk keeps them. Outside a git clone (an unpacked archive) there is nothing to set up.
+NBSTRIPOUT = $(abspath $(PY)) -m nbstripout --keep-id
+strip-outputs:
+	@if git -C $(CURDIR) rev-parse --git-dir >/dev/null 2>&1 && \
+	  [ "$$(git -C $(CURDIR) config filter.nbstripout.clean)" != "$(NBSTRIPOUT)" ]; then \
+		git -C $(CURDIR) config filter.nbstripout.clean "$(NBSTRIPOUT)" && \
+		git -C $(CURDIR) config filter.nbstripout.smudge cat && \
+		git -C $(CURDIR) config diff.ipynb.textconv "$(NBSTRIPOUT) -t" && \
+		echo "git filter nbstripout set: notebooks are staged without their outputs (.gitattributes)"; fi
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
@@ -153,8 +165,11 @@ BENCH_ARGS ?=
 bench: setup data
 	$(PY) bench/bench.py $(BENCH_ARGS)
 
+# Rooted at the repository (runs/, figures/ and build/<profile>/notebooks/ open from its file browser); as
+# root too (a container, a cloud VM), where JupyterLab needs --allow-root. LAB_ARGS: more options (--port 8890).
+LAB_ARGS ?=
 lab: setup data
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=$(CURDIR) $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 clean-build:
 	rm -rf $(BUILD) $(FIGURES)

@@ -13,6 +13,11 @@
     findings    the notebooks' findings: sentences written once as templates, their numbers and the
                 words that follow their signs filled in from the runs
     figures     figure and table files named after the papers', and image grids
+    catalog     finished runs by name and profile, a run's test data, and the folders a notebook reads
+                and writes
+    latent      latent-space views of any trained model: manifold, codes by label, reconstructions,
+                interpolations, samples from the prior
+    explore     the widgets of notebooks/explore.ipynb
 
 Nothing here is imported by `import aevb`: each notebook and script imports what it uses.
 """

@@ -30,7 +30,7 @@ def test_the_notebooks_parameters_are_run_configs_fields_with_the_same_defaults_
     fields = {f.name: f for f in dataclasses.fields(RunConfig)}
     page = {name for name, p in inspect.signature(experiment.train_run).parameters.items()
             if p.default is not inspect.Parameter.empty}  # how the page trains it, not what it computes
-    assert set(declared) == set(fields) | page | {"run_dir"}
+    assert set(declared) == set(fields) | page | {"run_dir", "run", "profile"}  # where, and which grid run
     for name, field in fields.items():
         default = ast.literal_eval(declared[name]["default"])
         assert default == DEFAULTS[name] and type(default) is type(DEFAULTS[name]), name
