@@ -95,11 +95,12 @@ FORCE:
 # ---- before any step: how many runs this call trains and reuses, which figure notebooks it runs, and an
 # estimate of its time here at this -j, from each run's budget and rates measured here by a probe of a few
 # seconds (aevb/progress.py). `+`: make -n prints it too (and writes nothing).
-STEP = $(PY) -m aevb.progress --build $(BUILD)
+STEP = $(PY) -m aevb.progress --build $(BUILD) --started $(MAKE_STARTED)
 plan: | setup
-	+@$$(test -x $(PY) && echo $(PY) || echo $(PYTHON)) -m aevb.progress --build $(BUILD) plan --profile $(PROFILE) \
+	+@$$(test -x $(PY) && echo $(PY) || echo $(PYTHON)) -m aevb.progress --build $(BUILD) --started $(MAKE_STARTED) \
+		plan --profile $(PROFILE) \
 		--runs $(RUNS) --figures $(FIGURES) --jobs $(JOBS) --threads $(THREADS) --goals "$(MAKECMDGOALS)" \
-		--started $(MAKE_STARTED) --python $(PY) --figure-code "$(FIGURE_CODE)" $(if $(GRID_FILE),--grid $(GRID_FILE)) \
+		--python $(PY) --figure-code "$(FIGURE_CODE)" $(if $(GRID_FILE),--grid $(GRID_FILE)) \
 		$(if $(findstring n,$(firstword -$(MAKEFLAGS))),--dry-run)
 
 # ---- figures: each notebook (the grid's NOTEBOOK_RUNS) depends on the runs it reads and on the code

@@ -337,12 +337,15 @@ def write_plan(build_dir, plan):
         atomic_write_text(folder / "ledger.jsonl", "")  # a new make call starts a new ledger
 
 
-def record(build_dir, step, event, **extra):
-    """Append an event to the ledger; return (plan or None, every event so far including this one)."""
+def record(build_dir, step, event, started=None, **extra):
+    """Append an event to the ledger; return (the plan of the make call that started at `started`, or None,
+    and every event so far including this one)."""
     with locked(build_dir) as folder:
         with open(folder / "ledger.jsonl", "a") as f:
             f.write(json.dumps({"step": step, "event": event, "t": time.time(), **extra}) + "\n")
         plan = json.loads((folder / "plan.json").read_text()) if (folder / "plan.json").exists() else None
+        if plan is not None and plan["started"] != started:
+            plan = None  # an earlier call's plan: this call planned nothing (or was not planned)
         events = [json.loads(line) for line in (folder / "ledger.jsonl").read_text().splitlines() if line]
         if event == "done":
             save_history(folder, events)
@@ -409,9 +412,9 @@ def tail(path, lines=20):
         return []
 
 
-def run_step(build_dir, step, log, notebook, command):
+def run_step(build_dir, step, log, notebook, command, started=None):
     """Run `command` with its output in `log`; on failure print the log's last lines and the notebook's path."""
-    record(build_dir, step, "start")
+    record(build_dir, step, "start", started)
     log = Path(log)
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as f:
@@ -419,7 +422,7 @@ def run_step(build_dir, step, log, notebook, command):
         f.flush()
         code = subprocess.call(command, stdout=f, stderr=subprocess.STDOUT)
     if code != 0:
-        record(build_dir, step, "failed", code=code)
+        record(build_dir, step, "failed", started, code=code)
         shown = "".join("    " + line for line in tail(log))
         print(f"FAILED: {step} (exit status {code}). The last lines of its log:\n{shown}"
               f"  the executed notebook: {notebook}\n  its whole log: {log}", file=sys.stderr, flush=True)
@@ -429,6 +432,7 @@ def run_step(build_dir, step, log, notebook, command):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--build", help="the build folder; its progress/ holds the plan and the ledger")
+    parser.add_argument("--started", type=float, help="when make started (epoch seconds): it names the make call")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("plan", help="print (and write) what this make call will do and its estimated time")
     for name in ("profile", "runs", "figures"):
@@ -436,7 +440,6 @@ def main(argv=None):
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--goals", default="paper", help="make's goals (MAKECMDGOALS)")
-    p.add_argument("--started", type=float, help="when make started (epoch seconds)")
     p.add_argument("--python", help="the project's Python, for the rate probe")
     p.add_argument("--figure-code", default="", help="the files every figure notebook depends on")
     p.add_argument("--grid", help="a grid file other than aevb/grid.py (make's GRID_FILE)")
@@ -466,19 +469,19 @@ def main(argv=None):
             plan = make_plan(rates=measure_rates(args.python, args.threads), **base)
         plan["started"] = args.started or time.time()
         print(plan_text(plan), flush=True)
-        if not args.dry_run:
+        if plan["steps"] and not args.dry_run:  # nothing to do: nothing written
             write_plan(args.build, plan)
     elif args.command == "run":
         if not command:
             parser.error("run needs a command after --")
-        sys.exit(run_step(args.build, args.step, args.log, args.notebook, command))
+        sys.exit(run_step(args.build, args.step, args.log, args.notebook, command, args.started))
     elif args.command == "done":
         how = "ran"
         if args.run_dir:
             started = [e["t"] for e in record_peek(args.build) if e["step"] == args.step and e["event"] == "start"]
             model = Path(args.run_dir) / "model.pt"
             how = "trained" if started and model.exists() and model.stat().st_mtime >= started[-1] else "reused"
-        plan, events = record(args.build, args.step, "done")
+        plan, events = record(args.build, args.step, "done", args.started)
         print(progress_line(plan, events, args.step, how), flush=True)
 
 
