@@ -11,6 +11,7 @@
                 the device, Kingma's step-size choice, the training log, and train_run()
     scorecard   published numbers beside ours, and the verdicts
     figures     figure and table files named after the papers', and image grids
+    progress    what `make paper` will cost before it starts, and its progress while it runs
 
 Nothing here is imported by `import aevb`: each notebook and script imports what it uses.
 """
