@@ -58,7 +58,7 @@ JOBS = $(if $(filter -j,$(MAKEFLAGS)),$(NPROC),$(or $(patsubst -j%,%,$(filter -j
 THREADS = $(shell echo $$(( $(NPROC) / $(JOBS) > 0 ? $(NPROC) / $(JOBS) : 1 )))
 RUN_NOTEBOOK = env OMP_NUM_THREADS=$(THREADS) $(PY) scripts/run_notebook.py
 
-.PHONY: paper setup strip-outputs data runs figures html results test test-fast golden browser lab clean-build bench FORCE
+.PHONY: paper setup strip-outputs data runs figures html results test test-fast golden browser lab clean-build bench plan FORCE
 
 paper: html results
 	@echo "make paper ($(PROFILE)): figures in $(FIGURES)/, results in $(RESULTS), open $(BUILD)/html/index.html"
@@ -94,15 +94,30 @@ data: setup
 # parameters and the hash of the code that trains (aevb.runs.code_hash); the grid rewrites it only when
 # either changed, so exactly the runs whose parameters or code changed are retrained (replace_stale).
 # (A reused run's metrics.json is touched so that make sees it up to date.)
+# The terminal shows one line per finished run or figure notebook ("k of n done, elapsed, about T
+# left"), and a failed step's last lines; each step's own output is in a .log beside its executed notebook.
 runs: $(call done,$(ALL_RUNS))
 $(RUNS)/%.params: FORCE
 	@$(GRID) params $* --profile $(PROFILE) --write $@
-$(RUNS)/%/metrics.json: $(RUNS)/%.params | setup data
-	$(LAUNCH) $(RUN_NOTEBOOK) notebooks/train.ipynb $(NB)/train_$(subst /,_,$*).ipynb --params $< \
+$(RUNS)/%/metrics.json: $(RUNS)/%.params | setup data plan
+	@$(STEP) run $* --log $(NB)/train_$(subst /,_,$*).log --notebook $(NB)/train_$(subst /,_,$*).ipynb -- \
+		$(LAUNCH) $(RUN_NOTEBOOK) notebooks/train.ipynb $(NB)/train_$(subst /,_,$*).ipynb --params $< \
 		-p run_dir $(RUNS)/$* -p replace_stale True -p threads $(THREADS) -p progress lines
-	touch $@
+	@touch $@
+	@$(STEP) done $* --run-dir $(RUNS)/$*
 FORCE:
 .PRECIOUS: $(RUNS)/%.params
+
+# ---- before any step: how many runs this call trains and reuses, which figure notebooks it runs, and an
+# estimate of its time here at this -j, from each run's budget and rates measured here by a probe of a few
+# seconds (aevb/progress.py). `+`: make -n prints it too (and writes nothing).
+STEP = $(PY) -m aevb.progress --build $(BUILD) --started $(MAKE_STARTED)
+plan: | setup
+	+@$$(test -x $(PY) && echo $(PY) || echo $(PYTHON)) -m aevb.progress --build $(BUILD) --started $(MAKE_STARTED) \
+		plan --profile $(PROFILE) \
+		--runs $(RUNS) --figures $(FIGURES) --jobs $(JOBS) --threads $(THREADS) --goals "$(MAKECMDGOALS)" \
+		--python $(PY) --figure-code "$(FIGURE_CODE)" $(if $(GRID_FILE),--grid $(GRID_FILE)) \
+		$(if $(findstring n,$(firstword -$(MAKEFLAGS))),--dry-run)
 
 # ---- figures: each notebook (the grid's NOTEBOOK_RUNS) depends on the runs it reads and on the code
 # and published numbers it reads. Its outputs are declared (aevb/figures.py: FIGURES, CSV_TABLES and its
@@ -114,10 +129,12 @@ FIGURE_CODE := aevb/figures.py aevb/findings.py aevb/runs.py aevb/grid.py aevb/s
 outputs = $(BUILD)/done/$1 $(addprefix $(FIGURES)/,$(shell $(PYTHON) -m aevb.figures outputs $1))
 FIGURE_OUTPUTS := $(foreach n,$(FIGURE_NOTEBOOKS),$(call outputs,$n))
 define figure_rule
-$(call outputs,$1) &: notebooks/$1.ipynb $(FIGURE_CODE) $(call reads,$1) | setup
-	$$(RUN_NOTEBOOK) notebooks/$1.ipynb $(NB)/$1.ipynb -p runs_dir $(RUNS) -p figures_dir $(FIGURES) -p profile $(PROFILE)
-	$(PYTHON) -m aevb.figures check $1 $(FIGURES)
-	mkdir -p $(BUILD)/done && touch $(BUILD)/done/$1
+$(call outputs,$1) &: notebooks/$1.ipynb $(FIGURE_CODE) $(call reads,$1) | setup plan
+	@$$(STEP) run notebooks/$1.ipynb --log $(NB)/$1.log --notebook $(NB)/$1.ipynb -- \
+		$$(RUN_NOTEBOOK) notebooks/$1.ipynb $(NB)/$1.ipynb -p runs_dir $(RUNS) -p figures_dir $(FIGURES) -p profile $(PROFILE)
+	@$(PYTHON) -m aevb.figures check $1 $(FIGURES)
+	@mkdir -p $(BUILD)/done && touch $(BUILD)/done/$1
+	@$$(STEP) done notebooks/$1.ipynb
 endef
 $(foreach n,$(FIGURE_NOTEBOOKS),$(eval $(call figure_rule,$n)))
 figures: $(FIGURE_OUTPUTS)

@@ -18,6 +18,7 @@
     latent      latent-space views of any trained model: manifold, codes by label, reconstructions,
                 interpolations, samples from the prior
     explore     the widgets of notebooks/explore.ipynb
+    progress    what `make paper` will cost before it starts, and its progress while it runs
 
 Nothing here is imported by `import aevb`: each notebook and script imports what it uses.
 """

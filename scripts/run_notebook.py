@@ -9,6 +9,11 @@ where a float is declared is fine); values are Python literals (`-p hidden "[500
 `python -m aevb.grid params` writes for a run; -p given after it wins), the kernel and working
 directory are always set, and the exit code is non-zero when a cell fails. The executed notebook is
 written either way: it is the evidence.
+
+The kernel runs with CurveZMQ transport encryption (its kernelspec declares it; without it the kernel
+warns, for every notebook, that it runs over TCP without encryption), and it is stopped at once when
+the last cell has finished (a graceful shutdown waits seconds for the kernel's exit, and nothing is
+left to say: every output is in). bench/overhead.py measures what these save.
 """
 import argparse
 import ast
@@ -16,14 +21,21 @@ import json
 import sys
 from pathlib import Path
 
-import papermill
+# jsonschema, which papermill imports through nbformat, compiles a grammar for the "iri" string format
+# at import when rfc3987_syntax is installed (Jupyter's own packages install it): about 2 s of every
+# notebook's start. The notebook schema has no such format, so the checker is not needed here.
+sys.modules.setdefault("rfc3987_syntax", None)
+import papermill  # noqa: E402
+from traitlets.config import Config  # noqa: E402
 
-from aevb import paths
+from aevb import paths  # noqa: E402
 
 KERNEL = "aevb"
 # Seconds a kernel may take to start (papermill's default is 60): under make -j N on a loaded machine,
 # several kernels starting at once have taken longer, failing a run before it began.
 KERNEL_START_TIMEOUT = 600
+# CurveZMQ keys for the kernel's sockets where its kernelspec supports them ("auto": ipykernel's does)
+KERNEL_CONFIG = Config({"KernelManager": {"transport_encryption": "auto"}})
 
 
 def literal(text):
@@ -87,7 +99,8 @@ def main(argv=None):
         papermill.execute_notebook(str(args.notebook), str(args.output), parameters=params,
                                    kernel_name=args.kernel, cwd=str(paths.ROOT), log_output=True,
                                    progress_bar=False, stdout_file=sys.stdout, stderr_file=sys.stderr,
-                                   start_timeout=KERNEL_START_TIMEOUT)
+                                   start_timeout=KERNEL_START_TIMEOUT, config=KERNEL_CONFIG,
+                                   shutdown_kernel="immediate")
     except papermill.PapermillExecutionError as e:
         sys.exit(f"{args.notebook} failed in cell {e.exec_count} ({e.ename}: {e.evalue}); "
                  f"the executed notebook with the traceback is {args.output}")
