@@ -15,11 +15,8 @@ import torch.nn.functional as F
 
 LOG_2PI = math.log(2 * math.pi)
 HMC_INIT_STEP_SIZE = 0.1  # where each chain's step size starts; adaptation tunes it within ~30 transitions
-HMC_GLOBAL_INIT_STEP_SIZE = 1e-2  # anglepy's one step size for all chains (wzoptim.py, step_batch_mcem's hmc_stepsize)
-LR_SCHEDULES = ("constant", "burda")
-MINIBATCHES = ("epochs", "with_replacement")
-RECOGNITION = ("paper", "anglepy")
-ANGLEPY_LOGVAR_FACTOR = 0.1  # anglepy, models/MLBN_Inverse.py: logvar_factor
+HMC_GLOBAL_INIT_STEP_SIZE = 1e-2  # anglepy, wzoptim.py: step_batch_mcem's hmc_stepsize, where hmc_step_autotune starts
+LR_SCHEDULES, MINIBATCHES, RECOGNITION = ("constant", "burda"), ("epochs", "with_replacement"), ("paper", "anglepy")
 
 # Flush denormal floats (the optimizers' squared gradients make them; x86 is ~50x slower on them) to zero.
 # The mode is per thread and OpenMP's threads keep the one they start with: set it before they start.
@@ -42,8 +39,7 @@ class VAE(nn.Module):
         hidden = tuple(int(h) for h in hidden)
         allowed = {"activation": sorted(ACTIVATIONS), "likelihood": ["bernoulli", "gaussian"],
                    "init": ["normal", "glorot"], "recognition": list(RECOGNITION)}
-        for name, value in (("activation", activation), ("likelihood", likelihood), ("init", init),
-                            ("recognition", recognition)):
+        for name, value in zip(allowed, (activation, likelihood, init, recognition)):
             if value not in allowed[name]:
                 raise ValueError(f"{name}={value!r}: expected one of {allowed[name]}")
         if min(x_dim, z_dim, *hidden) < 1 or not hidden:
@@ -61,21 +57,16 @@ class VAE(nn.Module):
                 nn.init.xavier_uniform_(p)
             else:
                 nn.init.zeros_(p)
-        self.recognition = recognition
-        if recognition == "anglepy":  # anglepy's wake-sleep recognition model (models/MLBN_Inverse.py): logvar =
-            # logvar_factor * w_logvar h + b_logvar, w_logvar and b_logvar from zero (`init_w`), the means as before
-            out = self.encoder[-1]
-            with torch.no_grad():
-                out.weight[z_dim:].zero_()
-                out.bias[z_dim:].zero_()
-            scale = torch.cat([torch.ones(z_dim), torch.full((z_dim,), ANGLEPY_LOGVAR_FACTOR)])
-            self.register_buffer("logvar_scale", scale[:, None], persistent=False)
+        # the scale of the encoder's output weights: 1, or as anglepy's wake-sleep recognition model
+        # (models/MLBN_Inverse.py): log-variance = 0.1 * w_logvar h + b_logvar, both from zero (`init_w`)
+        self.register_buffer("row_scale", torch.ones(2 * z_dim, 1), persistent=False)
+        if recognition == "anglepy":
+            self.row_scale[z_dim:] = 0.1
+            nn.init.zeros_(self.encoder[-1].weight[z_dim:]), nn.init.zeros_(self.encoder[-1].bias[z_dim:])
 
-    def encode(self, x):
-        if self.recognition == "paper":
-            return self.encoder(x).chunk(2, dim=-1)  # (z_loc, z_logvar)
-        out = self.encoder[-1]  # the log-variance rows' weights scaled, their bias not (MLBN_Inverse.factors)
-        return F.linear(self.encoder[:-1](x), out.weight * self.logvar_scale, out.bias).chunk(2, dim=-1)
+    def encode(self, x):  # (z_loc, z_logvar)
+        out = self.encoder[-1]
+        return F.linear(self.encoder[:-1](x), out.weight * self.row_scale, out.bias).chunk(2, dim=-1)
 
     def decode(self, z):
         """Bernoulli: logits. Gaussian: (x_loc, x_logvar), the mean through a sigmoid (paper, Sec. 5)."""
@@ -109,16 +100,6 @@ class VAE(nn.Module):
         log_px_given_z = self.log_px_given_z(x, self.decode(z)).mean(0)
         kl = kl_to_standard_normal(z_loc, z_logvar)
         return log_px_given_z - kl, log_px_given_z, kl
-
-
-@torch.no_grad()
-def init_output_bias(model, train_x):
-    """The decoder's output bias at the logit of the training set's mean pixel, clipped to [0.001, 0.999],
-    as Burda et al.'s code starts it (yburda/iwae, datasets.py: `get_train_bias_np`; iwae.py: `random_iwae`)."""
-    if model.likelihood != "bernoulli":
-        raise ValueError("init_output_bias is for a Bernoulli decoder (its output is the pixels' logits)")
-    mean = train_x.double().mean(0).clamp(0.001, 0.999)
-    model.decoder[-1].bias.copy_(torch.log(mean / (1 - mean)))
 
 
 def bernoulli(probs):
@@ -174,12 +155,10 @@ def _log_density_and_grad(log_density, z):
 
 
 def global_step_size(step_size, accepted, target_accept=0.9):
-    """anglepy's one step size for all chains (hmc.py: `hmc_step_autotune`): after each transition, divide
-    it by factor = min(1.25, 1.02^min(100, n_chains)) where the fraction of chains that accepted is below
-    the target, multiply it by factor otherwise. accepted: the transition's accept decisions [...] (bool)."""
+    """anglepy's one step size for all chains (hmc.py: `hmc_step_autotune`): divided by min(1.25, 1.02^min(100,
+    n_chains)) where the fraction of chains that accepted (`accepted`, bool [...]) is below the target, else multiplied."""
     factor = min(1.25, 1.02 ** min(100, accepted.numel()))
-    rate = accepted.to(step_size.dtype).mean()
-    return torch.where(rate < target_accept, step_size / factor, step_size * factor)
+    return torch.where(accepted.to(step_size.dtype).mean() < target_accept, step_size / factor, step_size * factor)
 
 
 def hmc(log_density, z, step_size, n_transitions=1, n_leapfrog=10, adapt=False, target_accept=0.9,
@@ -189,9 +168,8 @@ def hmc(log_density, z, step_size, n_transitions=1, n_leapfrog=10, adapt=False, 
     step_size: a float or [...]. A transition draws momentum p ~ N(0, I), makes n_leapfrog leapfrog steps
     and accepts with probability min(1, exp(-dH)). adapt: then multiply each step size by
     exp(adapt_rate * (accept_prob - target_accept)), which settles the acceptance near target_accept
-    within ~30 transitions (App. E: 10 leapfrog steps, ~90%), at the cost of exact invariance;
-    adapt="global": one step size for all chains, `global_step_size` after each transition (anglepy's).
-    Returns (z, mean acceptance probability [...], step_size [...]), detached."""
+    within ~30 transitions (App. E: 10 leapfrog steps, ~90%), at the cost of exact invariance; "global": one for
+    all chains (`global_step_size`). Returns (z, mean acceptance probability [...], step_size [...]), detached."""
     z = z.detach()
     step_size = torch.as_tensor(step_size, dtype=z.dtype, device=z.device).expand(z.shape[:-1]).clone()
     log_p, grad = _log_density_and_grad(log_density, z)
@@ -235,12 +213,10 @@ class Algorithm:
         for key, value in options.items():
             if key not in cls.options:
                 raise ValueError(f"{cls.name} takes the options {', '.join(cls.options)}; not {key}")
-            if isinstance(cls.options[key], str):
-                if value not in cls.choices[key]:
-                    raise ValueError(f"{cls.name}: {key}={value!r} must be one of {list(cls.choices[key])}")
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{cls.name}: {key}={value!r} must be an integer >= 1")
+            kind = f"one of {list(cls.choices[key])}" if key in cls.choices else "an integer >= 1"
+            integer = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+            if not (value in cls.choices[key] if key in cls.choices else integer):
+                raise ValueError(f"{cls.name}: {key}={value!r} must be {kind}")
         return {**cls.options, **options}
 
     def named_parameters(self):  # the learned part's, named within it
@@ -301,9 +277,8 @@ class MCEM(Algorithm):
     `hmc_transitions` HMC transitions (10 leapfrog steps, step size adapted to ~90% acceptance) of the
     minibatch's persistent chains on p(z|x); M-step: `updates` gradient steps on theta at the chain states
     (App. E: "5 weight updates steps using the acquired sample"). A minibatch of the whole training set is
-    their batch MCEM (anglepy, wzoptim.py: `step_batch_mcem`). step_size_rule: "per_chain" (each chain's
-    step adapted, from 0.1) or "global" (one for all, from 1e-2: `global_step_size`, as `step_batch_mcem`
-    tunes it with hmc.py's `hmc_step_autotune`). No bound: judge it by train's eval_fn."""
+    their batch MCEM (anglepy, wzoptim.py: `step_batch_mcem`), whose one step size for all chains is
+    step_size_rule="global" (hmc.py: `hmc_step_autotune`, from 1e-2). No bound: judge it by train's eval_fn."""
     name, options, has_bound = "mcem", {"hmc_transitions": 1, "updates": 1, "step_size_rule": "per_chain"}, False
     choices = {"step_size_rule": ("per_chain", "global")}
     saved, learns = ("chains",), "decoder"
@@ -318,14 +293,11 @@ class MCEM(Algorithm):
 
     def __call__(self, opt, xb, idx):
         log_joint = lambda z: self.model.log_px_given_z(xb, self.model.decode(z)) + log_standard_normal(z)  # noqa: E731
-        per_chain = self.step_size_rule == "per_chain"
+        adapt = True if self.step_size_rule == "per_chain" else "global"
         z, accept, step_size = hmc(log_joint, self.chains["z"][idx], self.chains["step_size"][idx],
-                                   n_transitions=self.hmc_transitions, adapt=True if per_chain else "global")
+                                   n_transitions=self.hmc_transitions, adapt=adapt)
         self.chains["z"][idx], self.chains["accept_prob"][idx] = z, accept
-        if per_chain:
-            self.chains["step_size"][idx] = step_size
-        else:  # one step size, every chain's
-            self.chains["step_size"].copy_(step_size[0].expand_as(self.chains["step_size"]))
+        self.chains["step_size"][idx if adapt is True else slice(None)] = step_size if adapt is True else step_size[0]
         for i in range(self.updates):
             log_px_given_z = self.model.log_px_given_z(xb, self.model.decode(z))
             if i == 0:  # what the log shows: the terms at the new sample, before the M-step
@@ -368,40 +340,9 @@ class TrainingDiverged(RuntimeError):
     pass
 
 
-class IwaeAdam(torch.optim.Optimizer):
-    """Burda et al.'s Adam as their code runs it (yburda/iwae, optimizers.py: `Adam.updatesIgrad_model`):
-    beta1 0.99, beta2 0.999, second moments from ones, the step at timestep t (from 1)
-    lr * sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + 1e-4), and Theano's simultaneous updates:
-    step t moves the parameters by the moments *before* they take step t's gradient, so the first step
-    is zero and each gradient acts one step later. Their gradient is of the minibatch's summed bound;
-    ours of its mean: grad_scale (the minibatch size) turns the one into the other (v, from ones, is not
-    scale-free). Descends the loss (they ascend the bound)."""
-
-    def __init__(self, params, lr=1e-3, betas=(0.99, 0.999), eps=1e-4, grad_scale=1.0, weight_decay=0.0):
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, grad_scale=grad_scale, weight_decay=weight_decay))
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        for group in self.param_groups:
-            (beta1, beta2), eps = group["betas"], group["eps"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state.update(step=0, m=torch.zeros_like(p), v=torch.ones_like(p))
-                state["step"] += 1
-                t = state["step"]
-                grad = group["grad_scale"] * (p.grad + group["weight_decay"] * p)  # at the step's parameters
-                alpha = group["lr"] * math.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)
-                p.sub_(alpha * state["m"] / (state["v"].sqrt() + eps))  # by the moments of steps 1..t-1
-                state["m"].mul_(beta1).add_(grad, alpha=1 - beta1)
-                state["v"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-
-
-def make_optimizer(named_params, name, lr, weight_decay, device, adam_eps=1e-8, batch_size=1):
+def make_optimizer(named_params, name, lr, weight_decay, device, adam_eps=1e-8):
     """weight_decay on the weight matrices alone, as anglepy's prior (models/VAE_Z_X.py: `f_prior` of the w's).
-    "adam_iwae": `IwaeAdam` on the gradient of the minibatch's sum (batch_size times the mean's)."""
+    name: "adam", "adagrad", or a function (param groups, lr) -> an optimizer (aevb.released.IwaeAdam's, say)."""
     named_params = list(named_params)
     params = [{"params": [p for n, p in named_params if n.endswith("weight") == decay],
                "weight_decay": weight_decay * decay} for decay in (True, False)]
@@ -409,9 +350,9 @@ def make_optimizer(named_params, name, lr, weight_decay, device, adam_eps=1e-8, 
         return torch.optim.Adam(params, lr=lr, eps=adam_eps, fused=True)
     if name == "adagrad":  # Kingma & Welling's optimizer; its fused kernel is CPU-only
         return torch.optim.Adagrad(params, lr=lr, fused=device.type == "cpu" or None)
-    if name == "adam_iwae":
-        return IwaeAdam(params, lr=lr, grad_scale=float(batch_size))
-    raise ValueError(f"optimizer={name!r}: expected 'adam', 'adagrad' or 'adam_iwae'")
+    if callable(name):
+        return name(params, lr)
+    raise ValueError(f"optimizer={name!r}: expected 'adam', 'adagrad' or a function (params, lr) -> optimizer")
 
 
 def burda_stage(epoch):
@@ -426,20 +367,17 @@ def burda_stage(epoch):
 
 def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_size=100, optimizer="adam",
           lr=1e-3, adam_eps=1e-8, weight_prior=False, warmup_steps=0, lr_schedule="constant",
-          minibatches="epochs", dynamic_binarization=False, seed=0, device="auto", test_x=None, eval_at=None, eval_size=10_000,
-          eval_fn=None, checkpoint=None, log=None, **options):
-    """Train `model` on `train_x` [N, D] with one of ALGORITHMS and its `options` (n_samples: the SGVB
-    estimator's L, IWAE's k; MCEM's hmc_transitions and updates); return the history, a list of rows.
-    Budget: `samples` (Kingma's x-axis) or `epochs`. weight_prior: p(theta) = N(0, I), a weight decay 1/N of
-    the weight matrices on the per-datapoint objective (Kingma & Welling, Sec. 5). warmup_steps: minibatches
-    that only feed the optimizer's statistics (Kingma's Adagrad: 101). minibatches: "epochs" (a fresh shuffle each
-    pass) or "with_replacement" (each minibatch drawn uniformly, as anglepy's wzoptim.py steps draw theirs).
-    eval_at: the sample counts of the
-    rows (the last is one): running values, the bound on the first `eval_size` training points and on
-    test_x (an algorithm with an encoder), and eval_fn(model, state)'s dict (state: the algorithm's, e.g.
-    MCEM's chains), on its own RNG stream. checkpoint: `every` (samples; None: an epoch), `save`, `resume`
-    (aevb.runs.Checkpoint). log(row, total): per row.
-    """
+          minibatches="epochs", dynamic_binarization=False, seed=0, device="auto", test_x=None, eval_at=None,
+          eval_size=10_000, eval_fn=None, checkpoint=None, log=None, **options):
+    """Train `model` on `train_x` [N, D] with one of ALGORITHMS and its `options` (n_samples: the SGVB estimator's
+    L, IWAE's k; MCEM's hmc_transitions, updates, step_size_rule); return the history, a list of rows. Budget:
+    `samples` (Kingma's x-axis) or `epochs`. weight_prior: p(theta) = N(0, I), a weight decay 1/N of the weight
+    matrices on the per-datapoint objective (Kingma & Welling, Sec. 5). warmup_steps: minibatches that only feed
+    the optimizer's statistics (Kingma's Adagrad: 101). minibatches: "epochs" (shuffled each pass), or
+    "with_replacement" (anglepy's wzoptim.py). eval_at: the sample counts of the rows (the last is one): running
+    values, the bound on the first `eval_size` training points and on test_x (an algorithm with an encoder), and
+    eval_fn(model, state)'s dict (state: the algorithm's, e.g. MCEM's chains), on its own RNG stream. checkpoint:
+    `every` (samples; None: an epoch), `save`, `resume` (aevb.runs.Checkpoint). log(row, total): per row."""
     # ---- check the arguments before any work
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm={algorithm!r}: expected one of {list(ALGORITHMS)}")
@@ -448,12 +386,11 @@ def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_
         raise ValueError("give exactly one of samples= or epochs=")
     n_train = len(train_x)
     total = int(samples) if samples is not None else int(epochs * n_train)
-    if minibatches not in MINIBATCHES or (minibatches != "epochs" and algorithm == "mcem"):
-        raise ValueError(f"minibatches={minibatches!r}: expected one of {MINIBATCHES} (mcem: 'epochs', one visit "
-                         "per chain and pass)")
-    if not 1 <= batch_size <= min(n_train, total) or lr <= 0 or warmup_steps < 0 or lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"need 1 <= batch_size <= samples and {n_train} points, lr > 0, warmup_steps >= 0, lr_schedule"
-                         f" in {LR_SCHEDULES}; got {batch_size}, {total}, {lr}, {warmup_steps}, {lr_schedule!r}")
+    if (not 1 <= batch_size <= min(n_train, total) or lr <= 0 or warmup_steps < 0 or lr_schedule not in LR_SCHEDULES
+            or minibatches not in MINIBATCHES):
+        raise ValueError(f"need 1 <= batch_size <= samples and {n_train} points, lr > 0, warmup_steps >= 0, lr_schedule in "
+                         f"{LR_SCHEDULES}, minibatches in {MINIBATCHES}; got {batch_size}, {total}, {lr}, {warmup_steps}, "
+                         f"{lr_schedule!r}, {minibatches!r}")
 
     # ---- set up: device, seed, data, the algorithm's step, its optimizer and step-size schedule
     if device == "auto":  # cuda, then mps, then cpu
@@ -468,8 +405,7 @@ def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_
         eval_sets["train"] = torch.bernoulli(eval_sets["train"], generator=torch.Generator(device).manual_seed(seed))
     step = ALGORITHMS[algorithm](model, n_train, **options)
     # the weight prior is on the weights the step learns (MCEM: theta's alone)
-    opt = make_optimizer(step.named_parameters(), optimizer, lr, 1.0 / n_train if weight_prior else 0.0, device, adam_eps,
-                         batch_size)
+    opt = make_optimizer(step.named_parameters(), optimizer, lr, weight_prior / n_train, device, adam_eps)
     steps_per_epoch = n_train // batch_size  # drop the last partial batch: every step sees M points
     def lr_factor(i):  # minibatch i's: 0 in the warm-up (its steps only feed the optimizer's statistics)
         decay = 10 ** (-burda_stage(i // steps_per_epoch) / 7) if lr_schedule == "burda" else 1.0
@@ -487,10 +423,8 @@ def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_
     sums = defaultdict(lambda: torch.zeros((), device=device, dtype=torch.float64), run["sums"])  # since the last row
 
     while samples_seen < total:
-        if minibatches == "epochs":
-            order = torch.randperm(n_train, device=device)  # a fresh shuffle each epoch
-        else:  # as many minibatches as a pass, each drawn with replacement
-            order = torch.randint(n_train, (steps_per_epoch * batch_size,), device=device)
+        order = (torch.randperm(n_train, device=device) if minibatches == "epochs"  # a fresh shuffle each epoch, or
+                 else torch.randint(n_train, (steps_per_epoch * batch_size,), device=device))  # with replacement
         for i in range(steps_per_epoch):
             # ---- one step on a minibatch; its sums stay on the device (no host sync per step)
             idx = order[i * batch_size:(i + 1) * batch_size]

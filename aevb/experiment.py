@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 import vae_core as vc
-from aevb import data, estimators
+from aevb import data, estimators, released
 from aevb.runs import Checkpoint, code_hash, load_run, prepare_run, run_lock, save_run
 
 
@@ -319,9 +319,11 @@ def train_run(config, run_dir, replace_stale=False, progress="lines", threads=0)
         model = vc.VAE(train_x.shape[1], c.latent_dim, c.hidden, c.activation, likelihood, c.init_std, c.init,
                        c.recognition)
         if c.output_bias == "data_mean":
-            vc.init_output_bias(model, train_x)
+            released.init_output_bias(model, train_x)
         batch_size = c.batch_size or len(train_x)  # 0: the whole training set (batch MCEM)
-        common = dict(batch_size=batch_size, optimizer=c.optimizer, weight_prior=c.weight_prior, minibatches=c.minibatches,
+        optimizer = c.optimizer if c.optimizer != "adam_iwae" else (  # their Adam on the minibatch's summed gradient
+            lambda params, lr: released.IwaeAdam(params, lr=lr, grad_scale=float(batch_size)))
+        common = dict(batch_size=batch_size, optimizer=optimizer, weight_prior=c.weight_prior, minibatches=c.minibatches,
                       warmup_steps=c.warmup_steps, seed=c.seed, device=select_device(c.device),
                       dynamic_binarization=c.binarize == "dynamic", lr_schedule=c.lr_schedule, adam_eps=c.adam_eps,
                       **c.options())

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import vae_core as vc
-from aevb import estimators, experiment, grid
+from aevb import estimators, experiment, grid, released
 from aevb.experiment import RunConfig
 from conftest import small_model
 
@@ -48,7 +48,7 @@ def test_the_released_burda_adam_takes_the_steps_of_a_transcription_of_optimizer
 
     theirs = released_adam({"w": w0.numpy().copy()}, bound_sum_grad, steps=6)
     w = torch.nn.Parameter(w0.clone())
-    opt = vc.IwaeAdam([w], lr=1e-3, grad_scale=m)
+    opt = released.IwaeAdam([w], lr=1e-3, grad_scale=m)
     ours = []
     for _ in range(6):
         loss = (0.5 * (x @ w - 1.0) ** 2).mean()  # the mean loss, as our training steps descend it
@@ -67,11 +67,20 @@ def test_the_released_burda_adam_takes_the_steps_of_a_transcription_of_optimizer
     np.testing.assert_allclose(ours[1], expected, rtol=1e-12)
 
 
-def test_make_optimizer_builds_the_released_adam_on_the_minibatchs_sum():
-    model = small_model()
-    opt = vc.make_optimizer(model.named_parameters(), "adam_iwae", 1e-3, 0.0, torch.device("cpu"), batch_size=20)
-    assert isinstance(opt, vc.IwaeAdam) and all(g["grad_scale"] == 20 and g["betas"] == (0.99, 0.999)
-                                                for g in opt.param_groups)
+def test_a_run_with_optimizer_adam_iwae_trains_with_the_released_adam_on_the_minibatchs_sum(monkeypatch):
+    made = []
+    make = vc.make_optimizer
+    monkeypatch.setattr(vc, "make_optimizer", lambda *a, **kw: made.append(make(*a, **kw)) or made[-1])
+    config = RunConfig(optimizer="adam_iwae", train_size=200, test_size=20, samples=400, batch_size=20, latent_dim=2,
+                       hidden=[8], eval_points=1, device="cpu")
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        run = experiment.train_run(config, d, progress="none")
+    opt, = made
+    assert isinstance(opt, released.IwaeAdam) and all(g["grad_scale"] == 20 and g["betas"] == (0.99, 0.999)
+                                                       and g["lr"] == 1e-3 for g in opt.param_groups)
+    assert all(s["step"] == 400 // 20 for s in opt.state.values())  # it made the run's steps
+    assert run["config"]["optimizer"] == "adam_iwae"
     with pytest.raises(ValueError, match="adam_eps=0.0001 is not allowed for adam_iwae"):
         RunConfig(optimizer="adam_iwae", adam_eps=1e-4)
 
@@ -82,7 +91,7 @@ def test_the_output_bias_starts_at_the_logit_of_the_training_mean_clipped_as_get
     x = torch.rand(50, 12)
     x[:, 0], x[:, 1] = 0.0, 1.0  # clipped to 0.001 and 0.999
     model = small_model()
-    vc.init_output_bias(model, x)
+    released.init_output_bias(model, x)
     mean = np.clip(x.numpy().mean(0), 0.001, 0.999)
     theirs = -np.log(1.0 / mean - 1.0)  # datasets.py: get_train_bias_np
     np.testing.assert_allclose(model.decoder[-1].bias.detach().numpy(), theirs, rtol=1e-5, atol=1e-5)
@@ -92,7 +101,7 @@ def test_the_output_bias_starts_at_the_logit_of_the_training_mean_clipped_as_get
         model.decoder[-1].weight.zero_()
         np.testing.assert_allclose(model.mean_x(torch.randn(3, 2))[0].numpy(), mean, rtol=1e-5)
     with pytest.raises(ValueError, match="Bernoulli"):
-        vc.init_output_bias(small_model("gaussian"), x)
+        released.init_output_bias(small_model("gaussian"), x)
 
 
 def test_a_run_with_output_bias_data_mean_trains_from_that_bias_on_the_images_not_held_out(monkeypatch):
@@ -239,8 +248,9 @@ def test_the_anglepy_recognition_model_scales_the_log_variance_weights_by_0_1_fr
     plain.load_state_dict(model.state_dict())
     plain.encode(x)[1].sum().backward()
     torch.testing.assert_close(out.weight.grad[3:], 0.1 * plain.encoder[-1].weight.grad[3:])
-    assert "logvar_scale" not in model.state_dict()  # a checkpoint holds the parameters alone
-    assert vc.VAE(**model.config).recognition == "anglepy"
+    assert "row_scale" not in model.state_dict()  # a checkpoint holds the parameters alone
+    assert torch.equal(vc.VAE(**model.config).row_scale, model.row_scale)  # a reloaded run keeps the scale
+    assert torch.all(vc.VAE(12, 3, hidden=(8,)).row_scale == 1)  # the paper's: no scale
 
 
 def test_minibatches_with_replacement_draw_each_point_uniformly(monkeypatch):
