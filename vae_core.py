@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 LOG_2PI = math.log(2 * math.pi)
 HMC_INIT_STEP_SIZE = 0.1  # where each chain's step size starts; adaptation tunes it within ~30 transitions
-LR_SCHEDULES = ("constant", "burda")
+HMC_GLOBAL_INIT_STEP_SIZE = 1e-2  # anglepy, wzoptim.py: step_batch_mcem's hmc_stepsize, where hmc_step_autotune starts
+LR_SCHEDULES, MINIBATCHES, RECOGNITION = ("constant", "burda"), ("epochs", "with_replacement"), ("paper", "anglepy")
 
 # Flush denormal floats (the optimizers' squared gradients make them; x86 is ~50x slower on them) to zero.
 # The mode is per thread and OpenMP's threads keep the one they start with: set it before they start.
@@ -33,18 +34,18 @@ def mlp(sizes, activation):  # linear layers of these sizes, the activation betw
 class VAE(nn.Module):
     """Gaussian encoder q(z|x), standard normal prior p(z), Bernoulli or Gaussian decoder p(x|z)."""
     def __init__(self, x_dim, z_dim, hidden=(500,), activation="tanh", likelihood="bernoulli",
-                 init_std=0.01, init="normal"):
+                 init_std=0.01, init="normal", recognition="paper"):
         super().__init__()
         hidden = tuple(int(h) for h in hidden)
         allowed = {"activation": sorted(ACTIVATIONS), "likelihood": ["bernoulli", "gaussian"],
-                   "init": ["normal", "glorot"]}
-        for name, value in (("activation", activation), ("likelihood", likelihood), ("init", init)):
+                   "init": ["normal", "glorot"], "recognition": list(RECOGNITION)}
+        for name, value in zip(allowed, (activation, likelihood, init, recognition)):
             if value not in allowed[name]:
                 raise ValueError(f"{name}={value!r}: expected one of {allowed[name]}")
         if min(x_dim, z_dim, *hidden) < 1 or not hidden:
             raise ValueError(f"x_dim, z_dim and every hidden size must be >= 1 (got {x_dim}, {z_dim}, {hidden})")
         self.config = dict(x_dim=x_dim, z_dim=z_dim, hidden=list(hidden), activation=activation,
-                           likelihood=likelihood, init_std=init_std, init=init)
+                           likelihood=likelihood, init_std=init_std, init=init, recognition=recognition)
         self.x_dim, self.z_dim, self.likelihood = x_dim, z_dim, likelihood
         x_out = x_dim if likelihood == "bernoulli" else 2 * x_dim
         self.encoder = mlp([x_dim, *hidden, 2 * z_dim], activation)  # recognition model, phi
@@ -56,9 +57,16 @@ class VAE(nn.Module):
                 nn.init.xavier_uniform_(p)
             else:
                 nn.init.zeros_(p)
+        # the scale of the encoder's output weights: 1, or as anglepy's wake-sleep recognition model
+        # (models/MLBN_Inverse.py): log-variance = 0.1 * w_logvar h + b_logvar, both from zero (`init_w`)
+        self.register_buffer("row_scale", torch.ones(2 * z_dim, 1), persistent=False)
+        if recognition == "anglepy":
+            self.row_scale[z_dim:] = 0.1
+            nn.init.zeros_(self.encoder[-1].weight[z_dim:]), nn.init.zeros_(self.encoder[-1].bias[z_dim:])
 
-    def encode(self, x):
-        return self.encoder(x).chunk(2, dim=-1)  # (z_loc, z_logvar)
+    def encode(self, x):  # (z_loc, z_logvar)
+        out = self.encoder[-1]
+        return F.linear(self.encoder[:-1](x), out.weight * self.row_scale, out.bias).chunk(2, dim=-1)
 
     def decode(self, z):
         """Bernoulli: logits. Gaussian: (x_loc, x_logvar), the mean through a sigmoid (paper, Sec. 5)."""
@@ -146,6 +154,13 @@ def _log_density_and_grad(log_density, z):
     return log_p.detach(), grad
 
 
+def global_step_size(step_size, accepted, target_accept=0.9):
+    """anglepy's one step size for all chains (hmc.py: `hmc_step_autotune`): divided by min(1.25, 1.02^min(100,
+    n_chains)) where the fraction of chains that accepted (`accepted`, bool [...]) is below the target, else multiplied."""
+    factor = min(1.25, 1.02 ** min(100, accepted.numel()))
+    return torch.where(accepted.to(step_size.dtype).mean() < target_accept, step_size / factor, step_size * factor)
+
+
 def hmc(log_density, z, step_size, n_transitions=1, n_leapfrog=10, adapt=False, target_accept=0.9,
         adapt_rate=1.0):
     """Hamiltonian Monte Carlo (Neal, 2011) for a batch of independent chains z [..., Nz]. log_density:
@@ -153,8 +168,8 @@ def hmc(log_density, z, step_size, n_transitions=1, n_leapfrog=10, adapt=False, 
     step_size: a float or [...]. A transition draws momentum p ~ N(0, I), makes n_leapfrog leapfrog steps
     and accepts with probability min(1, exp(-dH)). adapt: then multiply each step size by
     exp(adapt_rate * (accept_prob - target_accept)), which settles the acceptance near target_accept
-    within ~30 transitions (App. E: 10 leapfrog steps, ~90%), at the cost of exact invariance.
-    Returns (z, mean acceptance probability [...], step_size [...]), detached."""
+    within ~30 transitions (App. E: 10 leapfrog steps, ~90%), at the cost of exact invariance; "global": one for
+    all chains (`global_step_size`). Returns (z, mean acceptance probability [...], step_size [...]), detached."""
     z = z.detach()
     step_size = torch.as_tensor(step_size, dtype=z.dtype, device=z.device).expand(z.shape[:-1]).clone()
     log_p, grad = _log_density_and_grad(log_density, z)
@@ -176,7 +191,9 @@ def hmc(log_density, z, step_size, n_transitions=1, n_leapfrog=10, adapt=False, 
         log_p = torch.where(accept, log_p_new, log_p)
         grad = torch.where(accept.unsqueeze(-1), grad_new, grad)
         accept_prob_sum += accept_prob
-        if adapt:
+        if adapt == "global":
+            step_size = global_step_size(step_size, accept, target_accept)
+        elif adapt:
             step_size = step_size * torch.exp(adapt_rate * (accept_prob - target_accept))
     return z, accept_prob_sum / n_transitions, step_size
 
@@ -186,6 +203,7 @@ class Algorithm:
     """What the algorithms share: their `options` (names and defaults, integers >= 1), the parameters
     they learn, whether a lower bound is worth evaluating (an encoder) and what a checkpoint keeps."""
     name, options, has_bound, saved, learns = None, {}, True, (), None  # learns: a part of the model, or all
+    choices = {}  # the allowed values of an option whose default is a string
 
     def __init__(self, model, n_train, **options):
         self.__dict__.update(self.check(options), model=model)
@@ -195,8 +213,10 @@ class Algorithm:
         for key, value in options.items():
             if key not in cls.options:
                 raise ValueError(f"{cls.name} takes the options {', '.join(cls.options)}; not {key}")
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{cls.name}: {key}={value!r} must be an integer >= 1")
+            kind = f"one of {list(cls.choices[key])}" if key in cls.choices else "an integer >= 1"
+            integer = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+            if not (value in cls.choices[key] if key in cls.choices else integer):
+                raise ValueError(f"{cls.name}: {key}={value!r} must be {kind}")
         return {**cls.options, **options}
 
     def named_parameters(self):  # the learned part's, named within it
@@ -257,22 +277,27 @@ class MCEM(Algorithm):
     `hmc_transitions` HMC transitions (10 leapfrog steps, step size adapted to ~90% acceptance) of the
     minibatch's persistent chains on p(z|x); M-step: `updates` gradient steps on theta at the chain states
     (App. E: "5 weight updates steps using the acquired sample"). A minibatch of the whole training set is
-    their batch MCEM (anglepy, wzoptim.py: `step_batch_mcem`). No bound: judge it by train's eval_fn."""
-    name, options, has_bound = "mcem", {"hmc_transitions": 1, "updates": 1}, False
+    their batch MCEM (anglepy, wzoptim.py: `step_batch_mcem`), whose one step size for all chains is
+    step_size_rule="global" (hmc.py: `hmc_step_autotune`, from 1e-2). No bound: judge it by train's eval_fn."""
+    name, options, has_bound = "mcem", {"hmc_transitions": 1, "updates": 1, "step_size_rule": "per_chain"}, False
+    choices = {"step_size_rule": ("per_chain", "global")}
     saved, learns = ("chains",), "decoder"
 
     def __init__(self, model, n_train, **options):
         super().__init__(model, n_train, **options)
         device = next(model.parameters()).device  # one chain per training point, started from the prior
         self.chains = {"z": torch.randn(n_train, model.z_dim, device=device),
-                       "step_size": torch.full((n_train,), HMC_INIT_STEP_SIZE, device=device),
+                       "step_size": torch.full((n_train,), HMC_INIT_STEP_SIZE if self.step_size_rule == "per_chain"
+                                               else HMC_GLOBAL_INIT_STEP_SIZE, device=device),
                        "accept_prob": torch.full((n_train,), math.nan, device=device)}  # at its latest visit
 
     def __call__(self, opt, xb, idx):
         log_joint = lambda z: self.model.log_px_given_z(xb, self.model.decode(z)) + log_standard_normal(z)  # noqa: E731
+        adapt = True if self.step_size_rule == "per_chain" else "global"
         z, accept, step_size = hmc(log_joint, self.chains["z"][idx], self.chains["step_size"][idx],
-                                   n_transitions=self.hmc_transitions, adapt=True)
-        self.chains["z"][idx], self.chains["step_size"][idx], self.chains["accept_prob"][idx] = z, step_size, accept
+                                   n_transitions=self.hmc_transitions, adapt=adapt)
+        self.chains["z"][idx], self.chains["accept_prob"][idx] = z, accept
+        self.chains["step_size"][idx if adapt is True else slice(None)] = step_size if adapt is True else step_size[0]
         for i in range(self.updates):
             log_px_given_z = self.model.log_px_given_z(xb, self.model.decode(z))
             if i == 0:  # what the log shows: the terms at the new sample, before the M-step
@@ -316,7 +341,8 @@ class TrainingDiverged(RuntimeError):
 
 
 def make_optimizer(named_params, name, lr, weight_decay, device, adam_eps=1e-8):
-    """weight_decay on the weight matrices alone, as anglepy's prior (models/VAE_Z_X.py: `f_prior` of the w's)."""
+    """weight_decay on the weight matrices alone, as anglepy's prior (models/VAE_Z_X.py: `f_prior` of the w's).
+    name: "adam", "adagrad", or a function (param groups, lr) -> an optimizer (aevb.released.IwaeAdam's, say)."""
     named_params = list(named_params)
     params = [{"params": [p for n, p in named_params if n.endswith("weight") == decay],
                "weight_decay": weight_decay * decay} for decay in (True, False)]
@@ -324,7 +350,9 @@ def make_optimizer(named_params, name, lr, weight_decay, device, adam_eps=1e-8):
         return torch.optim.Adam(params, lr=lr, eps=adam_eps, fused=True)
     if name == "adagrad":  # Kingma & Welling's optimizer; its fused kernel is CPU-only
         return torch.optim.Adagrad(params, lr=lr, fused=device.type == "cpu" or None)
-    raise ValueError(f"optimizer={name!r}: expected 'adam' or 'adagrad'")
+    if callable(name):
+        return name(params, lr)
+    raise ValueError(f"optimizer={name!r}: expected 'adam', 'adagrad' or a function (params, lr) -> optimizer")
 
 
 def burda_stage(epoch):
@@ -339,18 +367,17 @@ def burda_stage(epoch):
 
 def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_size=100, optimizer="adam",
           lr=1e-3, adam_eps=1e-8, weight_prior=False, warmup_steps=0, lr_schedule="constant",
-          dynamic_binarization=False, seed=0, device="auto", test_x=None, eval_at=None, eval_size=10_000,
-          eval_fn=None, checkpoint=None, log=None, **options):
-    """Train `model` on `train_x` [N, D] with one of ALGORITHMS and its `options` (n_samples: the SGVB
-    estimator's L, IWAE's k; MCEM's hmc_transitions and updates); return the history, a list of rows.
-    Budget: `samples` (Kingma's x-axis) or `epochs`. weight_prior: p(theta) = N(0, I), a weight decay 1/N of
-    the weight matrices on the per-datapoint objective (Kingma & Welling, Sec. 5). warmup_steps: minibatches
-    that only feed the optimizer's statistics (Kingma's Adagrad: 101). eval_at: the sample counts of the
-    rows (the last is one): running values, the bound on the first `eval_size` training points and on
-    test_x (an algorithm with an encoder), and eval_fn(model, state)'s dict (state: the algorithm's, e.g.
-    MCEM's chains), on its own RNG stream. checkpoint: `every` (samples; None: an epoch), `save`, `resume`
-    (aevb.runs.Checkpoint). log(row, total): per row.
-    """
+          minibatches="epochs", dynamic_binarization=False, seed=0, device="auto", test_x=None, eval_at=None,
+          eval_size=10_000, eval_fn=None, checkpoint=None, log=None, **options):
+    """Train `model` on `train_x` [N, D] with one of ALGORITHMS and its `options` (n_samples: the SGVB estimator's
+    L, IWAE's k; MCEM's hmc_transitions, updates, step_size_rule); return the history, a list of rows. Budget:
+    `samples` (Kingma's x-axis) or `epochs`. weight_prior: p(theta) = N(0, I), a weight decay 1/N of the weight
+    matrices on the per-datapoint objective (Kingma & Welling, Sec. 5). warmup_steps: minibatches that only feed
+    the optimizer's statistics (Kingma's Adagrad: 101). minibatches: "epochs" (shuffled each pass), or
+    "with_replacement" (anglepy's wzoptim.py). eval_at: the sample counts of the rows (the last is one): running
+    values, the bound on the first `eval_size` training points and on test_x (an algorithm with an encoder), and
+    eval_fn(model, state)'s dict (state: the algorithm's, e.g. MCEM's chains), on its own RNG stream. checkpoint:
+    `every` (samples; None: an epoch), `save`, `resume` (aevb.runs.Checkpoint). log(row, total): per row."""
     # ---- check the arguments before any work
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm={algorithm!r}: expected one of {list(ALGORITHMS)}")
@@ -359,9 +386,11 @@ def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_
         raise ValueError("give exactly one of samples= or epochs=")
     n_train = len(train_x)
     total = int(samples) if samples is not None else int(epochs * n_train)
-    if not 1 <= batch_size <= min(n_train, total) or lr <= 0 or warmup_steps < 0 or lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"need 1 <= batch_size <= samples and {n_train} points, lr > 0, warmup_steps >= 0, lr_schedule"
-                         f" in {LR_SCHEDULES}; got {batch_size}, {total}, {lr}, {warmup_steps}, {lr_schedule!r}")
+    if (not 1 <= batch_size <= min(n_train, total) or lr <= 0 or warmup_steps < 0 or lr_schedule not in LR_SCHEDULES
+            or minibatches not in MINIBATCHES):
+        raise ValueError(f"need 1 <= batch_size <= samples and {n_train} points, lr > 0, warmup_steps >= 0, lr_schedule in "
+                         f"{LR_SCHEDULES}, minibatches in {MINIBATCHES}; got {batch_size}, {total}, {lr}, {warmup_steps}, "
+                         f"{lr_schedule!r}, {minibatches!r}")
 
     # ---- set up: device, seed, data, the algorithm's step, its optimizer and step-size schedule
     if device == "auto":  # cuda, then mps, then cpu
@@ -376,7 +405,7 @@ def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_
         eval_sets["train"] = torch.bernoulli(eval_sets["train"], generator=torch.Generator(device).manual_seed(seed))
     step = ALGORITHMS[algorithm](model, n_train, **options)
     # the weight prior is on the weights the step learns (MCEM: theta's alone)
-    opt = make_optimizer(step.named_parameters(), optimizer, lr, 1.0 / n_train if weight_prior else 0.0, device, adam_eps)
+    opt = make_optimizer(step.named_parameters(), optimizer, lr, weight_prior / n_train, device, adam_eps)
     steps_per_epoch = n_train // batch_size  # drop the last partial batch: every step sees M points
     def lr_factor(i):  # minibatch i's: 0 in the warm-up (its steps only feed the optimizer's statistics)
         decay = 10 ** (-burda_stage(i // steps_per_epoch) / 7) if lr_schedule == "burda" else 1.0
@@ -394,7 +423,8 @@ def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_
     sums = defaultdict(lambda: torch.zeros((), device=device, dtype=torch.float64), run["sums"])  # since the last row
 
     while samples_seen < total:
-        order = torch.randperm(n_train, device=device)  # a fresh shuffle each epoch
+        order = (torch.randperm(n_train, device=device) if minibatches == "epochs"  # a fresh shuffle each epoch, or
+                 else torch.randint(n_train, (steps_per_epoch * batch_size,), device=device))  # with replacement
         for i in range(steps_per_epoch):
             # ---- one step on a minibatch; its sums stay on the device (no host sync per step)
             idx = order[i * batch_size:(i + 1) * batch_size]

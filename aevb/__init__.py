@@ -3,6 +3,8 @@
     paths       where things live (the repository, the data folder, published_numbers.csv)
     files       atomic writes that honour the umask (one implementation for every file we write)
     data        the published data files: checksums and loaders that only read
+    released    Burda et al.'s released code where a protocol follows or measures it: their Adam (handed to
+                vae_core.train as its optimizer) and their decoder's output bias
     estimators  log p(x): importance sampling with the encoder, and encoder-free after App. D
     runs        run folders: save, load, reuse or refuse, lock, checkpoints, and the hash of the code
                 that trains

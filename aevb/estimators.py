@@ -126,8 +126,9 @@ def log_likelihood_hmc(model, x, k=1000, n_chains=4, n_burnin=100, n_hmc_samples
 
 @torch.no_grad()  # not inference_mode: HMC takes gradients from these states
 def encoder_sample(model, x, seed=0):
-    """z ~ q(z|x) [N, Nz], one per point on its own seeded stream: where App. D's chains start for a model
-    with an encoder, as anglepy's `ll_estimator` starts them (`gen_xz` given x draws z from q)."""
+    """z ~ q(z|x) [N, Nz], one per point on its own seeded stream: where App. D's chains start under
+    appd_start="encoder", this project's alternative. (anglepy's `ll_estimator`, hmc_est.py, starts them
+    from the prior: it calls `gen_xz` of a generative model, models/MLBN.py, which draws z ~ N(0, I).)"""
     device = next(model.parameters()).device
     with seeded_rng(device, seed):
         z_loc, z_logvar = model.encode(x.to(device))
@@ -137,18 +138,19 @@ def encoder_sample(model, x, seed=0):
 def log_likelihood_appendix_d(model, x, n_samples=50, n_leapfrog=4, n_burnin=100, z_init=None, seed=0,
                               max_points=1000, return_chains=False):
     """log p(x) per datapoint by Kingma & Welling's Appendix D estimator, with App. E's settings
-    (L = 50 posterior samples per point, HMC with 4 leapfrog steps) and the released code's choices
-    (anglepy, hmc.py: `compute_mcmc_likelihood`; hmc_est.py: `ll_estimator`):
+    (L = 50 posterior samples per point, HMC with 4 leapfrog steps), after the released code (anglepy,
+    hmc_est.py: `estimate_mcmc_likelihood`, which `ll_estimator` calls):
 
     1. L posterior samples z_l ~ p(z|x) by HMC: one chain per point, started from z_init [N, Nz]
        (None: the prior), n_burnin transitions whose step size is tuned to ~90% acceptance, then L
        transitions at that step size, each state kept (the burn-in length is ours: the paper does
        not give it). Where the chain starts decides which mode of a multimodal posterior it samples:
-       `ll_estimator` starts it from the model's `gen_xz` (for a VAE, z ~ q(z|x): `encoder_sample`) and
-       keeps it across calls; for MCEM's training points its own chain states hold the mass;
+       `ll_estimator` starts it from the prior (models/MLBN.py's `gen_xz` draws z ~ N(0, I)) and keeps
+       it across calls (pass the last call's chains, `return_chains`, as z_init);
     2. a density q(z) fitted to the first half of the samples: scipy.stats.gaussian_kde (Scott's
-       bandwidth), or a diagonal Gaussian when Nz = 1 or the half holds fewer than 4 samples per
-       dimension (L = 50 and Nz >= 7), as in the released code, or when the samples span fewer than Nz
+       bandwidth; their default, method='kde2', picks a multiple of it by held-out likelihood:
+       `kde_infer_factor`), or a diagonal Gaussian when Nz = 1 or the half holds fewer than 4 samples
+       per dimension (L = 50 and Nz >= 7), their rule, or when the samples span fewer than Nz
        dimensions (a chain that hardly moved, where the KDE is undefined: a RuntimeWarning says so);
     3. on the second half, 1/p(x) ~= (1/L') sum_l q(z_l) / (p(x|z_l) p(z_l)) (App. D), since
        E_p(z|x)[q(z) / p(x, z)] = 1/p(x) for any normalized q.
@@ -200,7 +202,7 @@ def _log_fitted_density(fit, at):
             warnings.warn("App. D estimator: a chain's samples have a singular covariance; its point gets the "
                           "diagonal Gaussian instead of the KDE", RuntimeWarning)
     std = fit.std(0)
-    std = np.where(std > 0, std, std[std > 0].min() if (std > 0).any() else 1000.0)  # as anglepy
+    std = np.where(std > 0, std, std[std > 0].min() if (std > 0).any() else 1000.0)  # hmc_est.py: compute_logq_var
     return scipy.stats.norm.logpdf(at, fit.mean(0), std).sum(1)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 import vae_core as vc
-from aevb import data, estimators
+from aevb import data, estimators, released
 from aevb.runs import Checkpoint, code_hash, load_run, prepare_run, run_lock, save_run
 
 
@@ -27,23 +27,28 @@ class RunConfig:
     pixel_scale: int = 255
     algorithm: str = "aevb"
     mcem_updates: int = 1
+    mcem_step_size_rule: str = "per_chain"
     latent_dim: int = 2
     hidden: list = field(default_factory=lambda: [500])
     activation: str = "tanh"
     init: str = "normal"
     init_std: float = 0.01
+    recognition: str = "paper"
+    output_bias: str = "init"
     samples: int = 300_000
     batch_size: int = 100
     n_samples: int = 1
     optimizer: str = "adam"
     lr: float = 0.001
     lr_schedule: str = "constant"
+    minibatches: str = "epochs"
     adam_eps: float = 1e-8
     lr_choices: list = field(default_factory=list)
     lr_trial_samples: int = 50_000
     weight_prior: bool = False
     warmup_steps: int = 0
     train_size: int = 0
+    validation_size: int = 0
     test_size: int = 0
     eval_points: int = 20
     log_px_points: int = 0
@@ -52,6 +57,7 @@ class RunConfig:
     is_k: int = 5000
     refit_samples: int = 0
     appd_points: int = 0
+    appd_start: str = "encoder"
     checkpoint_every: int = 600_000
     protocol: str = "custom"
     seed: int = 1
@@ -71,13 +77,18 @@ class RunConfig:
         choice("activation", self.activation, sorted(vc.ACTIVATIONS))
         choice("init", self.init, ["normal", "glorot"])
         choice("lr_schedule", self.lr_schedule, list(vc.LR_SCHEDULES))
-        choice("optimizer", self.optimizer, ["adam", "adagrad"])
+        choice("optimizer", self.optimizer, ["adam", "adagrad", "adam_iwae"])
+        choice("recognition", self.recognition, list(vc.RECOGNITION))
+        choice("output_bias", self.output_bias, ["init", "data_mean"] if self.dataset == "mnist" else ["init"])
+        choice("minibatches", self.minibatches, ["epochs"] if self.algorithm == "mcem" else list(vc.MINIBATCHES))
+        choice("appd_start", self.appd_start, ["encoder", "prior"])
+        choice("mcem_step_size_rule", self.mcem_step_size_rule, list(vc.MCEM.choices["step_size_rule"]))
         choice("weight_prior", self.weight_prior, [False, True])
         for name in ("latent_dim", "samples", "n_samples", "eval_points", "checkpoint_every", "seed",
                      "lr_trial_samples", "is_k", "mcem_updates"):
             positive(name, getattr(self, name))
         for name in ("batch_size", "train_size", "test_size", "log_px_points", "log_px_k", "is_points", "warmup_steps",
-                     "refit_samples", "appd_points"):
+                     "refit_samples", "appd_points", "validation_size"):
             positive(name, getattr(self, name), allow_zero=True)
         positive("lr", self.lr, integer=False)
         positive("init_std", self.init_std, integer=False)
@@ -118,7 +129,7 @@ class RunConfig:
 DEFAULTS = {f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
             for f in dataclasses.fields(RunConfig)}
 # The parameters that are an algorithm's own options (vae_core: ALGORITHMS[name].options), and the option's name
-ALGORITHM_OPTIONS = {"n_samples": "n_samples", "mcem_updates": "updates"}
+ALGORITHM_OPTIONS = {"n_samples": "n_samples", "mcem_updates": "updates", "mcem_step_size_rule": "step_size_rule"}
 
 # What config.json records, by one rule: a parameter that differs from its default, beside those that
 # every config records; a parameter that only qualifies another is recorded with it; the two below
@@ -236,11 +247,17 @@ class TrainingLog:
 
 
 def load_data(config):
-    """(train_x, test_x, likelihood) of the run: the first train_size / test_size points (0: all)."""
+    """(train_x, test_x, likelihood) of the run: the first train_size / test_size points (0: all), less the
+    last validation_size of those training points, held out and never trained on (Burda et al.'s code:
+    yburda/iwae, datasets.py, `binarized_mnist(n_validation=400)` keeps `train_data[:-n_validation]`)."""
     train_x, _ = data.load(config.dataset, "train", config.binarize, pixel_scale=config.pixel_scale)
     test_x, _ = data.load(config.dataset, "test", config.binarize, pixel_scale=config.pixel_scale)
     likelihood = "bernoulli" if config.dataset == "mnist" else "gaussian"
-    return train_x[:config.train_size or None], test_x[:config.test_size or None], likelihood
+    train_x = train_x[:config.train_size or None]
+    if not config.validation_size < len(train_x):
+        raise ValueError(f"parameter validation_size={config.validation_size} is not allowed: it must be below the "
+                         f"{len(train_x)} training points")
+    return train_x[:len(train_x) - config.validation_size], test_x[:config.test_size or None], likelihood
 
 
 def saved_config(config, train_x, test_x, likelihood):
@@ -299,9 +316,14 @@ def train_run(config, run_dir, replace_stale=False, progress="lines", threads=0)
             return load_run(run_dir)
         c = config
         torch.manual_seed(c.seed)
-        model = vc.VAE(train_x.shape[1], c.latent_dim, c.hidden, c.activation, likelihood, c.init_std, c.init)
+        model = vc.VAE(train_x.shape[1], c.latent_dim, c.hidden, c.activation, likelihood, c.init_std, c.init,
+                       c.recognition)
+        if c.output_bias == "data_mean":
+            released.init_output_bias(model, train_x)
         batch_size = c.batch_size or len(train_x)  # 0: the whole training set (batch MCEM)
-        common = dict(batch_size=batch_size, optimizer=c.optimizer, weight_prior=c.weight_prior,
+        optimizer = c.optimizer if c.optimizer != "adam_iwae" else (  # their Adam on the minibatch's summed gradient
+            lambda params, lr: released.IwaeAdam(params, lr=lr, grad_scale=float(batch_size)))
+        common = dict(batch_size=batch_size, optimizer=optimizer, weight_prior=c.weight_prior, minibatches=c.minibatches,
                       warmup_steps=c.warmup_steps, seed=c.seed, device=select_device(c.device),
                       dynamic_binarization=c.binarize == "dynamic", lr_schedule=c.lr_schedule, adam_eps=c.adam_eps,
                       **c.options())
@@ -319,17 +341,21 @@ def train_run(config, run_dir, replace_stale=False, progress="lines", threads=0)
             # as the report's training loss (not with log_px_points: each evaluation would also estimate log p(x))
             eval_at = sorted(set(eval_at) | {last_epoch})
 
-        chains = {}  # App. D's chains of the points without a better start (MCEM's test points), kept across calls
+        chains = {}  # App. D's chains, kept across calls: where each starts next (None: the prior)
 
         def log_px_of_first_points(model, state):  # Kingma's Figure 3: log p(x) of the first points at each
-            # evaluation, by App. D's estimator (the paper's, for all three algorithms) and by IS beside it
+            # evaluation, by App. D's estimator (the paper's, for all three algorithms) and by IS beside it.
+            # appd_start "prior": every chain from the prior at the first evaluation, then from where the last
+            # ended, for all three algorithms, as anglepy's hmc_est.py `ll_estimator` runs them (MLBN.py's
+            # `gen_xz` draws z ~ N(0, I), and the chains live on across calls). "encoder": from q(z|x), MCEM's
+            # training points from its own chains and its test points as "prior" (a labelled alternative)
             out = {}
             for split, x in (("train", train_x), ("test", test_x)):
                 x = x[:c.log_px_points]
-                if c.algorithm == "mcem" and split == "train":
-                    z_init = state["chains"]["z"][:len(x)]  # where MCEM's own chains are: where the mass is
+                if c.appd_start == "prior" or (c.algorithm == "mcem" and split == "test"):
+                    z_init = chains.get(split)
                 elif c.algorithm == "mcem":
-                    z_init = chains.get(split)  # first from the prior, then from where the last call ended
+                    z_init = state["chains"]["z"][:len(x)]  # where MCEM's own chains are: where the mass is
                 else:
                     z_init = estimators.encoder_sample(model, x, seed=c.seed)
                 log_px, chains[split] = estimators.log_likelihood_appendix_d(model, x, z_init=z_init, seed=c.seed,
@@ -356,9 +382,9 @@ def train_run(config, run_dir, replace_stale=False, progress="lines", threads=0)
             print(f"... with an encoder refitted for {c.refit_samples:,} samples: {mean:.2f} ± {se:.2f} "
                   f"(its training ELBO {refit_elbo:.2f})")
         if c.appd_points:
-            points = test_x[:c.appd_points]  # chains started from the encoder, as anglepy's ll_estimator (gen_xz)
-            mean, se = with_se(estimators.log_likelihood_appendix_d(
-                model, points, z_init=estimators.encoder_sample(model, points, seed=c.seed), seed=c.seed))
+            points = test_x[:c.appd_points]  # chains from q(z|x) ("encoder") or from the prior ("prior")
+            z_init = estimators.encoder_sample(model, points, seed=c.seed) if c.appd_start == "encoder" else None
+            mean, se = with_se(estimators.log_likelihood_appendix_d(model, points, z_init=z_init, seed=c.seed))
             extra_metrics.update(test_log_px_appd=mean, test_log_px_appd_se=se)
             print(f"test log p(x), Appendix D's estimator on {c.appd_points} points: {mean:.2f} ± {se:.2f}")
         save_run(run_dir, saved, history, model, extra_metrics)

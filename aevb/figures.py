@@ -36,6 +36,8 @@ CSV_TABLES = {
     "wake_sleep_gap": ("What moves wake-sleep's bound under Kingma & Welling's protocol (Nz = 20, 3x10^6 samples): each change, the step size chosen, the bounds", "wake_sleep_gap"),
     "wake_sleep_split": ("AEVB minus wake-sleep at Nz = 20, seed by seed: the bound, and log p(x) by its own encoder, a refitted encoder and App. D's estimator", "wake_sleep_gap"),
     "burda_table1": ("Burda et al.'s one-layer rows: our VAE and IWAE test NLL (importance sampling, k = 5000) beside theirs, with the passes trained", "burda2015"),
+    "kingma_fig3_chain_start": ("Figure 3's models (N_train = 1000) by App. D's estimator with its chains started from the prior and kept (the released code's start) and from q(z|x)", "marginal_likelihood"),
+    "wake_sleep_released_recognition": ("Wake-sleep with anglepy's recognition model and minibatches beside the paper's: peak and final test bounds, test KL", "kingma2013"),
 }
 IMAGE_SHAPE = {"mnist": (28, 28), "frey": (28, 20)}  # Frey Face: 28 rows of 20 pixels
 

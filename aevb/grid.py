@@ -22,16 +22,27 @@ PROFILES = ("smoke", "default", "paper")
 # from 0); an N(0, I) prior on the weight matrices; their data's pixels, grey level / 256 (aevb/data.py)
 ADAGRAD = dict(optimizer="adagrad", weight_prior=True, warmup_steps=101, pixel_scale=256)
 KINGMA = dict(ADAGRAD, lr_choices=[0.01, 0.02, 0.1])
-FIG3 = dict(ADAGRAD, binarize="none", hidden=[100], lr=0.02)
+# App. D's chains for all three algorithms as anglepy's hmc_est.py `ll_estimator` runs them: from the model's
+# `gen_xz`, which for models/MLBN.py draws z ~ N(0, I) whatever x, then kept across evaluations
+FIG3 = dict(ADAGRAD, binarize="none", hidden=[100], lr=0.02, appd_start="prior")
 KINGMA_MNIST = dict(KINGMA, binarize="none", hidden=[500], train_size=50_000)
-# Burda et al.'s Adam: eps = 1e-4 on the gradient of the minibatch's summed bound (iwae.py); ours is of the
-# mean, 20 (the minibatch) times smaller, and Adam is invariant to the gradient's scale but for eps, so their
-# step is ours with eps = 1e-4 / 20
+# Burda et al.'s paper states Adam with eps = 1e-4; their code (yburda/iwae, iwae.py: `gradIminibatch_srng`) takes
+# the gradient of the minibatch's summed bound; ours is of the mean, 20 (the minibatch) times smaller, and the
+# paper's Adam is invariant to the gradient's scale but for eps, so the paper's Adam on their summed gradient is
+# ours with eps = 1e-4 / 20 (their released optimizer is another: protocol burda-adam-iwae). Where the paper is
+# silent, their code: the decoder's output bias from the logit of the training mean (datasets.py:
+# `get_train_bias_np`, iwae.py: `random_iwae`) and the last 400 training images held out (datasets.py:
+# `binarized_mnist(n_validation=400)`): 59,600 trained on
 BURDA = dict(binarize="dynamic", hidden=[200, 200], batch_size=20, optimizer="adam", lr=0.001, adam_eps=1e-4 / 20,
-             lr_schedule="burda", init="glorot", weight_prior=False)
+             lr_schedule="burda", init="glorot", weight_prior=False, output_bias="data_mean", validation_size=400)
 # batch MCEM (anglepy, wzoptim.py: `step_batch_mcem`): every training point's chain moves, then the M-steps are
-# on the whole training set (batch_size 0); their M-step (`dostep_m`) is not released, so it has no warm-up here
-BATCH_MCEM = dict(mcem_updates=5, batch_size=0, warmup_steps=0)
+# on the whole training set (batch_size 0); their M-step (`dostep_m`) is not released, so it has no warm-up here.
+# Its HMC step size is one for all chains, tuned x or / 1.25 toward 90% acceptance from 1e-2 (hmc.py:
+# `hmc_step_autotune`, which `step_batch_mcem` calls with hmc_stepsize=1e-2)
+BATCH_MCEM = dict(mcem_updates=5, batch_size=0, warmup_steps=0, mcem_step_size_rule="global")
+# anglepy's wake-sleep as released (wzoptim.py: `step_wakesleep`, whose model_q is models/MLBN_Inverse.py): the
+# log-variance layer's weights scaled by logvar_factor = 0.1 and started at zero, minibatches drawn with replacement
+ANGLEPY_WS = dict(recognition="anglepy", minibatches="with_replacement")
 PROTOCOLS = {
     # the replication report's notebook as it ran: grey-level MNIST, 784-500-Nz tanh, Adam 1e-3
     ("mnist", "report"): dict(binarize="none", hidden=[500], optimizer="adam", lr=0.001, weight_prior=False),
@@ -45,18 +56,28 @@ PROTOCOLS = {
     ("mnist", "kingma-trial5e5"): dict(KINGMA_MNIST, lr_trial_samples=500_000),
     ("mnist", "kingma-lr0.02"): dict(KINGMA_MNIST, lr_choices=[], lr=0.02),
     ("mnist", "kingma-binary"): dict(KINGMA_MNIST, binarize="dynamic"),
+    # wake-sleep with anglepy's recognition model and minibatches (not one change: the step fixed at 0.02 too)
+    ("mnist", "ws-anglepy-lr0.02"): dict(KINGMA_MNIST, lr_choices=[], lr=0.02, **ANGLEPY_WS),
+    ("frey", "ws-anglepy"): dict(KINGMA, hidden=[200], **ANGLEPY_WS),
     # Kingma & Welling's Figure 3: Nz 3, 100 tanh units, Adagrad 0.02 for all three algorithms, the weight
     # prior, the first N training points (batch MCEM with its 5 M-steps: in RUNS)
     ("mnist", "fig3n1000"): dict(FIG3, train_size=1000),
     ("mnist", "fig3n50000"): dict(FIG3, train_size=50000),
     ("mnist", "fig3n1000-online"): dict(FIG3, train_size=1000),  # MCEM on-line: minibatches of 100, not published
+    # ... App. D's chains from q(z|x) (MCEM's training points: from its own chains), a labelled alternative
+    ("mnist", "fig3n1000-encoder"): dict(FIG3, train_size=1000, appd_start="encoder"),
     # Burda et al. (Sec. 5.1): dynamically binarized MNIST (60,000 images), 784-200-200-50 tanh, minibatch 20,
     # Adam with beta = (0.9, 0.999) and eps = 1e-4, 3^i passes at 0.001 * 10^(-i/7) for i = 0..7, Glorot's init
     ("mnist", "burda"): BURDA,
     # ... with eps = 1e-4 on the mean's gradient, 20 times theirs (what the protocol had before)
     ("mnist", "burda-eps1e-4"): dict(BURDA, adam_eps=1e-4),
+    # ... with their released Adam (optimizers.py), a measurement that judges no published row
+    ("mnist", "burda-adam-iwae"): dict(BURDA, optimizer="adam_iwae", adam_eps=1e-8),
+    # ... with the output bias at Glorot's zero, not the logit of the training mean (what it moves at 1 pass)
+    ("mnist", "burda-zero-bias"): dict(BURDA, output_bias="init"),
     # ... on Larochelle's statically binarized MNIST, trained on its 50,000 training images (their App. D)
-    ("mnist", "burda-static"): dict(BURDA, binarize="static"),
+    ("mnist", "burda-static"): dict(BURDA, binarize="static", validation_size=0),  # their 10,000 validation images
+    # are the static set's own (datasets.py: `binarized_mnist_fixed_binarization`), not among our 50,000
 }
 
 # ---- budgets: what a profile changes (never code) ---------------------------------------------------
@@ -75,7 +96,8 @@ PAPER_FIG3 = dict(samples=60_000_000, checkpoint_every=5_000_000, log_px_points=
 PAPER_FIG3_N50000 = dict(PAPER_FIG3, samples=68_000_000)  # the published curve's last point
 # Burda's 3280 passes (stages 0..7) in the paper profile; stage 0 (1 pass) in the default (smoke: SMOKE)
 BURDA_PASSES = {"paper": 3280, "default": 1}
-BURDA_IMAGES = {"burda": 60_000, "burda-eps1e-4": 60_000, "burda-static": 50_000}
+BURDA_IMAGES = {"burda": 59_600, "burda-eps1e-4": 59_600, "burda-adam-iwae": 59_600, "burda-zero-bias": 59_600,
+                "burda-static": 50_000}  # the training images (dynamic: less the 400 held out)
 KINGMA_VARIANTS = [protocol for _, protocol in PROTOCOLS if protocol.startswith("kingma-")]
 BUDGETS = {
     "smoke": {
@@ -87,7 +109,10 @@ BUDGETS = {
         ("mnist", "fig3n1000"): dict(SMOKE_FIG3, warmup_steps=5),
         ("mnist", "fig3n50000"): dict(SMOKE_FIG3, warmup_steps=5, train_size=2000),  # batch MCEM: 1 iteration
         ("mnist", "fig3n1000-online"): dict(SMOKE_FIG3, warmup_steps=5),
+        ("mnist", "fig3n1000-encoder"): dict(SMOKE_FIG3, warmup_steps=5),
         **{("mnist", p): dict(SMOKE, is_points=20, is_k=100) for p in BURDA_IMAGES},
+        ("mnist", "ws-anglepy-lr0.02"): dict(SMOKE, **SMOKE_ADAGRAD),
+        ("frey", "ws-anglepy"): dict(samples=2000, test_size=100, eval_points=3, **SMOKE_ADAGRAD),
         "estimates": dict(is_points=20, is_k=100, refit_samples=2000, appd_points=10),
     },
     "default": {  # the report's 50 epochs (3x10^6 samples) for MNIST; sized for a CPU
@@ -99,6 +124,9 @@ BUDGETS = {
         ("mnist", "fig3n1000"): DEFAULT_FIG3,
         ("mnist", "fig3n50000"): DEFAULT_FIG3,
         ("mnist", "fig3n1000-online"): DEFAULT_FIG3,
+        ("mnist", "fig3n1000-encoder"): DEFAULT_FIG3,
+        ("mnist", "ws-anglepy-lr0.02"): dict(samples=3_000_000),
+        ("frey", "ws-anglepy"): dict(samples=1_000_000),
         **{("mnist", p): dict(samples=BURDA_PASSES["default"] * n, is_points=500, is_k=5000)
            for p, n in BURDA_IMAGES.items()},
         "estimates": dict(is_points=500, is_k=1000, refit_samples=300_000, appd_points=100),
@@ -111,6 +139,9 @@ BUDGETS = {
         ("mnist", "fig3n1000"): PAPER_FIG3,
         ("mnist", "fig3n50000"): PAPER_FIG3_N50000,
         ("mnist", "fig3n1000-online"): PAPER_FIG3,
+        ("mnist", "fig3n1000-encoder"): PAPER_FIG3,
+        ("mnist", "ws-anglepy-lr0.02"): dict(samples=3_000_000),  # where Figure 2's gap at Nz = 200 is measured
+        ("frey", "ws-anglepy"): PAPER,
         **{("mnist", p): dict(samples=BURDA_PASSES["paper"] * n, checkpoint_every=5_000_000, is_points=10_000,
                               is_k=5000) for p, n in BURDA_IMAGES.items()},
         "estimates": dict(is_points=10_000, is_k=5000, refit_samples=3_000_000, appd_points=1000),
@@ -131,6 +162,10 @@ RUNS = [
          seeds=[1]),
     # why wake-sleep falls at Nz = 200 (notebooks/kingma2013.ipynb): the step the rule chose against 0.02
     dict(dataset="mnist", protocol="kingma-lr0.02", algorithms=["wake_sleep"], latent_dims=[200], seeds=[1]),
+    # ... and with anglepy's recognition model and minibatches at step 0.02 (seeds 2 and 3 in the paper profile)
+    dict(dataset="mnist", protocol="ws-anglepy-lr0.02", algorithms=["wake_sleep"], latent_dims=[200], seeds=[1]),
+    dict(dataset="mnist", protocol="ws-anglepy-lr0.02", algorithms=["wake_sleep"], latent_dims=[200], seeds=[2, 3],
+         profiles=["paper"]),
     dict(dataset="mnist", protocol="kingma", algorithms=["aevb", "wake_sleep"], latent_dims=[3, 5, 10, 200],
          seeds=[2, 3], profiles=["paper"]),
     # the report's latent sweep (AEVB), and its Table 1 (Nz = 20) with AEVB and wake-sleep; seeds 2 and 3 in
@@ -142,6 +177,8 @@ RUNS = [
          estimates=[20], profiles=["smoke", "paper"]),
     # Kingma & Welling's Figure 2, Frey Face
     dict(dataset="frey", protocol="kingma", algorithms=["aevb", "wake_sleep"], latent_dims=[2, 5, 10, 20], seeds=[1]),
+    # ... wake-sleep with anglepy's recognition model and minibatches, where ours leaves the published level
+    dict(dataset="frey", protocol="ws-anglepy", algorithms=["wake_sleep"], latent_dims=[10, 20], seeds=[1]),
     # what moves wake-sleep's bound at Nz = 20 (one change each from the kingma protocol): an investigation,
     # in the paper profile (and the smoke one, which checks its notebook), not in the default's hour
     *[dict(dataset="mnist", protocol=v, algorithms=["wake_sleep"], latent_dims=[20], seeds=[1],
@@ -151,6 +188,10 @@ RUNS = [
     dict(dataset="mnist", protocol="fig3n1000", algorithms=["mcem"], latent_dims=[3], seeds=[1], params=BATCH_MCEM),
     dict(dataset="mnist", protocol="fig3n1000-online", algorithms=["mcem"], latent_dims=[3], seeds=[1],
          params=dict(mcem_updates=5)),
+    # ... the same runs with App. D's chains from the encoder (MCEM: its own chains), beside the released start
+    dict(dataset="mnist", protocol="fig3n1000-encoder", algorithms=["aevb", "wake_sleep"], latent_dims=[3], seeds=[1]),
+    dict(dataset="mnist", protocol="fig3n1000-encoder", algorithms=["mcem"], latent_dims=[3], seeds=[1],
+         params=BATCH_MCEM),
     dict(dataset="mnist", protocol="fig3n50000", algorithms=["aevb", "wake_sleep"], latent_dims=[3], seeds=[1]),
     dict(dataset="mnist", protocol="fig3n50000", algorithms=["mcem"], latent_dims=[3], seeds=[1], params=BATCH_MCEM),
     # Burda et al.'s VAE (k = 1) and IWAE (k = 50) on dynamically binarized MNIST, the VAE with the Adam eps
@@ -160,6 +201,9 @@ RUNS = [
          params=dict(n_samples=50), profiles=["smoke", "paper"]),
     dict(dataset="mnist", protocol="burda", algorithms=["aevb"], latent_dims=[50], seeds=[1]),
     dict(dataset="mnist", protocol="burda-eps1e-4", algorithms=["aevb"], latent_dims=[50], seeds=[1]),
+    # ... and with their released Adam, and with the output bias from zero (labelled measurements)
+    dict(dataset="mnist", protocol="burda-adam-iwae", algorithms=["aevb"], latent_dims=[50], seeds=[1]),
+    dict(dataset="mnist", protocol="burda-zero-bias", algorithms=["aevb"], latent_dims=[50], seeds=[1]),
     dict(dataset="mnist", protocol="burda-static", algorithms=["aevb"], latent_dims=[50], seeds=[1],
          profiles=["smoke", "paper"]),
 ]
@@ -168,8 +212,9 @@ RUNS = [
 # that match a filter (as `runs` takes it), or any of a list of filters -----------------------------------
 NOTEBOOK_RUNS = {
     "replication_report": dict(protocol="report"),
-    "kingma2013": [dict(protocol=["report", "kingma"]), dict(protocol="kingma-lr0.02", latent_dim=200)],
-    "marginal_likelihood": dict(protocol=["fig3n1000", "fig3n50000", "fig3n1000-online"]),
+    "kingma2013": [dict(protocol=["report", "kingma"]), dict(protocol="kingma-lr0.02", latent_dim=200),
+                   dict(protocol=["ws-anglepy-lr0.02", "ws-anglepy"])],
+    "marginal_likelihood": dict(protocol=["fig3n1000", "fig3n50000", "fig3n1000-online", "fig3n1000-encoder"]),
     "burda2015": dict(protocol=list(BURDA_IMAGES)),
     # the one-change runs (seed 1), and both algorithms' Nz = 20 seeds, judged by estimators they share
     "wake_sleep_gap": [dict(protocol=["kingma", *KINGMA_VARIANTS], dataset="mnist", algorithm="wake_sleep",

@@ -20,7 +20,8 @@ from aevb import paths
 from aevb.files import atomic_save, atomic_write_text
 
 # The files whose code decides what a run computes. Their hash is in every run's config.
-TRAINING_CODE = ("vae_core.py", "aevb/data.py", "aevb/estimators.py", "aevb/experiment.py", "aevb/runs.py")
+TRAINING_CODE = ("vae_core.py", "aevb/released.py", "aevb/data.py", "aevb/estimators.py", "aevb/experiment.py",
+                 "aevb/runs.py")
 
 
 def code_hash(files=TRAINING_CODE, root=paths.ROOT):

@@ -94,8 +94,9 @@ OTHER = dict(dataset="frey", binarize="dynamic", pixel_scale=256, algorithm="wak
              optimizer="adagrad", lr=0.01, lr_schedule="burda", adam_eps=1e-4, lr_choices=[0.02],
              lr_trial_samples=1000, weight_prior=True, warmup_steps=5, train_size=500, test_size=100, eval_points=5,
              log_px_points=7, log_px_k=50, is_points=5, is_k=100, refit_samples=1000, appd_points=3, protocol="other",
-             seed=2, checkpoint_every=1000, device="cpu")
-NEEDS = dict(mcem_updates=dict(algorithm="mcem"), log_px_k=dict(log_px_points=5), lr_trial_samples=dict(lr_choices=[0.1]),
+             seed=2, checkpoint_every=1000, device="cpu", mcem_step_size_rule="global", recognition="anglepy",
+             output_bias="data_mean", minibatches="with_replacement", validation_size=100, appd_start="prior")
+NEEDS = dict(mcem_updates=dict(algorithm="mcem"), mcem_step_size_rule=dict(algorithm="mcem"), log_px_k=dict(log_px_points=5), lr_trial_samples=dict(lr_choices=[0.1]),
              is_k=dict(is_points=10), refit_samples=dict(is_points=10))
 
 

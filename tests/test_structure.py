@@ -77,7 +77,7 @@ def test_an_import_loop_is_found(tmp_path):
 
 def test_vae_core_is_readable_in_one_sitting():
     source = PROJECT["vae_core"].read_text()
-    assert len(source.splitlines()) <= 450
+    assert len(source.splitlines()) <= 480
     train = next(node for node in ast.parse(source).body if getattr(node, "name", None) == "train")
     assert train.end_lineno - train.lineno + 1 <= 90
     assert {"aevb", "wake_sleep", "mcem", "iwae"} == set(vc.ALGORITHMS)

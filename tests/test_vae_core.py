@@ -283,7 +283,7 @@ def test_bad_arguments_are_refused_early():
                             (dict(samples=100, optimizer="sgd"), "optimizer"),
                             (dict(samples=1000, batch_size=500), "batch_size"),
                             (dict(algorithm="mcem", samples=100, n_samples=5), "mcem takes the options "
-                                                                               "hmc_transitions, updates; not n_samples"),
+                                                                               "hmc_transitions, updates, step_size_rule; not n_samples"),
                             (dict(algorithm="mcem", samples=100, hmc_transitions=0), "hmc_transitions=0 must be"),
                             (dict(algorithm="mcem", samples=100, updates=0), "updates=0 must be an integer >= 1"),
                             (dict(algorithm="aevb", samples=100, updates=5), "aevb takes the options n_samples")]:
