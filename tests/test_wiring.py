@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import vae_core as vc
-from aevb import data, estimators, experiment, grid
+from aevb import data, estimators, experiment, grid, released
 from aevb.experiment import RunConfig, log_spaced_points, select_device
 
 # ---- the recorders -------------------------------------------------------------------------------------
@@ -158,6 +158,8 @@ def check_options(c, rec, final):  # the algorithm's own options: n_samples (L, 
             assert call["n_samples"] == c.n_samples
         if "updates" in takes:
             assert call["updates"] == c.mcem_updates
+        if "step_size_rule" in takes:
+            assert call["step_size_rule"] == c.mcem_step_size_rule
 
 
 def check_model(c, rec, final):
@@ -166,7 +168,12 @@ def check_model(c, rec, final):
                 "init_std": c.init_std}
     assert {k: config[k] for k in expected} == expected
     torch.manual_seed(c.seed)  # the initialization is the seed's
-    model = vc.VAE(DIMS[c.dataset], c.latent_dim, c.hidden, c.activation, config["likelihood"], c.init_std, c.init)
+    model = vc.VAE(DIMS[c.dataset], c.latent_dim, c.hidden, c.activation, config["likelihood"], c.init_std, c.init,
+                   c.recognition)
+    assert config["recognition"] == c.recognition
+    if c.output_bias == "data_mean":  # Burda et al.'s start: the logit of the trained-on points' mean
+        with torch.no_grad():
+            released.init_output_bias(model, final["train_x"])
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), final["model"].state_dict().values()))
     assert all(call["model"].config == config for call in trials(rec))  # each trial from a copy of it
     assert all(call["model"] is not final["model"] for call in trials(rec))
@@ -184,8 +191,13 @@ def check_batch_size(c, rec, final):  # 0: the whole training set (batch MCEM)
 
 def check_optimizer_settings(c, rec, final):
     for call in rec.of("train"):  # the trials train as the run does, but for lr and samples
-        for name in ("optimizer", "adam_eps", "weight_prior", "warmup_steps", "lr_schedule"):
+        for name in ("adam_eps", "weight_prior", "warmup_steps", "lr_schedule", "minibatches"):
             assert call[name] == getattr(c, name), name
+        if c.optimizer == "adam_iwae":  # their released Adam, built on the minibatch's summed gradient
+            built = call["optimizer"]([torch.zeros(1, requires_grad=True)], lr=c.lr or 1e-3)
+            assert isinstance(built, released.IwaeAdam)
+        else:
+            assert call["optimizer"] == c.optimizer
 
 
 def check_lr(c, rec, final):
@@ -203,7 +215,7 @@ def check_sizes(c, rec, final):  # the first train_size / test_size points, 0: a
     train_x, test_x = train_data(c, rec, final)
     n_train = SIZES.get((c.dataset, "train", c.binarize), SIZES[c.dataset, "train"])
     n_test = SIZES[c.dataset, "test"]
-    assert first_rows(train_x, min(c.train_size or n_train, n_train))
+    assert first_rows(train_x, min(c.train_size or n_train, n_train) - c.validation_size)  # the last held out
     assert first_rows(test_x, min(c.test_size or n_test, n_test), "test")
     assert all(call["train_x"] is train_x and call["test_x"] is None for call in trials(rec))
 
@@ -232,7 +244,9 @@ def check_log_px_points(c, rec, final):  # Figure 3's log p(x) at each evaluatio
         assert first_rows(a["x"], n, split) and first_rows(e["x"], n, split)
         assert e["k"] == c.log_px_k and a["seed"] == c.seed and a["return_chains"]
     starts = [a["z_init"] for a in appd]
-    if c.algorithm == "mcem":  # MCEM's own chains for its training points; the prior, then the last end, for test
+    if c.appd_start == "prior":  # every chain from the prior first (then from where the last ended)
+        assert starts == [None, None] and not rec.of("encoder_sample", "eval_fn")
+    elif c.algorithm == "mcem":  # MCEM's own chains for its training points; the prior, then the last end, for test
         assert torch.equal(starts[0], final["eval_fn_state"]["chains"]["z"][:len(appd[0]["x"])]) and starts[1] is None
     else:  # a model with an encoder: chains from q(z|x), as anglepy's ll_estimator (gen_xz)
         samples = rec.of("encoder_sample", "eval_fn")
@@ -274,6 +288,10 @@ def check_appd_points(c, rec, final):  # App. D's estimate after training, chain
         assert not calls
         return
     [call] = calls
+    if c.appd_start == "prior":
+        assert call["z_init"] is None and not after_training(rec, "encoder_sample")
+        assert first_rows(call["x"], min(c.appd_points, len(final["test_x"])), "test") and call["seed"] == c.seed
+        return
     [sample] = after_training(rec, "encoder_sample")
     assert first_rows(call["x"], min(c.appd_points, len(final["test_x"])), "test")
     assert call["z_init"] is sample["returned"] and sample["x"] is call["x"]
@@ -313,6 +331,8 @@ ARRIVES = {  # RunConfig field -> the check that finds it where it is used
     "is_points": check_is_points, "is_k": check_is_points, "refit_samples": check_refit,
     "appd_points": check_appd_points, "checkpoint_every": check_checkpoint, "protocol": check_recorded,
     "seed": check_seed, "device": check_device,
+    "recognition": check_model, "output_bias": check_model, "minibatches": check_optimizer_settings,
+    "mcem_step_size_rule": check_options, "validation_size": check_sizes, "appd_start": check_log_px_points,
 }
 
 
@@ -342,7 +362,9 @@ def test_what_the_grid_says_is_what_trains(monkeypatch, tmp_path, profile, name)
 KINGMA = dict(optimizer="adagrad", lr_choices=[0.01, 0.02, 0.1], weight_prior=True, warmup_steps=101,  # wzoptim.py
               pixel_scale=256, batch_size=100, activation="tanh", init="normal", init_std=0.01, n_samples=1)
 BURDA = dict(optimizer="adam", lr=1e-3, adam_eps=1e-4 / 20, batch_size=20, hidden=[200, 200], latent_dim=50,
-             init="glorot", lr_schedule="burda", weight_prior=False, warmup_steps=0, pixel_scale=255)
+             init="glorot", lr_schedule="burda", weight_prior=False, warmup_steps=0, pixel_scale=255,
+             output_bias="data_mean")  # yburda/iwae datasets.py get_train_bias_np; 400 images held out
+ANGLEPY_WS = dict(recognition="anglepy", minibatches="with_replacement")  # MLBN_Inverse, wzoptim.py step_wakesleep
 PAPERS = {
     ("mnist", "report"): dict(optimizer="adam", lr=1e-3, adam_eps=1e-8, batch_size=100, hidden=[500], pixel_scale=255,
                               binarize="none", weight_prior=False, warmup_steps=0, lr_schedule="constant"),
@@ -357,20 +379,37 @@ PAPERS = {
     **{("mnist", p): dict({k: v for k, v in KINGMA.items() if k != "lr_choices"}, lr=0.02, hidden=[100], latent_dim=3,
                           train_size=n) for p, n in (("fig3n1000", 1000), ("fig3n50000", 50_000),
                                                       ("fig3n1000-online", 1000))},
-    ("mnist", "burda"): dict(BURDA, binarize="dynamic", train_size=60_000),
-    ("mnist", "burda-eps1e-4"): dict(BURDA, binarize="dynamic", adam_eps=1e-4, train_size=60_000),
+    ("mnist", "burda"): dict(BURDA, binarize="dynamic", train_size=59_600),
+    ("mnist", "burda-eps1e-4"): dict(BURDA, binarize="dynamic", adam_eps=1e-4, train_size=59_600),
+    ("mnist", "burda-adam-iwae"): dict(BURDA, binarize="dynamic", optimizer="adam_iwae", adam_eps=1e-8,
+                                       train_size=59_600),
+    ("mnist", "burda-zero-bias"): dict(BURDA, binarize="dynamic", output_bias="init", train_size=59_600),
     ("mnist", "burda-static"): dict(BURDA, binarize="static", train_size=50_000),
+    ("mnist", "fig3n1000-encoder"): dict({k: v for k, v in KINGMA.items() if k != "lr_choices"}, lr=0.02,
+                                         hidden=[100], latent_dim=3, train_size=1000),
+    ("mnist", "ws-anglepy-lr0.02"): dict({k: v for k, v in KINGMA.items() if k != "lr_choices"}, lr=0.02, hidden=[500],
+                                         train_size=50_000, **ANGLEPY_WS),
+    ("frey", "ws-anglepy"): dict(KINGMA, hidden=[200], binarize="none", **ANGLEPY_WS),
 }
 
 
 def what_trained(final, loads):
     model = final["model"].config
-    return {"optimizer": final["optimizer"], "lr": final["lr"], "adam_eps": final["adam_eps"],
+    optimizer = final["optimizer"] if isinstance(final["optimizer"], str) else "adam_iwae"  # their Adam, built
+    return {"optimizer": optimizer, "lr": final["lr"], "adam_eps": final["adam_eps"],
             "weight_prior": final["weight_prior"], "warmup_steps": final["warmup_steps"],
             "lr_schedule": final["lr_schedule"], "batch_size": final["batch_size"], "hidden": model["hidden"],
             "latent_dim": model["z_dim"], "activation": model["activation"], "init": model["init"],
             "init_std": model["init_std"], "n_samples": final.get("n_samples"), "train_size": len(final["train_x"]),
-            "binarize": loads[0]["binarize"], "pixel_scale": loads[0]["pixel_scale"]}
+            "binarize": loads[0]["binarize"], "pixel_scale": loads[0]["pixel_scale"], "recognition": model["recognition"],
+            "minibatches": final["minibatches"],
+            "output_bias": "data_mean" if model["likelihood"] == "bernoulli" and torch.allclose(
+                final["model"].decoder[-1].bias.double(), logit_of_mean(final["train_x"]), atol=1e-5) else "init"}
+
+
+def logit_of_mean(x):
+    mean = x.double().mean(0).clamp(0.001, 0.999)
+    return torch.log(mean / (1 - mean))
 
 
 def check_papers_settings(run, rec):
