@@ -78,6 +78,10 @@ def runs_dir(tmp_path_factory):
             metrics["test_log_px_is_se"] = 0.1
         history = {s: {k: v for k, v in p.items() if k != "test_log_px_is"} for s, p in points.items()}
         write_run(runs_dir, run, last, history, metrics)
+    for run in grid.notebook_runs("scorecard", profile="default"):  # the runs no published row judges
+        if run not in runs:
+            write_run(runs_dir, run, 1_000_000, {1_000_000: {"train_elbo": -100.0, "test_elbo": -100.0}},
+                      {"train_elbo": -100.0, "test_elbo": -100.0})
     return runs_dir
 
 
