@@ -111,13 +111,13 @@ def notebook_parts(tree, params_file, out_dir):
     cells = [c["metadata"]["papermill"] for c in nb["cells"] if c["cell_type"] == "code"]
     start, end = timestamp(meta["start_time"]), timestamp(meta["end_time"])
     spans = [(timestamp(c["start_time"]), timestamp(c["end_time"])) for c in cells]
-    # the code cells: parameters, injected parameters, imports, train, curve, samples
+    # the code cells: parameters, injected parameters, imports, train, then the plots (curve, samples, Nz = 2 views)
     cell = lambda i: spans[i][1] - spans[i][0]  # noqa: E731
     parts = {"process start, papermill's import, parameters": start - spawned,
              "kernel start": spans[0][0] - start,
              "import cell": cell(2),
              "training cell": cell(3),
-             "plotting cells": cell(4) + cell(5),
+             "plotting cells": sum(cell(i) for i in range(4, len(spans))),
              "between cells (papermill)": (spans[-1][1] - spans[0][0]) - sum(cell(i) for i in range(len(spans))),
              "kernel shutdown": end - spans[-1][1],
              "writing the notebook, exit": ended - end}
