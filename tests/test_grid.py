@@ -181,7 +181,7 @@ def test_a_code_change_retrains_exactly_the_runs_that_code_trains(tmp_path):
     edit("vae_core.py", '    """Mean ELBO,', '    """The mean ELBO,')
     edit("aevb/figures.py", "def notebooks():\n", "UNUSED = 1\n\n\ndef notebooks():\n")
     assert make_runs()[0] == []
-    edit("vae_core.py", "LR_SCHEDULES = (", "UNUSED = 1\nLR_SCHEDULES = (")
+    edit("vae_core.py", "LR_SCHEDULES, MINIBATCHES, RECOGNITION = (", "UNUSED = 1\nLR_SCHEDULES, MINIBATCHES, RECOGNITION = (")
     trained, log = make_runs()
     assert trained == both and log.count("retraining it") == 2 and "code_hash" in log
     assert json.loads((tmp_path / "runs/mnist/aevb_z2_tiny_s1/config.json").read_text())["code_hash"] != \
