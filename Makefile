@@ -124,7 +124,8 @@ plan: | setup
 # findings file) as one grouped target, so a deleted figure re-executes the notebook that makes it.
 FIGURE_NOTEBOOKS := $(shell $(GRID) notebooks)
 FIGURE_CODE := aevb/figures.py aevb/findings.py aevb/runs.py aevb/grid.py aevb/scorecard.py aevb/estimators.py \
-	aevb/data.py vae_core.py published_numbers.csv
+	aevb/data.py aevb/catalog.py aevb/latent.py aevb/paths.py aevb/files.py aevb/experiment.py aevb/released.py \
+	vae_core.py published_numbers.csv
 # (The stamp in $(BUILD)/done/ is written only when the notebook succeeded and wrote every output it declares.)
 outputs = $(BUILD)/done/$1 $(addprefix $(FIGURES)/,$(shell $(PYTHON) -m aevb.figures outputs $1))
 FIGURE_OUTPUTS := $(foreach n,$(FIGURE_NOTEBOOKS),$(call outputs,$n))
