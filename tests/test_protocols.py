@@ -16,7 +16,7 @@ from conftest import small_model
 
 KINGMAS_DATA = {("mnist", "kingma"), ("frey", "kingma"), ("mnist", "fig3n1000"), ("mnist", "fig3n50000"),
                 ("mnist", "fig3n1000-online"), ("mnist", "fig3n1000-encoder"), ("mnist", "ws-anglepy-lr0.02"),
-                ("frey", "ws-anglepy"), *[("mnist", v) for v in grid.KINGMA_VARIANTS]}
+                ("mnist", "ws-anglepy"),                 ("frey", "ws-anglepy"), *[("mnist", v) for v in grid.KINGMA_VARIANTS]}
 
 
 @pytest.mark.parametrize("key", sorted(grid.PROTOCOLS))

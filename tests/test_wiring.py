@@ -389,6 +389,7 @@ PAPERS = {
                                          hidden=[100], latent_dim=3, train_size=1000),
     ("mnist", "ws-anglepy-lr0.02"): dict({k: v for k, v in KINGMA.items() if k != "lr_choices"}, lr=0.02, hidden=[500],
                                          train_size=50_000, **ANGLEPY_WS),
+    ("mnist", "ws-anglepy"): dict(KINGMA, hidden=[500], binarize="none", train_size=50_000, **ANGLEPY_WS),
     ("frey", "ws-anglepy"): dict(KINGMA, hidden=[200], binarize="none", **ANGLEPY_WS),
 }
 
