@@ -4,6 +4,7 @@ Tests marked `slow` run notebooks, make or whole training runs; `make test-fast`
 """
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -91,3 +92,31 @@ def smoke_paper(tmp_path_factory):
     out = tmp_path_factory.mktemp("paper")
     log = make_paper(out, "-j4")
     return out, log
+
+
+# ---- a headless Chromium for the tests that look at a page as a reader does --------------------------------
+CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-dev-shm-usage", "--no-first-run", "--disable-sync",
+                  "--window-size=1400,1800")
+
+
+@pytest.fixture
+def chromium():
+    """A function that opens a headless Chromium under selenium (its profile in a folder it is given, the
+    browser's console log kept); skipped where Chromium or chromedriver is not installed, failed on CI."""
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the browser tests: chromium and chromedriver are missing (make browser)")
+        pytest.skip("needs chromium and chromedriver (Debian: apt-get install chromium chromium-driver; "
+                    "macOS: brew install --cask chromium and brew install chromedriver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    def open_browser(profile_dir):
+        options = webdriver.ChromeOptions()
+        options.binary_location = shutil.which("chromium")
+        for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={Path(profile_dir) / 'chromium-profile'}"):
+            options.add_argument(flag)
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    return open_browser

@@ -4,7 +4,6 @@ on missing runs stops before it writes anything."""
 import base64
 import json
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -18,11 +17,6 @@ from aevb import grid
 from conftest import PY, ROOT, run_notebook
 
 pytestmark = pytest.mark.slow
-
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-dev-shm-usage", "--no-first-run", "--disable-sync",
-                  "--window-size=1400,1800")
-
 
 def test_the_explorer_draws_its_static_view_headless(smoke_paper, tmp_path):
     out, _ = smoke_paper
@@ -55,13 +49,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def explore_in_lab(runs_dir, work):
+def explore_in_lab(runs_dir, work, open_browser):
     """Open notebooks/explore.ipynb (reading runs_dir as the smoke profile) in a JupyterLab started here, run
     all its cells in headless Chromium, move the first z slider; return the decoder's image before and after
     (PNG screenshots of the element) and its src before and after, then click the latent plane; return also
     the sliders' readouts before and after the click. Screenshots of the page go into `work`."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.by import By
@@ -90,11 +82,7 @@ def explore_in_lab(runs_dir, work):
             except OSError:
                 assert server.poll() is None and time.time() < deadline, (work / "lab.log").read_text()[-3000:]
                 time.sleep(1)
-        options = webdriver.ChromeOptions()
-        options.binary_location = shutil.which("chromium")
-        for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={work / 'chromium-profile'}"):
-            options.add_argument(flag)
-        driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+        driver = open_browser(work)
         driver.get(f"http://127.0.0.1:{port}/lab/tree/explore.ipynb?token={token}")
         wait = WebDriverWait(driver, 180, poll_frequency=0.5)
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell"))
@@ -162,14 +150,10 @@ def explore_in_lab(runs_dir, work):
         server.wait(30)
 
 
-def test_the_explorer_in_jupyterlab_reacts_to_its_slider(smoke_paper, tmp_path):
-    if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the browser test: chromium and chromedriver are missing (make browser)")
-        pytest.skip("needs chromium and chromedriver (Debian: apt-get install chromium chromium-driver; "
-                    "macOS: brew install --cask chromium and brew install chromedriver)")
+def test_the_explorer_in_jupyterlab_reacts_to_its_slider(smoke_paper, tmp_path, chromium):
     out, _ = smoke_paper
-    before_png, after_png, before_src, after_src, errors, slider, slid, clicked = explore_in_lab(out / "runs", tmp_path)
+    before_png, after_png, before_src, after_src, errors, slider, slid, clicked = explore_in_lab(
+        out / "runs", tmp_path, chromium)
     assert not errors, errors
     assert before_src != after_src and before_png != after_png  # the decoder's mean moved with z1
     assert float(slider.replace("−", "-")) > 0  # z1's readout, from 0.00

@@ -5,15 +5,12 @@ import csv
 import html
 import json
 import math
-import os
 import re
-import shutil
-import subprocess
 
 import nbformat
 import pytest
 
-from aevb import grid, paths
+from aevb import grid
 from aevb.figures import CSV_TABLES, FIGURES, notebooks
 from aevb.scorecard import published_numbers, verdicts_by_paper
 from conftest import ROOT, make_paper
@@ -218,24 +215,9 @@ def test_a_deleted_figure_reexecutes_only_its_notebook(paper):
     assert notebooks_run(log) == ["burda2015"], log[-2000:]
 
 
-def test_index_renders_in_headless_chromium(paper):
-    if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the browser test: chromium and chromedriver are missing (make browser)")
-        pytest.skip("needs chromium and chromedriver (Debian: apt-get install chromium chromium-driver; "
-                    "macOS: brew install --cask chromium and brew install chromedriver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+def test_index_renders_in_headless_chromium(paper, chromium):
     out, _ = paper
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", f"--user-data-dir={out / 'chromium-profile'}"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"),
-                              options=options)
+    driver = chromium(out)
     try:
         driver.get((out / "build" / "html" / "index.html").as_uri())
         widths = driver.execute_script(  # every figure loaded and laid out on the page

@@ -83,3 +83,34 @@ def test_vae_core_is_readable_in_one_sitting():
     assert {"aevb", "wake_sleep", "mcem", "iwae"} == set(vc.ALGORITHMS)
     for stale in ("one loop for the three algorithms", "train_aevb", "train_wake_sleep", "train_mcem"):
         assert stale not in source
+
+
+def makefile_list(name):
+    """A `NAME := a b \\ c` list of the Makefile, its continued lines joined."""
+    text = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    line = next(line for line in text.splitlines() if line.startswith(f"{name} :="))
+    return line.split(":=", 1)[1].split()
+
+
+def test_figure_notebooks_are_rerun_when_any_project_module_they_import_changes(tmp_path):
+    """make re-executes a figure notebook when a file of FIGURE_CODE changes: it must list every module of
+    the project that a figure notebook imports, directly or through another module."""
+    import json
+    from aevb.figures import notebooks
+    graph = {module: project_imports(path) for module, path in PROJECT.items()}
+    needed = set()
+    for name in notebooks():
+        cells = json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text())["cells"]
+        code = tmp_path / f"{name}.py"
+        code.write_text("\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code"))
+        todo = project_imports(code)
+        assert todo, f"{name}: no import of the project found"
+        while todo:
+            module = todo.pop()
+            if module not in needed:
+                needed.add(module)
+                todo += graph[module]
+    listed = set(makefile_list("FIGURE_CODE"))
+    missing = sorted(str(PROJECT[m].relative_to(ROOT)) for m in needed if str(PROJECT[m].relative_to(ROOT)) not in listed)
+    assert not missing, f"Makefile's FIGURE_CODE lacks {missing}"
+    assert "published_numbers.csv" in listed and {"aevb/latent.py", "aevb/catalog.py"} <= listed
