@@ -21,11 +21,7 @@ def runs_root(root=None):
     return Path(root) if root else paths.ROOT / "runs"
 
 
-def resolve(path):
-    """A path as given if it is absolute or exists from the working directory, else from the repository root
-    (so that "runs/smoke/..." works from notebooks/ as from the repository)."""
-    path = Path(path).expanduser()
-    return path if path.is_absolute() else path.absolute() if path.exists() else paths.ROOT / path
+resolve = paths.resolve  # relative paths from the repository root (or, to read, from here where they exist)
 
 
 def is_name(text):

@@ -10,3 +10,14 @@ NOTEBOOKS = ROOT / "notebooks"
 def data_dir():
     """The data folder: $VAE_DATA_DIR, or data/ in the repository."""
     return Path(os.environ.get("VAE_DATA_DIR") or ROOT / "data")
+
+
+def resolve(path, writing=False):
+    """A path given to the project, relative ones from the repository root whatever the working directory
+    (so "runs/smoke/..." means the same from notebooks/ as from the repository). For reading, a relative
+    path that exists from the working directory is taken from there; for writing (`writing=True`: a run
+    folder to train into) never, so that nothing lands inside whatever folder a process happens to run in."""
+    path = Path(path).expanduser()
+    if path.is_absolute():
+        return path
+    return path.absolute() if not writing and path.exists() else ROOT / path

@@ -63,8 +63,9 @@ def save_run(run_dir, config, history, model, extra_metrics=None):
 
 
 def load_summary(run_dir):
-    """A finished run without its model: name ('<dataset>/<run>'), config, metrics, history (a list of rows)."""
-    run_dir = Path(run_dir)
+    """A finished run without its model: name ('<dataset>/<run>'), config, metrics, history (a list of rows).
+    A relative run_dir is read from the repository root unless it exists from the working directory."""
+    run_dir = paths.resolve(run_dir)
     if not (run_dir / "metrics.json").exists():
         raise FileNotFoundError(f"{run_dir} holds no finished run (no metrics.json); train it first "
                                 "(make runs, or the training notebook)")
@@ -82,7 +83,7 @@ def load_run(run_dir, device="cpu"):
 
     from vae_core import VAE
     run = load_summary(run_dir)
-    saved = torch.load(Path(run_dir) / "model.pt", map_location=device, weights_only=True)
+    saved = torch.load(paths.resolve(run_dir) / "model.pt", map_location=device, weights_only=True)
     model = VAE(**saved["model_config"])
     model.load_state_dict(saved["state_dict"])
     return {**run, "model": model.to(device).eval()}

@@ -85,12 +85,36 @@ def make_paper(out, *extra):
     return result.stdout + result.stderr
 
 
+def repository_status():
+    """`git status --porcelain --ignored` of the repository as a set of lines: what is there that git did not
+    have, ignored files included (a stray file shows, or the new folder that holds it)."""
+    result = subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=ROOT, capture_output=True, text=True,
+                            check=True)
+    return set(result.stdout.splitlines())
+
+
+# Where a build or a run may write inside the repository (the Makefile's RUNS, FIGURES, BUILD and VAE_DATA_DIR
+# by default), and Python's caches of the modules it imports.
+MAY_WRITE = ("runs/", "figures/", "build/", "data/")
+
+
+def written_outside(before, after):
+    """The files that appeared between two repository_status() calls outside MAY_WRITE."""
+    new = [line[3:] for line in sorted(after - before)]
+    return [p for p in new if not p.startswith(MAY_WRITE) and "__pycache__/" not in p]
+
+
+SMOKE_PAPER_STATUS = {}  # the repository's status before and after the shared smoke build
+
+
 @pytest.fixture(scope="session")
 def smoke_paper(tmp_path_factory):
     """One `make -j4 paper PROFILE=smoke` shared by every slow test that reads a build: (folder, make's log).
     A test that changes the build (deletes a figure, edits a run) restores what the other tests read."""
     out = tmp_path_factory.mktemp("paper")
+    SMOKE_PAPER_STATUS["before"] = repository_status()
     log = make_paper(out, "-j4")
+    SMOKE_PAPER_STATUS["after"] = repository_status()
     return out, log
 
 

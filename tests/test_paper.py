@@ -13,7 +13,7 @@ import pytest
 from aevb import grid
 from aevb.figures import CSV_TABLES, FIGURES, notebooks
 from aevb.scorecard import published_numbers, verdicts_by_paper
-from conftest import ROOT, make_paper
+from conftest import ROOT, SMOKE_PAPER_STATUS, make_paper, written_outside
 
 pytestmark = pytest.mark.slow
 
@@ -313,6 +313,11 @@ def notebooks_run(log):
 
 def mtimes(*folders):
     return {p: p.stat().st_mtime_ns for folder in folders for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_build_writes_nothing_into_the_repository_outside_runs_figures_build_and_data(paper):
+    assert set(SMOKE_PAPER_STATUS) == {"before", "after"}
+    assert written_outside(SMOKE_PAPER_STATUS["before"], SMOKE_PAPER_STATUS["after"]) == []
 
 
 def test_a_make_paper_with_nothing_changed_rewrites_nothing(paper):

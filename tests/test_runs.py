@@ -11,7 +11,7 @@ import torch
 import vae_core as vc
 from aevb import files, runs
 from aevb.figures import save_figure
-from conftest import PY, ROOT, small_model
+from conftest import PY, ROOT, repository_status, small_model, written_outside
 
 
 def test_save_and_load_run_round_trip(tmp_path):
@@ -142,3 +142,48 @@ def test_figures_are_written_atomically(tmp_path):
     assert (tmp_path / f"{name}.png").read_bytes() != old[f"{name}.png"]
     with pytest.raises(KeyError):
         save_figure(fig, "not_a_paper_figure", tmp_path)
+
+
+def test_a_relative_run_folder_is_from_the_repository_root_whatever_the_working_directory(tmp_path, monkeypatch):
+    """A run trained or loaded by a relative folder lands in (or is read from) the repository, never inside
+    whatever folder the process runs in (a run folder was once written inside another run's folder)."""
+    from aevb import experiment, paths
+    repo, elsewhere = tmp_path / "repo", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.setattr(paths, "ROOT", repo)
+    monkeypatch.chdir(elsewhere)
+    config = experiment.RunConfig(train_size=100, test_size=20, samples=200, latent_dim=2, hidden=[8], eval_points=1,
+                                  device="cpu")
+    experiment.train_run(config, "runs/interactive/mnist/relative", progress="none")
+    assert (repo / "runs/interactive/mnist/relative/metrics.json").exists()
+    assert list(elsewhere.iterdir()) == []
+    assert runs.load_run("runs/interactive/mnist/relative")["metrics"]["samples"] == 200  # read from the root
+    (elsewhere / "mine").mkdir()  # to read, a folder that exists from the working directory is taken from there
+    assert paths.resolve("mine") == elsewhere / "mine"
+    assert paths.resolve("mine", writing=True) == repo / "mine" and paths.resolve(tmp_path) == tmp_path
+
+
+@pytest.mark.slow
+def test_a_run_from_another_working_directory_writes_nothing_outside_runs(tmp_path):
+    """The repository's own status around a run trained from notebooks/ and from a folder outside the repository:
+    nothing appears outside runs/, figures/, build/ and data/."""
+    name = f"runs/interactive/mnist/_test_{os.getpid()}"
+    code = ("from aevb import experiment; experiment.train_run(experiment.RunConfig(train_size=100, test_size=20, "
+            f"samples=200, latent_dim=2, hidden=[8], eval_points=1, device='cpu'), {name!r}, progress='none')")
+    before = repository_status()
+    try:
+        for cwd in (ROOT / "notebooks", tmp_path):
+            subprocess.run([PY, "-c", code], cwd=cwd, check=True, capture_output=True)
+        assert (ROOT / name / "metrics.json").exists()
+        assert written_outside(before, repository_status()) == [] and list(tmp_path.iterdir()) == []
+    finally:
+        import shutil
+        shutil.rmtree(ROOT / name, ignore_errors=True)
+
+
+def test_written_outside_names_a_stray_file_and_passes_the_build_folders():
+    before = {"!! .venv/", " M aevb/grid.py"}
+    after = before | {"!! runs/", "!! figures/smoke/", "!! build/", "!! data/", "!! aevb/__pycache__/",
+                      "?? mnist/"}  # the stray lock's folder, as git status shows it
+    assert written_outside(before, after) == ["mnist/"]
+    assert written_outside(before, before) == []

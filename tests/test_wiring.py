@@ -252,8 +252,8 @@ def check_log_px_points(c, rec, final):  # Figure 3's log p(x) at each evaluatio
         samples = rec.of("encoder_sample", "eval_fn")
         assert len(samples) == 2 and all(s["returned"] is z and s["seed"] == c.seed for s, z in zip(samples, starts))
         assert all(s["x"] is a["x"] for s, a in zip(samples, appd))
-    assert set(final["eval_fn_returns"]) == {"train_log_px_appd", "train_log_px_is", "test_log_px_appd",
-                                             "test_log_px_is"}
+    assert set(final["eval_fn_returns"]) == {f"{split}_log_px_{how}{se}" for split in ("train", "test")
+                                             for how in ("appd", "is") for se in ("", "_se")}
 
 
 def after_training(rec, name):
