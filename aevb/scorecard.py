@@ -25,8 +25,11 @@ from aevb.findings import direction, plus_minus  # noqa: F401 (direction: which 
 from aevb.runs import load_summary
 
 # scorecard.csv's columns, in order (scripts/build_html.py reads them by name)
-COLUMNS = ["source", "what", "published", "ours", "ours_sd", "n_runs", "difference", "better_by", "tolerance", "protocol",
-           "samples_published", "samples_trained", "verdict", "note", "runs", "id"]
+COLUMNS = ["source", "what", "published", "ours", "ours_sd", "n_runs", "difference", "better_by", "tolerance",
+           "in_tolerances", "protocol", "samples_published", "samples_trained", "verdict", "note", "runs", "id"]
+# A verdict whose difference lies within this share of its tolerance from the tolerance itself says so: one more
+# seed could carry it across.
+EDGE = 0.1
 LOG_LIKELIHOOD_COLUMNS = ["run", "protocol", "algorithm", "Nz", "samples", "points", "k", "test_log_px_is",
                           "test_log_px_is_se", "test_elbo", "gap", "test_log_px_refit", "test_log_px_refit_se",
                           "test_log_px_appd", "test_log_px_appd_se"]
@@ -93,6 +96,11 @@ def tolerance_of(row):
     published value): from the figure's reading error and the spread of seeds; NaN for a row without
     one (compute time, out of scope)."""
     return float(row["tolerance"]) if row["tolerance"] else math.nan
+
+
+def on_the_edge(difference, tolerance):
+    """Whether a difference lies within EDGE of its tolerance from the tolerance (either side)."""
+    return abs(abs(difference) - tolerance) <= EDGE * tolerance
 
 
 def finished_runs(runs_dir, grid=None):
@@ -241,6 +249,7 @@ def score(row, finished, published, grid=None):
     samples = int(row["samples"])
     out = {"source": row["source"], "what": row["what"], "published": row["published"], "ours": math.nan,
            "ours_sd": math.nan, "n_runs": 0, "difference": math.nan, "better_by": math.nan, "tolerance": row["tolerance"],
+           "in_tolerances": math.nan,
            "protocol": row["protocol"], "samples_published": samples, "samples_trained": None, "verdict": "",
            "note": row["note"], "runs": "", "id": row["id"]}
     if not row["metric"]:
@@ -266,12 +275,17 @@ def score(row, finished, published, grid=None):
         out["difference"] = ours - row["published"]
         if direction(row["metric"]):  # positive: ours is better, whichever way the metric points
             out["better_by"] = direction(row["metric"]) * out["difference"]
+        if tolerance_of(row) > 0:  # NaN where a row has none (compute time) or its claim's threshold is 0
+            out["in_tolerances"] = out["difference"] / tolerance_of(row)
     if row["metric"] == "minutes_per_million":
         out["verdict"] = "n/a (hardware)"
     elif trained < 0.5 * samples:  # a 3x10^6-sample run cannot judge a 10^8-sample number
         out["verdict"] = "not run at this scale"
     elif holds is None:
         out["verdict"] = "reproduced" if abs(out["difference"]) <= tolerance_of(row) else "not reproduced"
+        if on_the_edge(out["difference"], tolerance_of(row)):
+            out["note"] = (f"{out['note']}; on the edge: {abs(out['difference']):.2f} against the tolerance "
+                           f"{tolerance_of(row):g}, so one more seed could carry the verdict across")
         if out["ours_sd"] > tolerance_of(row):  # then one seed could land on either side of the verdict
             out["note"] = f"{out['note']}; our seeds spread wider (sd {out['ours_sd']:.2f}) than the tolerance"
     else:

@@ -19,6 +19,7 @@ import hashlib
 import html
 import io
 import json
+import math
 import os
 import platform
 import re
@@ -246,13 +247,24 @@ def main(argv=None):
             lines += [f"*{FIGURES[figure][0].split(':')[0]}: shown above ([`{figure}.png`]({link}/{figure}.png)).*", ""]
     if not found:
         lines += ["(no figure notebook recorded a headline finding)", ""]
-    lines += ["## Every row", "", "| source | what | published | ours | verdict |", "|---|---|---:|---:|---|"]
+    lines += ["## Every row", "",
+              "`ours` is the mean over the row's runs (± their sd where n > 1); `in tolerances` is ours minus the "
+              "published value over the row's tolerance (within ±1: reproduced); `samples` is what the runs "
+              "trained (the fewest of them), against the published budget in `what`.", "",
+              "| source | what | published | ours | n | tolerance | in tolerances | samples | verdict |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for row in card:
-        ours = plus_minus(number_or_nan(row["ours"]), number_or_nan(row.get("ours_sd")), number_or_nan(row["n_runs"]),
-                          unit="run" if number_or_nan(row["n_runs"]) > 1 else None)
+        n = number_or_nan(row["n_runs"])
+        ours = plus_minus(number_or_nan(row["ours"]), number_or_nan(row.get("ours_sd")), n, unit=None)
         published = f"{float(row['published']):.6g}" if row["published"] else ""
+        tolerance = f"{float(row['tolerance']):g}" if row.get("tolerance") else ""
+        units = number_or_nan(row.get("in_tolerances"))
+        units = "" if math.isnan(units) else f"{units:+.2f}"
+        trained = number_or_nan(row.get("samples_trained"))
+        trained = "" if math.isnan(trained) else findings.samples(trained)
         what = row["what"].replace("|", "\\|")
-        lines.append(f"| {row['source']} | {what} | {published} | {ours} | {row['verdict']} |")
+        lines.append(f"| {row['source']} | {what} | {published} | {ours} | {int(n) if n == n and n else ''} | "
+                     f"{tolerance} | {units} | {trained} | {row['verdict']} |")
     atomic_write_text(out, "\n".join(lines) + "\n")
     print(f"wrote {out} ({len(card)} rows, {len(found)} headline findings)")
 

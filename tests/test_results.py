@@ -24,11 +24,15 @@ def figures_dir(tmp_path):
     folder = tmp_path / "figures"
     folder.mkdir()
     with open(folder / "scorecard.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, ["source", "what", "published", "ours", "ours_sd", "n_runs", "verdict"])
+        writer = csv.DictWriter(f, ["source", "what", "published", "ours", "ours_sd", "n_runs", "tolerance",
+                                    "in_tolerances", "samples_trained", "verdict"])
         writer.writeheader()
         for source, what, published, ours, verdict in ROWS:
+            tolerance = {"AEVB loss": 1, "AEVB Nz = 3 at 1e8": 2}.get(what, "")
             writer.writerow(dict(source=source, what=what, published=published, ours=ours, ours_sd="",
-                                 n_runs=1 if ours else 0, verdict=verdict))
+                                 n_runs=1 if ours else 0, verdict=verdict, tolerance=tolerance,
+                                 in_tolerances=(float(ours) - float(published)) / tolerance if tolerance else "",
+                                 samples_trained=3_000_000 if ours else ""))
     say = findings.Findings("scorecard", folder, display=False)
     say("gap", "Wake-sleep {gap:trails/leads} AEVB by **{gap:abs.1f} nats**.", headline=True, title="Wake-sleep",
         figure="report_table1", gap=8.3)
@@ -53,8 +57,9 @@ def test_results_hold_the_verdicts_per_paper_the_headlines_and_the_provenance(tm
     head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     assert "| profile | default |" in text and f"| commit | {head.stdout.strip() or 'unknown'}" in text
     assert "| runs | 0 |" in text  # provenance is read from the run folders, here none
-    assert "| AEVB Nz = 3 at 1e8 | -120 | -130.00 | not run at this scale |" in text
-    assert "| AEVB loss | 101.1 | 101.30 | reproduced |" in text
+    assert "| AEVB Nz = 3 at 1e8 | -120 | -130.00 | 1 | 2 | -5.00 | 3×10^6 | not run at this scale |" in text
+    assert "| AEVB loss | 101.1 | 101.30 | 1 | 1 | +0.20 | 3×10^6 | reproduced |" in text
+    assert "| two layers | 85 |  |  |  |  |  | out of scope |" in text  # nothing run: nothing to show
 
 
 def test_the_readme_block_is_rewritten_and_the_rest_kept(tmp_path, figures_dir):
