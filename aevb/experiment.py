@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 import vae_core as vc
+from vae_core import select_device  # the device's one owner: vae_core.training
 from aevb import data, estimators, released
 from aevb.runs import Checkpoint, code_hash, load_run, prepare_run, run_lock, save_run
 
@@ -153,29 +154,6 @@ def positive(name, value, allow_zero=False, integer=True):
         what = "an integer" if integer else "a number"
         raise ValueError(f"parameter {name}={value!r} is not allowed; expected {what} "
                          f"{'>= 0' if allow_zero else '> 0'}")
-
-
-def select_device(name="auto"):
-    """Pick the device once: 'auto' is cuda, then mps, then cpu; a named one is honoured or refused clearly."""
-    name = str(name)
-    has_mps = hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"device={name!r}: expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"device={name!r} but CUDA is not available on this machine; "
-                               "use device='auto' or 'cpu'")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise RuntimeError(f"device={name!r} but only {torch.cuda.device_count()} CUDA device(s) exist")
-    elif device.type == "mps" and not has_mps:
-        raise RuntimeError(f"device={name!r} but MPS is not available on this machine; use 'auto' or 'cpu'")
-    elif device.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"device={name!r}: expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
-    return device
 
 
 def log_spaced_points(total, n=20, first=10_000):

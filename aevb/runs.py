@@ -20,8 +20,9 @@ from aevb import paths
 from aevb.files import atomic_save, atomic_write_text
 
 # The files whose code decides what a run computes. Their hash is in every run's config.
-TRAINING_CODE = ("vae_core.py", "aevb/released.py", "aevb/data.py", "aevb/estimators.py", "aevb/experiment.py",
-                 "aevb/runs.py")
+TRAINING_CODE = ("vae_core/__init__.py", "vae_core/model.py", "vae_core/algorithms.py",
+                 "vae_core/training.py", "aevb/released.py", "aevb/data.py", "aevb/estimators.py",
+                 "aevb/experiment.py", "aevb/runs.py")
 
 
 def code_hash(files=TRAINING_CODE, root=paths.ROOT):
@@ -95,16 +96,26 @@ class Checkpoint:
 
     def __init__(self, path, every=None):
         self.path, self.every = Path(path), every
+        self.saved_at = 0  # the training samples seen at the last save (or where the run resumed)
+
+    def due(self, samples_seen, n_train):
+        """Whether a save is due: `every` training samples (None: an epoch, n_train) since the last."""
+        return samples_seen - self.saved_at >= (self.every or n_train)
 
     def save(self, parts, run, device):
         import torch
-        rng = [torch.get_rng_state()] + ([] if device.type == "cpu" else [torch.get_device_module(device).get_rng_state()])
-        atomic_save({**{k: part.state_dict() for k, part in parts.items() if part is not None}, "rng": rng, **run},
-                    self.path)
+        rng = [torch.get_rng_state()]
+        if device.type != "cpu":
+            rng.append(torch.get_device_module(device).get_rng_state())
+        states = {k: part.state_dict() for k, part in parts.items() if part is not None}
+        atomic_save({**states, "rng": rng, **run}, self.path)
+        self.saved_at = run["samples_seen"]
 
     def resume(self, parts, run, device):
-        """Load the saved state into `parts` and return where the run stood (`run` itself if nothing was saved)."""
+        """Load the saved state into `parts` and return where the run stood (`run` itself if
+        nothing was saved)."""
         import torch
+        self.saved_at = run["samples_seen"]
         if not self.path.exists():
             return run
         state = torch.load(self.path, map_location=device, weights_only=False)
@@ -114,6 +125,7 @@ class Checkpoint:
         torch.set_rng_state(state["rng"][0].cpu())  # map_location moved it to the device
         if device.type != "cpu":
             torch.get_device_module(device).set_rng_state(state["rng"][1].cpu())
+        self.saved_at = state["samples_seen"]
         return {key: state[key] for key in run}
 
 
