@@ -10,7 +10,8 @@ from pathlib import Path
 
 
 def atomic_write(path, write):
-    """Write `path` by calling write(binary_file) on a temporary file, then renaming it into place."""
+    """Write `path` by calling write(binary_file) on a temporary file, then renaming it into
+    place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"

@@ -3,7 +3,8 @@ import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PUBLISHED_NUMBERS = ROOT / "published_numbers.csv"  # every number the papers publish, and how we judge it
+# every number the papers publish, and how we judge it
+PUBLISHED_NUMBERS = ROOT / "published_numbers.csv"
 NOTEBOOKS = ROOT / "notebooks"
 
 

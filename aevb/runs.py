@@ -1,6 +1,7 @@
 """Run folders, the unit of caching: runs/<profile>/<dataset>/<run>/ holds config.json, history.csv,
 model.pt and metrics.json. metrics.json is written last, so a folder without it is unfinished. While
-a run trains, its folder also holds its checkpoint (`Checkpoint`, the one file vae_core's loop writes).
+a run trains, its folder also holds its checkpoint (`Checkpoint`, the one file vae_core's loop
+writes).
 
 A finished run whose config equals the one asked for is reused; one with another config is refused
 (or retrained, when make says the run's parameters or code changed). The config carries the hash
@@ -33,8 +34,9 @@ def code_hash(files=TRAINING_CODE, root=paths.ROOT):
         tree = ast.parse((Path(root) / name).read_text())
         for node in ast.walk(tree):
             body = getattr(node, "body", None)
-            if (isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and body
-                    and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+            if (isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                    and body and isinstance(body[0], ast.Expr)
+                    and isinstance(body[0].value, ast.Constant)
                     and isinstance(body[0].value.value, str)):
                 node.body = body[1:] or [ast.Pass()]
         digest.update(name.encode() + b"\0" + ast.dump(tree).encode() + b"\0")
@@ -42,8 +44,9 @@ def code_hash(files=TRAINING_CODE, root=paths.ROOT):
 
 
 def save_run(run_dir, config, history, model, extra_metrics=None):
-    """Write a finished run. metrics.json holds the final train/test ELBO, reconstruction and KL, seed,
-    device, torch version and wall time; it is written last, so a folder without it is unfinished."""
+    """Write a finished run. metrics.json holds the final train/test ELBO, reconstruction and KL,
+    seed, device, torch version and wall time; it is written last, so a folder without it is
+    unfinished."""
     import torch
     run_dir = Path(run_dir)
     final = history[-1]
@@ -58,23 +61,31 @@ def save_run(run_dir, config, history, model, extra_metrics=None):
     writer.writeheader()
     writer.writerows(history)
     atomic_write_text(run_dir / "history.csv", buffer.getvalue())
-    atomic_save({"model_config": model.config, "state_dict": model.state_dict()}, run_dir / "model.pt")
-    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    atomic_save({"model_config": model.config, "state_dict": model.state_dict()},
+                run_dir / "model.pt")
+    atomic_write_text(run_dir / "metrics.json",
+                      json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return metrics
 
 
 def load_summary(run_dir):
-    """A finished run without its model: name ('<dataset>/<run>'), config, metrics, history (a list of rows)."""
+    """A finished run without its model: name ('<dataset>/<run>'), config, metrics, history (a list
+    of rows)."""
     run_dir = Path(run_dir)
     if not (run_dir / "metrics.json").exists():
-        raise FileNotFoundError(f"{run_dir} holds no finished run (no metrics.json); train it first "
-                                "(make runs, or the training notebook)")
+        raise FileNotFoundError(
+            f"{run_dir} holds no finished run (no metrics.json); train it first "
+            "(make runs, or the training notebook)")
     with open(run_dir / "history.csv", newline="") as f:
-        history = [{k: (float(v) if v != "" else math.nan) for k, v in row.items()} for row in csv.DictReader(f)]
+        history = [{k: (float(v) if v != "" else math.nan)
+                    for k, v in row.items()} for row in csv.DictReader(f)]
     for row in history:
         row["samples"] = int(row["samples"])
-    return {"name": f"{run_dir.parent.name}/{run_dir.name}", "config": json.loads((run_dir / "config.json").read_text()),
-            "metrics": json.loads((run_dir / "metrics.json").read_text()), "history": history}
+    return {
+        "name": f"{run_dir.parent.name}/{run_dir.name}", "config": json.loads(
+            (run_dir / "config.json").read_text()), "metrics": json.loads(
+                (run_dir / "metrics.json").read_text()), "history": history
+    }
 
 
 def load_run(run_dir, device="cpu"):
@@ -91,15 +102,17 @@ def load_run(run_dir, device="cpu"):
 
 class Checkpoint:
     """A run's checkpoint file, handed to vae_core.train: at an epoch's end, every `every` training
-    samples (None: each epoch), it saves atomically each part's state_dict (model, optimizer, step-size
-    schedule, the algorithm's step), the RNG states and where the run stands; train resumes from it."""
+    samples (None: each epoch), it saves atomically each part's state_dict (model, optimizer,
+    step-size schedule, the algorithm's step), the RNG states and where the run stands; train
+    resumes from it."""
 
     def __init__(self, path, every=None):
         self.path, self.every = Path(path), every
         self.saved_at = 0  # the training samples seen at the last save (or where the run resumed)
 
     def due(self, samples_seen, n_train):
-        """Whether a save is due: `every` training samples (None: an epoch, n_train) since the last."""
+        """Whether a save is due: `every` training samples (None: an epoch, n_train) since the
+        last."""
         return samples_seen - self.saved_at >= (self.every or n_train)
 
     def save(self, parts, run, device):
@@ -150,8 +163,9 @@ def prepare_run(run_dir, config, replace_stale=False):
         changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {config.get(k)!r}" for k in changed)
         if not replace_stale:
-            raise RuntimeError(f"{run_dir} holds a finished run with another config ({detail}). Delete that "
-                               "folder to retrain it, or give this run another run_dir.")
+            raise RuntimeError(
+                f"{run_dir} holds a finished run with another config ({detail}). Delete that "
+                "folder to retrain it, or give this run another run_dir.")
         print(f"{run_dir} holds a finished run with another config ({detail}): retraining it")
         metrics.unlink()  # first, so that an interrupted retraining never looks finished
     checkpoint = run_dir / f"checkpoint-{config_hash(config)}.pt"
@@ -170,7 +184,8 @@ def run_lock(run_dir):
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RuntimeError(f"another process is training {run_dir}; wait for it to finish") from None
+            raise RuntimeError(
+                f"another process is training {run_dir}; wait for it to finish") from None
         try:
             yield
         finally:

@@ -9,8 +9,9 @@ from vae_core.model import (HMC_GLOBAL_INIT_STEP_SIZE, HMC_INIT_STEP_SIZE, hmc, 
 
 
 class Algorithm:
-    """What the algorithms share: their `options` (names and defaults, integers >= 1), the parameters
-    they learn, whether a lower bound is worth evaluating (an encoder) and what a checkpoint keeps."""
+    """What the algorithms share: their `options` (names and defaults, integers >= 1), the
+    parameters they learn, whether a lower bound is worth evaluating (an encoder) and what a
+    checkpoint keeps."""
     name = None
     options = {}  # option name -> default
     choices = {}  # the allowed values of an option whose default is a string
@@ -26,7 +27,8 @@ class Algorithm:
         """The options with the defaults filled in, or a clear error."""
         for key, value in options.items():
             if key not in cls.options:
-                raise ValueError(f"{cls.name} takes the options {', '.join(cls.options)}; not {key}")
+                raise ValueError(f"{cls.name} takes the options {', '.join(cls.options)}; "
+                                 f"not {key}")
             if key in cls.choices:
                 kind, allowed = f"one of {list(cls.choices[key])}", value in cls.choices[key]
             else:
@@ -62,7 +64,7 @@ class AEVB(Algorithm):
         self.update(opt, -elbo.mean())
         return {"log p(x|z)": log_px_given_z.detach().sum(), "KL": kl.detach().sum()}
 
-    def log(self, sums, n):  # the row's running values: the sums over the last n datapoints, per point
+    def log(self, sums, n):  # the row's running values: the sums over the last n points, per point
         return {"running_elbo": (sums["log p(x|z)"] - sums["KL"]).item() / n}
 
 
@@ -73,13 +75,15 @@ class WakeSleep(AEVB):
     name = "wake_sleep"
 
     def __call__(self, opt, xb, idx):
-        wake_loss, sleep_loss, log_px_given_z, kl = wake_sleep_losses(self.model, xb, self.n_samples)
+        losses = wake_sleep_losses(self.model, xb, self.n_samples)
+        wake_loss, sleep_loss, log_px_given_z, kl = losses
         self.update(opt, wake_loss + sleep_loss)
         return {"log p(x|z)": log_px_given_z.sum(), "KL": kl.sum()}
 
 
 class IWAE(AEVB):
-    """The importance weighted autoencoder (Burda et al., 2015): ascend `iwae_bound`, k = n_samples."""
+    """The importance weighted autoencoder (Burda et al., 2015): ascend `iwae_bound` with
+    k = n_samples."""
     name = "iwae"
 
     def __call__(self, opt, xb, idx):
@@ -118,7 +122,8 @@ class MCEM(Algorithm):
 
     def log_joint(self, xb):
         """z -> log p(x|z) + log p(z) of the minibatch xb: the chains' unnormalized log target."""
-        return lambda z: self.model.log_px_given_z(xb, self.model.decode(z)) + log_standard_normal(z)
+        model = self.model
+        return lambda z: model.log_px_given_z(xb, model.decode(z)) + log_standard_normal(z)
 
     def __call__(self, opt, xb, idx):
         adapt = True if self.step_size_rule == "per_chain" else "global"

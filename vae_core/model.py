@@ -1,6 +1,7 @@
 """The model and its objectives: the VAE (Gaussian encoder q(z|x), standard normal prior, Bernoulli
 or Gaussian decoder), the ELBO, the IWAE bound, wake-sleep's two losses, and Hamiltonian Monte Carlo
-(MCEM's E-step and the encoder-free estimators' sampler). Every per-datapoint quantity is in nats."""
+(MCEM's E-step and the encoder-free estimators' sampler). Every per-datapoint quantity is in
+nats."""
 import math
 
 import torch
@@ -53,14 +54,15 @@ class VAE(nn.Module):
         self.encoder = mlp([x_dim, *hidden, 2 * z_dim], activation)  # recognition model, phi
         self.decoder = mlp([z_dim, *hidden[::-1], x_out], activation)  # generative model, theta
         for name, p in self.named_parameters():
-            if init == "normal":  # Kingma & Welling, Sec. 5: parameters initialized N(0, 0.01), a std
+            if init == "normal":  # Kingma & Welling, Sec. 5: initialized N(0, 0.01), a std
                 nn.init.normal_(p, 0.0, init_std)
-            elif name.endswith("weight"):  # Burda et al., Sec. 5.1: "the heuristic of Glorot & Bengio"
+            elif name.endswith("weight"):  # Burda et al., Sec. 5.1: Glorot & Bengio's heuristic
                 nn.init.xavier_uniform_(p)
             else:
                 nn.init.zeros_(p)
         # the scale of the encoder's output weights: 1, or as anglepy's wake-sleep recognition model
-        # (models/MLBN_Inverse.py): log-variance = 0.1 * w_logvar h + b_logvar, both from zero (`init_w`)
+        # (models/MLBN_Inverse.py): log-variance = 0.1 * w_logvar h + b_logvar, both from zero
+        # (`init_w`)
         self.register_buffer("row_scale", torch.ones(2 * z_dim, 1), persistent=False)
         if recognition == "anglepy":
             self.row_scale[z_dim:] = 0.1
@@ -69,10 +71,12 @@ class VAE(nn.Module):
 
     def encode(self, x):  # (z_loc, z_logvar)
         out = self.encoder[-1]
-        return F.linear(self.encoder[:-1](x), out.weight * self.row_scale, out.bias).chunk(2, dim=-1)
+        h = self.encoder[:-1](x)
+        return F.linear(h, out.weight * self.row_scale, out.bias).chunk(2, dim=-1)
 
     def decode(self, z):
-        """Bernoulli: logits. Gaussian: (x_loc, x_logvar), the mean through a sigmoid (paper, Sec. 5)."""
+        """Bernoulli: logits. Gaussian: (x_loc, x_logvar), the mean through a sigmoid (paper,
+        Sec. 5)."""
         out = self.decoder(z)
         if self.likelihood == "bernoulli":
             return out
@@ -80,7 +84,8 @@ class VAE(nn.Module):
         return torch.sigmoid(x_loc), x_logvar
 
     def log_px_given_z(self, x, decoded):
-        """log p(x|z) summed over pixels; for grey-level x the Bernoulli case is the (negated) BCE."""
+        """log p(x|z) summed over pixels; for grey-level x the Bernoulli case is the negated
+        BCE."""
         if self.likelihood == "bernoulli":  # x log sigmoid(l) + (1 - x) log sigmoid(-l), stably
             return (x * decoded - F.softplus(decoded)).sum(-1)
         return log_normal(x, *decoded)
@@ -94,10 +99,12 @@ class VAE(nn.Module):
 
     def mean_x(self, z):
         """E[x|z], what the figures show."""
-        return torch.sigmoid(self.decode(z)) if self.likelihood == "bernoulli" else self.decode(z)[0]
+        decoded = self.decode(z)
+        return torch.sigmoid(decoded) if self.likelihood == "bernoulli" else decoded[0]
 
     def elbo(self, x, n_samples=1):
-        """Per-datapoint SGVB estimate (paper, Eq. 10): (elbo, E_q log p(x|z), KL(q||p)), L samples."""
+        """Per-datapoint SGVB estimate (paper, Eq. 10) with L = n_samples draws:
+        (elbo, E_q log p(x|z), KL(q||p))."""
         z_loc, z_logvar = self.encode(x)
         z = normal_sample(z_loc, z_logvar, n_samples)
         log_px_given_z = self.log_px_given_z(x, self.decode(z)).mean(0)
@@ -106,8 +113,8 @@ class VAE(nn.Module):
 
 
 def normal_sample(loc, logvar, n_samples=None):
-    """loc + exp(logvar / 2) * eps, eps ~ N(0, I): the reparameterised draw from N(loc, exp(logvar)),
-    of loc's shape, or n_samples of them [n_samples, *loc.shape]."""
+    """loc + exp(logvar / 2) * eps, eps ~ N(0, I): the reparameterised draw from
+    N(loc, exp(logvar)), of loc's shape, or n_samples of them [n_samples, *loc.shape]."""
     shape = loc.shape if n_samples is None else (n_samples, *loc.shape)
     return loc + torch.exp(0.5 * logvar) * torch.randn(shape, device=loc.device, dtype=loc.dtype)
 
@@ -118,7 +125,8 @@ def bernoulli(probs):
 
 
 def kl_to_standard_normal(z_loc, z_logvar):
-    """KL(N(z_loc, exp(z_logvar)) || N(0, I)) per datapoint, analytically (Kingma & Welling, App. B)."""
+    """KL(N(z_loc, exp(z_logvar)) || N(0, I)) per datapoint, analytically (Kingma & Welling,
+    App. B)."""
     return 0.5 * (z_loc.pow(2) + z_logvar.exp() - 1 - z_logvar).sum(-1)
 
 

@@ -191,8 +191,9 @@ def train(model, train_x, algorithm="aevb", *, samples=None, epochs=None, batch_
             if samples_seen >= total:
                 break
 
-        # ---- checkpoint at an epoch's end, when the checkpoint says one is due; never a diverged model
-        if checkpoint is not None and samples_seen < total and checkpoint.due(samples_seen, n_train):
+        # ---- checkpoint at an epoch's end, when one is due; never a diverged model
+        if (checkpoint is not None and samples_seen < total
+                and checkpoint.due(samples_seen, n_train)):
             check_finite(model, sums, run["sums_from"], samples_seen)
             run.update(samples_seen=samples_seen, sums=dict(sums),
                        wall_time=time.perf_counter() - start)
