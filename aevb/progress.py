@@ -24,7 +24,6 @@ Standard library only (PyTorch only in `probe`), so that make can call it before
 exists.
 """
 import argparse
-import fcntl
 import heapq
 import json
 import os
@@ -36,6 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from aevb import grid, paths
+from aevb.files import exclusive_lock
 
 # Sizes the budgets leave implicit (aevb/data.py): the training and test points of each data set
 TRAIN_POINTS = {"mnist": 60_000, "mnist-static": 50_000, "frey": 1765}
@@ -369,12 +369,8 @@ def state_dir(build_dir):
 def locked(build_dir):
     folder = state_dir(build_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield folder
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with exclusive_lock(folder / ".lock"):
+        yield folder
 
 
 def write_plan(build_dir, plan):

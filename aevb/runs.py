@@ -9,7 +9,6 @@ of the code that trains (`code_hash`), so a run made by other code is never sile
 """
 import ast
 import csv
-import fcntl
 import hashlib
 import io
 import json
@@ -18,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from aevb import paths
-from aevb.files import atomic_save, atomic_write_text
+from aevb.files import atomic_save, atomic_write_text, exclusive_lock
 
 # The files whose code decides what a run computes. Their hash is in every run's config.
 TRAINING_CODE = ("vae_core/__init__.py", "vae_core/model.py", "vae_core/algorithms.py",
@@ -180,13 +179,6 @@ def run_lock(run_dir):
     """Hold an exclusive lock on run_dir while training, so two processes never write one run."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".lock", "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RuntimeError(
-                f"another process is training {run_dir}; wait for it to finish") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    busy = RuntimeError(f"another process is training {run_dir}; wait for it to finish")
+    with exclusive_lock(run_dir / ".lock", busy):
+        yield
