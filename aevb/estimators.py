@@ -48,8 +48,7 @@ def log_likelihood(model, x, k=5000, seed=0, max_elements=1 << 20):
             z_loc, z_logvar = model.encode(xb)
             log_sum_w = torch.full((len(xb),), -math.inf, device=device, dtype=torch.float64)
             for j in range(0, k, n_draws):
-                eps = torch.randn((min(n_draws, k - j), *z_loc.shape), device=device)
-                z = z_loc + torch.exp(0.5 * z_logvar) * eps
+                z = vc.normal_sample(z_loc, z_logvar, min(n_draws, k - j))
                 log_w = (model.log_px_given_z(xb, model.decode(z)) + log_standard_normal(z)
                          - log_normal(z, z_loc, z_logvar))
                 log_sum_w = torch.logaddexp(log_sum_w, torch.logsumexp(log_w.double(), dim=0))
@@ -144,7 +143,7 @@ def encoder_sample(model, x, seed=0):
     device = next(model.parameters()).device
     with seeded_rng(device, seed):
         z_loc, z_logvar = model.encode(x.to(device))
-        return z_loc + torch.exp(0.5 * z_logvar) * torch.randn_like(z_loc)
+        return vc.normal_sample(z_loc, z_logvar)
 
 
 def log_likelihood_appendix_d(model, x, n_samples=50, n_leapfrog=4, n_burnin=100, z_init=None,
