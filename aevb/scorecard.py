@@ -372,6 +372,21 @@ def number_text(value, digits=2):
     return "" if value is None or pd.isna(value) else f"{value:.{digits}f}"
 
 
+def number_or_nan(text):
+    """A number read from a CSV cell: float(text), NaN for an empty or missing one."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def ours_cell(row):
+    """A scorecard.csv row's value (its cells are text) as 'mean ± sd (n runs)', or 'value'."""
+    n_runs = number_or_nan(row["n_runs"])
+    return plus_minus(number_or_nan(row["ours"]), number_or_nan(row.get("ours_sd")), n_runs,
+                      unit="run" if n_runs > 1 else None)
+
+
 def ours_text(row):
     """A scorecard row's value as 'mean ± sd (n runs)', or 'value (1 run)'."""
     return plus_minus(row["ours"], row["ours_sd"], row["n_runs"])

@@ -31,8 +31,8 @@ from traitlets.config import Config
 from aevb import findings, grid
 from aevb.figures import CSV_TABLES, FIGURES, TABLES, notebooks
 from aevb.files import atomic_write_text
-from aevb.findings import count, plus_minus
-from aevb.scorecard import VERDICTS, published_numbers, verdict_css, verdicts_by_paper
+from aevb.findings import count
+from aevb.scorecard import VERDICTS, ours_cell, published_numbers, verdict_css, verdicts_by_paper
 
 TITLE = ("Auto-Encoding Variational Bayes, its replication report and Burda et al.'s VAE and IWAE, "
          "reproduced")
@@ -195,9 +195,7 @@ def beside(card, sources):
     body = [[
         html.escape(row["what"]),
         number(row["published"]) if row["published"] else "",
-        plus_minus(float_or_nan(row["ours"]), float_or_nan(row["ours_sd"]),
-                   float_or_nan(row["n_runs"]),
-                   unit="run" if float_or_nan(row["n_runs"]) > 1 else None),
+        ours_cell(row),
         f"<span class='{row['verdict'].replace(' ', '-')}'>{html.escape(row['verdict'])}</span>"
     ] for row in rows]
     summary = ", ".join(f"{n} {html.escape(v)}" for v, n in counts.items())
@@ -208,13 +206,6 @@ def beside(card, sources):
         f"<details><summary>Published values beside ours: {count(len(rows), 'row')} "
         f"({summary})</summary>"
         + table([header[c] for c in kept], [[row[c] for c in kept] for row in body]) + "</details>")
-
-
-def float_or_nan(text):
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return float("nan")
 
 
 def figure_html(figures_dir, name):
@@ -291,9 +282,7 @@ def scorecard_section(card):
     """Every row of the scorecard (scorecard.csv) as an HTML table."""
     body = []
     for row in card:
-        ours = plus_minus(float_or_nan(row["ours"]), float_or_nan(row["ours_sd"]),
-                          float_or_nan(row["n_runs"]),
-                          unit="run" if float_or_nan(row["n_runs"]) > 1 else None)
+        ours = ours_cell(row)
         trained = f"{int(float(row['samples_trained'])):,}" if row["samples_trained"] else "-"
         difference = number(row["difference"]) if row["difference"] not in ("", "nan") else ""
         better_by = number(row["better_by"]) if row["better_by"] not in ("", "nan") else ""

@@ -34,8 +34,7 @@ from pathlib import Path
 from aevb import findings, grid, paths
 from aevb.figures import FIGURES
 from aevb.files import atomic_write, atomic_write_text
-from aevb.findings import plus_minus
-from aevb.scorecard import VERDICTS, verdicts_by_paper
+from aevb.scorecard import VERDICTS, ours_cell, verdicts_by_paper
 
 BEGIN = "<!-- RESULTS:BEGIN (written by make results from scorecard.csv; do not edit) -->"
 END = "<!-- RESULTS:END -->"
@@ -224,13 +223,6 @@ def summary_block(by_paper, prov, results_name, figures_link=None, figures_recor
     ])
 
 
-def number_or_nan(text):
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return float("nan")
-
-
 def one_line(markdown):
     return re.sub(r"\s+", " ", markdown).strip()
 
@@ -302,9 +294,7 @@ def main(argv=None):
         "|---|---|---:|---:|---|"
     ]
     for row in card:
-        ours = plus_minus(number_or_nan(row["ours"]), number_or_nan(row.get("ours_sd")),
-                          number_or_nan(row["n_runs"]),
-                          unit="run" if number_or_nan(row["n_runs"]) > 1 else None)
+        ours = ours_cell(row)
         published = f"{float(row['published']):.6g}" if row["published"] else ""
         what = row["what"].replace("|", "\\|")
         lines.append(f"| {row['source']} | {what} | {published} | {ours} | {row['verdict']} |")
