@@ -128,7 +128,7 @@ def outputs(notebook):
     return files + [f"findings/{notebook}.json"]
 
 
-def figure_has_data(fig):
+def empty_panels(fig):
     """The visible axes of `fig` that show nothing: no line with a finite point, no image, no
     collection with points, no bar, no text (a panel may say why it has nothing to show); an axes
     turned off (a legend panel) is not counted."""
@@ -156,7 +156,7 @@ def save_figure(fig, name, figures_dir="figures", dpi=90):
     """Write figures_dir/name.png and .pdf, each atomically (a later run never sees half a file)."""
     if name not in FIGURES:
         raise KeyError(f"{name} is not in aevb.figures.FIGURES; add it there with its caption")
-    empty = figure_has_data(fig)
+    empty = empty_panels(fig)
     if empty:
         raise ValueError(f"figure {name}: {len(empty)} panel(s) show no data ({'; '.join(empty)}): "
                          "its runs lack the values it plots")
