@@ -125,7 +125,7 @@ plan: | setup
 FIGURE_NOTEBOOKS := $(shell $(GRID) notebooks)
 FIGURE_CODE := aevb/figures.py aevb/findings.py aevb/runs.py aevb/grid.py aevb/scorecard.py aevb/estimators.py \
 	aevb/data.py aevb/catalog.py aevb/latent.py aevb/paths.py aevb/files.py aevb/experiment.py aevb/released.py \
-	vae_core.py published_numbers.csv
+	vae_core/__init__.py vae_core/model.py vae_core/algorithms.py vae_core/training.py published_numbers.csv
 # (The stamp in $(BUILD)/done/ is written only when the notebook succeeded and wrote every output it declares.)
 outputs = $(BUILD)/done/$1 $(addprefix $(FIGURES)/,$(shell $(PYTHON) -m aevb.figures outputs $1))
 FIGURE_OUTPUTS := $(foreach n,$(FIGURE_NOTEBOOKS),$(call outputs,$n))

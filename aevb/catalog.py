@@ -1,4 +1,5 @@
-"""Finished runs by name: `load("mnist/aevb_z2_report_s1", profile="smoke")` from any notebook or folder.
+"""Finished runs by name: `load("mnist/aevb_z2_report_s1", profile="smoke")` from any notebook or
+folder.
 
 A profile's runs are in runs/<profile>/<dataset>/<run>/ (the Makefile's RUNS); notebooks/train.ipynb
 puts the runs it trains by hand in runs/interactive/, a folder make never reads. A path relative to
@@ -17,11 +18,13 @@ INTERACTIVE = "interactive"  # runs/interactive/: train.ipynb's own runs, outsid
 
 
 def runs_root(root=None):
-    """The folder of every profile's runs folder: runs/ in the repository, unless `root` is given."""
+    """The folder of every profile's runs folder: runs/ in the repository, unless `root` is
+    given."""
     return Path(root) if root else paths.ROOT / "runs"
 
 
-resolve = paths.resolve  # relative paths from the repository root (or, to read, from here where they exist)
+# relative paths from the repository root (or, to read, from the working directory where they exist)
+resolve = paths.resolve
 
 
 def is_name(text):
@@ -34,17 +37,23 @@ def finished(folder):
 
 
 def profiles_with(name, root=None):
-    """The folders below runs/ that hold a finished run `name`: each profile's, then runs/interactive/'s."""
+    """The folders below runs/ that hold a finished run `name`: each profile's, then
+    runs/interactive/'s."""
     root = runs_root(root)
     found = [p for p in grid.PROFILES if finished(root / p / name)]
-    found += [f.name for f in sorted(root.glob("*")) if f.name not in grid.PROFILES and finished(f / name)]
-    found += [f"{INTERACTIVE}/{p}" for p in grid.PROFILES if finished(root / INTERACTIVE / p / name)]
+    found += [
+        f.name for f in sorted(root.glob("*")) if f.name not in grid.PROFILES and finished(f / name)
+    ]
+    found += [
+        f"{INTERACTIVE}/{p}" for p in grid.PROFILES if finished(root / INTERACTIVE / p / name)
+    ]
     return found
 
 
 def find(name, profile="default", root=None):
-    """The folder of a finished run: `name` is '<dataset>/<run>' of `profile` (runs/<profile>/<name>), or a
-    path to a run folder. Refuses one that is not finished, naming the profiles that have it finished."""
+    """The folder of a finished run: `name` is '<dataset>/<run>' of `profile`
+    (runs/<profile>/<name>), or a path to a run folder. Refuses one that is not finished, naming the
+    profiles that have it finished."""
     if is_name(name):
         folder = runs_root(root) / profile / name
     else:
@@ -61,14 +70,20 @@ def find(name, profile="default", root=None):
         hint = (f"It is finished in profile {', '.join(repr(p) for p in others)}: load({name!r}, "
                 f"profile={others[0]!r}).")
     else:
-        hint = (f"No profile has it finished: train it with `make {Path('runs') / profile / name}/metrics.json "
-                f"PROFILE={profile}`, or notebooks/train.ipynb with run={name!r} and profile={profile!r}.")
-    raise FileNotFoundError(f"no finished run {name}{known} in profile {profile!r} ({folder}). {hint}")
+        hint = (
+            "No profile has it finished: train it with `make "
+            f"{Path('runs') / profile / name}/metrics.json "
+            f"PROFILE={profile}`, or notebooks/train.ipynb with run={name!r} and "
+            f"profile={profile!r}."
+        )
+    raise FileNotFoundError(
+        f"no finished run {name}{known} in profile {profile!r} ({folder}). {hint}")
 
 
 def load(name, profile="default", model=True, device="cpu", root=None):
-    """A finished run by name (or by its folder): aevb.runs.load_run's dict (name, config, metrics, history,
-    model), plus its folder; model=False: without the model (load_summary, no torch needed to read it)."""
+    """A finished run by name (or by its folder): aevb.runs.load_run's dict (name, config, metrics,
+    history, model), plus its folder; model=False: without the model (load_summary, no torch needed
+    to read it)."""
     from aevb.runs import load_run, load_summary
     folder = find(name, profile, root)
     run = load_run(folder, device) if model else load_summary(folder)
@@ -76,11 +91,12 @@ def load(name, profile="default", model=True, device="cpu", root=None):
 
 
 def test_data(run, n=None):
-    """(x, labels) of the test points the run was evaluated on (its config's first test_size, and its
-    binarization and pixel scale); labels is None for Frey Face. n: only the first n of them."""
+    """(x, labels) of the test points the run was evaluated on (its config's first test_size, and
+    its binarization and pixel scale); labels is None for Frey Face. n: only the first n of them."""
     from aevb import data
     config = run["config"]
-    x, labels = data.load(config["dataset"], "test", config["binarize"], pixel_scale=config.get("pixel_scale", 255))
+    x, labels = data.load(config["dataset"], "test", config["binarize"],
+                          pixel_scale=config.get("pixel_scale", 255))
     n = min(config["test_size"], n or config["test_size"])
     return x[:n], (labels[:n] if labels is not None else None)
 
@@ -97,10 +113,11 @@ def finished_runs(folder):
 
 
 def train_folder(config, run="", profile="default", root=None):
-    """Where notebooks/train.ipynb puts its run when run_dir is not given: for a run of the grid (`run`),
-    the profile's own folder if the run is finished there by this code (it is then reused, never
-    written), else runs/interactive/<profile>/<run>; otherwise runs/interactive/<dataset>/<algorithm>_z<Nz>_
-    <protocol>_s<seed>-<hash of every other parameter>, so that other parameters get another folder."""
+    """Where notebooks/train.ipynb puts its run when run_dir is not given: for a run of the grid
+    (`run`), the profile's own folder if the run is finished there by this code (it is then reused,
+    never written), else runs/interactive/<profile>/<run>; otherwise
+    runs/interactive/<dataset>/<algorithm>_z<Nz>_ <protocol>_s<seed>-<hash of every other
+    parameter>, so that other parameters get another folder."""
     import dataclasses
 
     from aevb.experiment import NOT_RECORDED
@@ -108,11 +125,13 @@ def train_folder(config, run="", profile="default", root=None):
     root = runs_root(root)
     if run:
         own = root / profile / run
-        if finished(own) and json.loads((own / "config.json").read_text()).get("code_hash") == code_hash():
+        if finished(own) and json.loads(
+            (own / "config.json").read_text()).get("code_hash") == code_hash():
             return own
         return root / INTERACTIVE / profile / run
     values = {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_RECORDED}
-    name = f"{config.algorithm}_z{config.latent_dim}_{config.protocol}_s{config.seed}-{config_hash(values)[:8]}"
+    name = (f"{config.algorithm}_z{config.latent_dim}_{config.protocol}_s{config.seed}"
+            f"-{config_hash(values)[:8]}")
     return root / INTERACTIVE / config.dataset / name
 
 
@@ -122,35 +141,55 @@ def notebook_folders(notebook, profile, runs_dir="", figures_dir=""):
 
     runs_dir "": runs/<profile>. figures_dir "": figures/interactive/<profile> by hand, so that a
     notebook run outside make never writes into figures/<profile>/, the folder `make paper` owns
-    (make passes it); one given by hand that is make's is written, with a loud warning. Relative paths
-    are from the repository root, whatever the working directory.
+    (make passes it); one given by hand that is make's is written, with a loud warning. Relative
+    paths are from the repository root, whatever the working directory.
     """
     if profile not in grid.PROFILES:
-        raise ValueError(f"profile={profile!r} is not known; expected one of {', '.join(grid.PROFILES)}")
+        raise ValueError(
+            f"profile={profile!r} is not known; expected one of {', '.join(grid.PROFILES)}")
     runs_root = resolve(runs_dir) if runs_dir else paths.ROOT / "runs" / profile
     for other in grid.PROFILES:
         if other != profile and runs_root.resolve() == (paths.ROOT / "runs" / other).resolve():
-            raise ValueError(f"runs_dir={runs_dir!r} holds the {other} profile's runs, but profile={profile!r}: "
-                             f"set profile={other!r} alone (runs_dir and figures_dir follow from it)")
+            raise ValueError(
+                f"runs_dir={runs_dir!r} holds the {other} profile's runs, but profile={profile!r}: "
+                f"set profile={other!r} alone (runs_dir and figures_dir follow from it)")
     by_make = "MAKELEVEL" in os.environ
-    figures_root = resolve(figures_dir) if figures_dir else paths.ROOT / "figures" / INTERACTIVE / profile
-    owned = [p for p in grid.PROFILES if figures_root.resolve() == (paths.ROOT / "figures" / p).resolve()]
+    figures_root = resolve(
+        figures_dir) if figures_dir else paths.ROOT / "figures" / INTERACTIVE / profile
+    owned = [
+        p for p in grid.PROFILES
+        if figures_root.resolve() == (paths.ROOT / "figures" / p).resolve()
+    ]
     needed = grid.notebook_runs(notebook, profile=profile)
     missing = [r.name for r in needed if not finished(r.folder(runs_root))]
     if missing:
-        elsewhere = [p for p in grid.PROFILES if p != profile and all(
-            finished(r.folder(paths.ROOT / "runs" / p)) for r in grid.notebook_runs(notebook, profile=p))]
-        where = (f"Every run it reads is finished in profile {', '.join(repr(p) for p in elsewhere)}: set "
-                 f"profile={elsewhere[0]!r}." if elsewhere else "No profile has all of its runs finished.")
+        elsewhere = [
+            p for p in grid.PROFILES if p != profile and all(
+                finished(r.folder(paths.ROOT / "runs" / p))
+                for r in grid.notebook_runs(notebook, profile=p))
+        ]
+        where = (
+            f"Every run it reads is finished in profile {', '.join(repr(p) for p in elsewhere)}: "
+            "set "
+            f"profile={elsewhere[0]!r}."
+            if elsewhere else "No profile has all of its runs finished.")
         more = f" and {len(missing) - 6} more" if len(missing) > 6 else ""
         raise FileNotFoundError(
-            f"{notebook} reads {len(needed)} runs of the {profile} profile; {len(missing)} are not finished in "
-            f"{runs_root}: {', '.join(missing[:6])}{more}. {where} To train them: make runs PROFILE={profile}. "
+            f"{notebook} reads {len(needed)} runs of the {profile} profile; {len(missing)} are not "
+            "finished in "
+            f"{runs_root}: {', '.join(missing[:6])}{more}. {where} To train them: make runs "
+            f"PROFILE={profile}. "
             "Nothing was written.")
     if owned and not by_make:
-        print(f"WARNING: {notebook} writes into {figures_root}, the {owned[0]} profile's figures folder that "
-              "`make paper` owns (make results reads it); leave figures_dir empty to write into "
-              f"{paths.ROOT / 'figures' / INTERACTIVE / profile} instead.", file=sys.stderr, flush=True)
+        print(
+            f"WARNING: {notebook} writes into {figures_root}, the {owned[0]} profile's figures "
+            "folder that "
+            "`make paper` owns (make results reads it); leave figures_dir empty to write into "
+            f"{paths.ROOT / 'figures' / INTERACTIVE / profile} instead.", file=sys.stderr,
+            flush=True)
     elif not by_make:
-        print(f"{notebook}: the {profile} profile's runs from {runs_root}; figures into {figures_root}")
+        print(
+            f"{notebook}: the {profile} profile's runs from {runs_root}; figures into "
+            f"{figures_root}"
+        )
     return runs_root, figures_root

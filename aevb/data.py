@@ -18,20 +18,28 @@ from aevb import paths
 # binarized MNIST the hash is of the uncompressed .amat text, so a copy compressed by any gzip
 # verifies (these equal the checksums TensorFlow Datasets publishes for his files).
 DATA_FILES = {
-    "MNIST/raw/train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-    "MNIST/raw/train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-    "MNIST/raw/t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-    "MNIST/raw/t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+    "MNIST/raw/train-images-idx3-ubyte.gz":
+        "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+    "MNIST/raw/train-labels-idx1-ubyte.gz":
+        "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+    "MNIST/raw/t10k-images-idx3-ubyte.gz":
+        "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+    "MNIST/raw/t10k-labels-idx1-ubyte.gz":
+        "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
     "frey/frey_rawface.mat": "265a83a23adb081755cd3de375509828e690324d1d60f076b8ecebc840d59c64",
-    "binarized_mnist/binarized_mnist_train.amat.gz": "ad693b29f94c14277b095f5238ddefbbdaaae0939789dd2f4f0205278cee3e4d",
-    "binarized_mnist/binarized_mnist_valid.amat.gz": "1de3d397c40fe8eeb33dafd4099a1f665ec01e96d9be234aaeeac8a34930e2e2",
-    "binarized_mnist/binarized_mnist_test.amat.gz": "e6687bfea3f820c174f33b7865140b2a2dd2930ef786f35d45795fc193b5ab2c",
+    "binarized_mnist/binarized_mnist_train.amat.gz":
+        "ad693b29f94c14277b095f5238ddefbbdaaae0939789dd2f4f0205278cee3e4d",
+    "binarized_mnist/binarized_mnist_valid.amat.gz":
+        "1de3d397c40fe8eeb33dafd4099a1f665ec01e96d9be234aaeeac8a34930e2e2",
+    "binarized_mnist/binarized_mnist_test.amat.gz":
+        "e6687bfea3f820c174f33b7865140b2a2dd2930ef786f35d45795fc193b5ab2c",
 }
-GET_DATA_HINT = ("Run `make data` (it copies from $VAE_DATA_SOURCE when set, otherwise downloads), "
-                 "or set VAE_DATA_DIR to a folder that already holds the files (layout in docs/data.md).")
+GET_DATA_HINT = (
+    "Run `make data` (it copies from $VAE_DATA_SOURCE when set, otherwise downloads), "
+    "or set VAE_DATA_DIR to a folder that already holds the files (layout in docs/data.md).")
 FREY_N_TEST = 200  # Frey Face: a fixed random 200 of the 1965 frames are the test set
-# A grey level g in 0..255 becomes g / pixel_scale. 255 maps onto [0, 1] (torchvision's ToTensor, the
-# replication report, Burda et al.'s loaders); Kingma & Welling's data had 256 (anglepy's
+# A grey level g in 0..255 becomes g / pixel_scale. 255 maps onto [0, 1] (torchvision's ToTensor,
+# the replication report, Burda et al.'s loaders); Kingma & Welling's data had 256 (anglepy's
 # data/freyface.py divides by 256, and its data/mnist.py reads mnist.pkl.gz, which stores g / 256):
 # their pixels lie in [0, 255/256], so a white pixel is 255/256, never 1.
 PIXEL_SCALES = (255, 256)
@@ -42,7 +50,8 @@ class DataError(RuntimeError):
 
 
 def file_sha256(path, name=None):
-    """SHA256 of the data file `name` (default: path's name), of its decompressed content for `.amat.gz`."""
+    """SHA256 of the data file `name` (default: path's name), of its decompressed content for
+    `.amat.gz`."""
     digest = hashlib.sha256()
     opener = gzip.open if str(name or path).endswith(".amat.gz") else open
     with opener(path, "rb") as f:
@@ -65,10 +74,12 @@ def data_file(data_dir, name):
         stat = path.stat()
         digest = _verified(str(path), stat.st_mtime_ns, stat.st_size)
     except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise DataError(f"Cannot read data file {path} ({e}). Delete it and run `make data`.") from e
+        raise DataError(
+            f"Cannot read data file {path} ({e}). Delete it and run `make data`.") from e
     if digest != DATA_FILES[name]:
-        raise DataError(f"Data file {path} is corrupt or truncated (sha256 {digest[:12]}..., expected "
-                        f"{DATA_FILES[name][:12]}...). Delete it and run `make data` for a good copy.")
+        raise DataError(
+            f"Data file {path} is corrupt or truncated (sha256 {digest[:12]}..., expected "
+            f"{DATA_FILES[name][:12]}...). Delete it and run `make data` for a good copy.")
     return path
 
 
@@ -91,12 +102,16 @@ def _mnist_tensors(data_dir, train):
     prefix = "train" if train else "t10k"
     images = read_idx(data_file(data_dir, f"MNIST/raw/{prefix}-images-idx3-ubyte.gz"))
     labels = read_idx(data_file(data_dir, f"MNIST/raw/{prefix}-labels-idx1-ubyte.gz"))
-    return torch.from_numpy(images.reshape(len(images), 784).copy()), torch.from_numpy(labels.astype(np.int64))
+    return torch.from_numpy(images.reshape(len(images),
+                                           784).copy()), torch.from_numpy(labels.astype(np.int64))
 
 
 def check_pixel_scale(pixel_scale):
     if pixel_scale not in PIXEL_SCALES or isinstance(pixel_scale, bool):
-        raise ValueError(f"pixel_scale={pixel_scale!r}: expected one of {list(PIXEL_SCALES)} (grey level / scale)")
+        raise ValueError(
+            f"pixel_scale={pixel_scale!r}: expected one of {list(PIXEL_SCALES)} (grey level / "
+            "scale)"
+        )
 
 
 def load_mnist(data_dir=None, split="train", binarize="none", pixel_scale=255):
@@ -106,16 +121,19 @@ def load_mnist(data_dir=None, split="train", binarize="none", pixel_scale=255):
               "dynamic" grey levels for split="train" (train with `dynamic_binarization=True` for a
                         fresh Bernoulli draw of every image each epoch); other splits are binarized
                         once with a fixed seed so that evaluation is repeatable;
-              "static"  Larochelle's fixed binarization, splits train (50k) / valid (10k) / test (10k).
+              "static"  Larochelle's fixed binarization, splits train (50k) / valid (10k) /
+                        test (10k).
     """
     data_dir = str(Path(data_dir or paths.data_dir()))
     check_pixel_scale(pixel_scale)
     if binarize == "static":
         if pixel_scale != 255:
-            raise ValueError("pixel_scale applies to grey levels; Larochelle's static binarization has none "
-                             "(use pixel_scale=255)")
+            raise ValueError(
+                "pixel_scale applies to grey levels; Larochelle's static binarization has none "
+                "(use pixel_scale=255)")
         if split not in ("train", "valid", "test"):
-            raise ValueError(f"split={split!r}: static binarized MNIST has 'train', 'valid', 'test'")
+            raise ValueError(
+                f"split={split!r}: static binarized MNIST has 'train', 'valid', 'test'")
         path = data_file(data_dir, f"binarized_mnist/binarized_mnist_{split}.amat.gz")
         with gzip.open(path, "rb") as f:
             text = np.frombuffer(f.read(), dtype=np.uint8)
@@ -124,8 +142,9 @@ def load_mnist(data_dir=None, split="train", binarize="none", pixel_scale=255):
     if binarize not in ("none", "dynamic"):
         raise ValueError(f"binarize={binarize!r}: expected 'none', 'dynamic' or 'static'")
     if split not in ("train", "test"):
-        raise ValueError(f"split={split!r}: MNIST has 'train' and 'test' (a 'valid' split exists for "
-                         "binarize='static')")
+        raise ValueError(
+            f"split={split!r}: MNIST has 'train' and 'test' (a 'valid' split exists for "
+            "binarize='static')")
     images, labels = _mnist_tensors(data_dir, split == "train")
     x = images.float() / pixel_scale
     if binarize == "dynamic" and split != "train":
@@ -134,7 +153,8 @@ def load_mnist(data_dir=None, split="train", binarize="none", pixel_scale=255):
 
 
 def load_frey(data_dir=None, split="all", pixel_scale=255):
-    """Frey Face: [1965, 560] in [0, 1] (20x28 images, row-major 28 rows of 20 pixels), grey levels / pixel_scale.
+    """Frey Face: [1965, 560] in [0, 1] (20x28 images, row-major 28 rows of 20 pixels), grey levels
+    / pixel_scale.
 
     split="train" / "test": a fixed random permutation (numpy default_rng(0)); its last
     FREY_N_TEST = 200 frames are the test set, the other 1765 the training set.

@@ -14,29 +14,38 @@ import torch
 from aevb import catalog, figures, grid, latent, paths
 
 KEYS = ("dataset", "protocol", "algorithm", "latent_dim", "seed")
-LABEL = {"dataset": "dataset", "protocol": "protocol", "algorithm": "algorithm", "latent_dim": "Nz", "seed": "seed"}
+LABEL = {
+    "dataset": "dataset", "protocol": "protocol", "algorithm": "algorithm", "latent_dim": "Nz",
+    "seed": "seed"
+}
 ENCODERS = ("aevb", "wake_sleep", "iwae")  # the algorithms that train a recognition model
 
 
 def sources(runs_dir=None, profile=None, root=None):
-    """{label: folder} of the runs to choose from: runs_dir alone (labelled `profile` or its name), else each
-    profile's folder and runs/interactive/ that hold a finished run."""
+    """{label: folder} of the runs to choose from: runs_dir alone (labelled `profile` or its name),
+    else each profile's folder and runs/interactive/ that hold a finished run."""
     if runs_dir:
         folder = catalog.resolve(runs_dir)
         return {profile or folder.name: folder}
     root = catalog.runs_root(root)
-    found = {p: root / p for p in [*grid.PROFILES, catalog.INTERACTIVE] if catalog.finished_runs(root / p)}
+    found = {
+        p: root / p
+        for p in [*grid.PROFILES, catalog.INTERACTIVE] if catalog.finished_runs(root / p)
+    }
     if not found:
-        raise FileNotFoundError(f"no finished run in any profile below {root}: train some first (make runs "
-                                "PROFILE=smoke takes minutes, or notebooks/train.ipynb)")
+        raise FileNotFoundError(
+            f"no finished run in any profile below {root}: train some first (make runs "
+            "PROFILE=smoke takes minutes, or notebooks/train.ipynb)")
     if profile and profile not in found:
-        raise FileNotFoundError(f"profile {profile!r} has no finished run in {root / profile}; these have: "
-                                f"{', '.join(found)}")
+        raise FileNotFoundError(
+            f"profile {profile!r} has no finished run in {root / profile}; these have: "
+            f"{', '.join(found)}")
     return found
 
 
 def png(images, shape, nrow, scale=4):
-    """A PNG (bytes) of `images` ([N, D] in [0, 1]) tiled nrow to a row, each pixel scale x scale."""
+    """A PNG (bytes) of `images` ([N, D] in [0, 1]) tiled nrow to a row, each pixel scale x
+    scale."""
     from PIL import Image
     tiled = figures.image_grid(images.clamp(0, 1), shape, nrow=nrow)
     image = Image.fromarray((tiled * 255).round().astype("uint8"))
@@ -47,7 +56,8 @@ def png(images, shape, nrow, scale=4):
 
 
 def show(widget, png_bytes):
-    """Put a PNG in an ipywidgets.Image at its own size (JupyterLab would stretch it to the page's width)."""
+    """Put a PNG in an ipywidgets.Image at its own size (JupyterLab would stretch it to the page's
+    width)."""
     from PIL import Image
     widget.value = png_bytes
     widget.layout.width = f"{Image.open(io.BytesIO(png_bytes)).width}px" if png_bytes else None
@@ -62,26 +72,37 @@ def figure_png(fig):
 
 
 class Explorer:
-    """The widgets; `widget` is the box to display. profile / runs_dir as `sources`; `selected`: initial
-    values of KEYS (e.g. latent_dim=2); sliders: at most this many z sliders (the other dimensions stay 0)."""
+    """The widgets; `widget` is the box to display. profile / runs_dir as `sources`; `selected`:
+    initial values of KEYS (e.g. latent_dim=2); sliders: at most this many z sliders (the other
+    dimensions stay 0)."""
 
     def __init__(self, profile=None, runs_dir=None, root=None, sliders=10, points=1000, **selected):
         import ipywidgets as w
         from ipyevents import Event
         self.sources = sources(runs_dir, profile, root)
-        self.max_sliders, self.points, self._models, self._data, self._busy = sliders, points, {}, {}, False
+        self.max_sliders, self.points = sliders, points
+        self._models, self._data, self._busy = {}, {}, False
         self._moving = False
-        self.profile = w.Dropdown(options=list(self.sources), value=profile if profile in self.sources else
-                                  next(iter(self.sources)), description="profile")
+        self.profile = w.Dropdown(
+            options=list(self.sources),
+            value=profile if profile in self.sources else next(iter(self.sources)),
+            description="profile")
         self.choosers = {k: w.Dropdown(description=LABEL[k]) for k in KEYS}
         self.z_sliders = w.VBox()
         self.decoded = w.Image(format="png")
         self.plane = w.Image(format="png")
-        self._events = Event(source=self.plane, watched_events=["click", "mousemove"], prevent_default_action=True,
-                             throttle_or_debounce="throttle", wait=50)  # a click or a drag on the plane moves z there
+        self._events = Event(
+            source=self.plane,
+            watched_events=["click", "mousemove"],
+            prevent_default_action=True,
+            # a click or a drag on the plane moves z there
+            throttle_or_debounce="throttle",
+            wait=50)
         self._events.on_dom_event(self.click)
-        self.digit_a = w.BoundedIntText(value=0, min=0, max=0, description="test point", layout=w.Layout(width="200px"))
-        self.digit_b = w.BoundedIntText(value=1, min=0, max=1, description="and", layout=w.Layout(width="200px"))
+        self.digit_a = w.BoundedIntText(value=0, min=0, max=0, description="test point",
+                                        layout=w.Layout(width="200px"))
+        self.digit_b = w.BoundedIntText(value=1, min=0, max=1, description="and",
+                                        layout=w.Layout(width="200px"))
         self.pairs = w.Image(format="png")
         self.pairs_rows = w.HTML()
         self.path = w.Image(format="png")
@@ -94,18 +115,26 @@ class Explorer:
         self.widget = w.VBox([
             w.HBox([self.profile, *self.choosers.values()], layout=w.Layout(flex_flow="row wrap")),
             self.status,
-            w.HBox([self.z_sliders, w.VBox([w.HTML("<b>decoder mean at z</b>"), self.decoded]), self.plane]),
+            w.HBox([
+                self.z_sliders,
+                w.VBox([w.HTML("<b>decoder mean at z</b>"), self.decoded]), self.plane
+            ]),
             w.HBox([self.digit_a, self.digit_b]),
-            w.HTML("<b>test points and their reconstructions</b> (decoder mean at the posterior mean)"),
-            self.pairs_rows, self.pairs,
-            w.HTML("<b>interpolation</b> between the two points' posterior means"), self.path,
+            w.HTML(
+                "<b>test points and their reconstructions</b> (decoder mean at the posterior mean)"
+            ),
+            self.pairs_rows,
+            self.pairs,
+            w.HTML("<b>interpolation</b> between the two points' posterior means"),
+            self.path,
         ])
         self._runs = []
         self._cascade(0, initial=selected)
 
     # ---- choosing a run ----
     def _cascade(self, level, initial=None):
-        """Fill the choosers from `level` on with the values the finished runs allow, then load the run."""
+        """Fill the choosers from `level` on with the values the finished runs allow, then load the
+        run."""
         if self._busy:
             return
         self._busy = True
@@ -114,11 +143,14 @@ class Explorer:
                 self._runs = catalog.finished_runs(self.sources[self.profile.value])
             for i, key in enumerate(KEYS[level:], level):
                 chosen = {k: self.choosers[k].value for k in KEYS[:i]}
-                values = sorted({c[key] for _, c in self._runs if all(c[k] == v for k, v in chosen.items())},
-                                key=lambda v: (v != "aevb", v) if key == "algorithm" else v)
+                values = sorted(
+                    {c[key]
+                     for _, c in self._runs if all(c[k] == v for k, v in chosen.items())},
+                    key=lambda v: (v != "aevb", v) if key == "algorithm" else v)
                 want = (initial or {}).get(key, self.choosers[key].value)
                 self.choosers[key].options = values
-                self.choosers[key].value = want if want in values else (values[0] if values else None)
+                self.choosers[key].value = want if want in values else (
+                    values[0] if values else None)
         finally:
             self._busy = False
         self._load()
@@ -145,33 +177,44 @@ class Explorer:
         folder, config = found[0]
         self.run = self._model(folder)
         self.model = self.run["model"]
-        key = (config["dataset"], config["binarize"], config.get("pixel_scale", 255), config["test_size"])
+        key = (config["dataset"], config["binarize"], config.get("pixel_scale",
+                                                                 255), config["test_size"])
         if key not in self._data:
             x, labels = catalog.test_data(self.run, self.points)
             self._data[key] = (x, labels)
         self.x, self.labels = self._data[key]
-        # every algorithm with a recognition model, at this setting: their reconstructions side by side
+        # every algorithm with a recognition model, at this setting: their reconstructions side by
+        # side
         self.companions = {}
         for algorithm in ENCODERS:
-            others = [f for f, c in self._runs if c["algorithm"] == algorithm
-                      and all(c[k] == config[k] for k in ("dataset", "protocol", "latent_dim", "seed"))]
+            others = [
+                f for f, c in self._runs if c["algorithm"] == algorithm and all(
+                    c[k] == config[k] for k in ("dataset", "protocol", "latent_dim", "seed"))
+            ]
             if others:
                 self.companions[algorithm] = self._model(others[0])["model"]
         shown = min(self.model.z_dim, self.max_sliders)
-        self.reach = 3.0  # the sliders span the prior's +-3 standard deviations, and the test codes beyond
+        # the sliders span the prior's +-3 standard deviations, and the test codes beyond
+        self.reach = 3.0
         if config["algorithm"] in ENCODERS:
-            self.reach = max(self.reach, float(latent.latent_means(self.run, self.x).abs().max().ceil()))
-        sliders = [w.FloatSlider(value=0.0, min=-self.reach, max=self.reach, step=0.05, description=f"z{i + 1}",
-                                 continuous_update=True, readout_format=".2f") for i in range(shown)]
+            self.reach = max(self.reach,
+                             float(latent.latent_means(self.run, self.x).abs().max().ceil()))
+        sliders = [
+            w.FloatSlider(value=0.0, min=-self.reach, max=self.reach, step=0.05,
+                          description=f"z{i + 1}", continuous_update=True, readout_format=".2f")
+            for i in range(shown)
+        ]
         for slider in sliders:
             slider.observe(lambda change: self._draw_z(), names="value")
         self.z_sliders.children = sliders
         self._scatter = None
         self.digit_a.max = self.digit_b.max = len(self.x) - 1
-        self.status.value = (f"<code>{folder.relative_to(paths.ROOT) if folder.is_relative_to(paths.ROOT) else folder}"
-                             f"</code>: test ELBO {self.run['metrics']['test_elbo']:.2f} nats after "
-                             f"{self.run['metrics']['samples']:,} samples"
-                             + (f"; z{shown + 1} to z{self.model.z_dim} stay 0" if shown < self.model.z_dim else ""))
+        where = folder.relative_to(paths.ROOT) if folder.is_relative_to(paths.ROOT) else folder
+        self.status.value = (
+            f"<code>{where}"
+            f"</code>: test ELBO {self.run['metrics']['test_elbo']:.2f} nats after "
+            f"{self.run['metrics']['samples']:,} samples" +
+            (f"; z{shown + 1} to z{self.model.z_dim} stay 0" if shown < self.model.z_dim else ""))
         self._draw_z()
         self._draw_points()
 
@@ -188,7 +231,8 @@ class Explorer:
         if self._moving:
             return
         z = self.z()
-        show(self.decoded, png(self.model.mean_x(z), latent.image_shape(self.model), nrow=1, scale=6))
+        show(self.decoded, png(self.model.mean_x(z), latent.image_shape(self.model), nrow=1,
+                               scale=6))
         if self.model.z_dim == 2 and self.run["config"]["algorithm"] != "mcem":
             show(self.plane, self._plane(z[0]))
             self.plane.layout.display = None
@@ -196,27 +240,33 @@ class Explorer:
             self.plane.layout.display = "none"
 
     def _plane(self, z):
-        """The test points' posterior means (coloured by label) with z marked: a PNG. Keeps the map from its
-        pixels to z, for a click or a drag on it."""
+        """The test points' posterior means (coloured by label) with z marked: a PNG. Keeps the map
+        from its pixels to z, for a click or a drag on it."""
         import matplotlib.pyplot as plt
         fig, ax = plt.subplots(figsize=(4.6, 4))
-        latent.latent_scatter(self.run, self.x, self.labels, ax=ax, title="z among the test points' codes (click, drag)",
-                              label_name="digit" if self.run["config"]["dataset"] == "mnist" else "label")
-        ax.set(xlim=(-self.reach, self.reach), ylim=(-self.reach, self.reach))  # the sliders' range: a fixed map
+        latent.latent_scatter(
+            self.run, self.x, self.labels, ax=ax,
+            title="z among the test points' codes (click, drag)",
+            label_name="digit" if self.run["config"]["dataset"] == "mnist" else "label")
+        # the sliders' range: a fixed map
+        ax.set(xlim=(-self.reach, self.reach), ylim=(-self.reach, self.reach))
         ax.set_aspect("equal", adjustable="box")
         ax.plot([z[0]], [z[1]], "k+", ms=18, mew=2.5)
         buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=fig.dpi)  # at the figure's own dpi: its pixels are the display's
+        # at the figure's own dpi: its pixels are the display's
+        fig.savefig(buffer, format="png", dpi=fig.dpi)
         self._to_z = (ax.transData.inverted(), fig.bbox.width, fig.bbox.height)
         plt.close(fig)
         return buffer.getvalue()
 
     def click(self, event):
-        """A click, or a move with the button held, on the plane: z is where it points (ipyevents' event)."""
+        """A click, or a move with the button held, on the plane: z is where it points (ipyevents'
+        event)."""
         if event.get("type") == "mousemove" and not event.get("buttons"):
             return
         to_z, width, height = self._to_z
-        scale = width / (event.get("boundingRectWidth") or width)  # the image as drawn on the page, to its pixels
+        # the image as drawn on the page, to its pixels
+        scale = width / (event.get("boundingRectWidth") or width)
         z1, z2 = to_z.transform((event["relativeX"] * scale, height - event["relativeY"] * scale))
         self.set_z(z1, z2)
 
@@ -240,7 +290,11 @@ class Explorer:
         rows = [x] + [latent.reconstruct(m, x) for m in self.companions.values()]
         show(self.pairs, png(torch.cat(rows), shape, nrow=2, scale=3))
         if self.run["config"]["algorithm"] in ENCODERS:
-            show(self.path, png(latent.interpolation_path(self.model, x[:1], x[1:], steps=10), shape, nrow=10, scale=3))
+            show(
+                self.path,
+                png(latent.interpolation_path(self.model, x[:1], x[1:], steps=10), shape, nrow=10,
+                    scale=3))
         else:
             show(self.path, b"")
-        self.pairs_rows.value = "rows: " + ", ".join(["test points", *(a.replace("_", "-") for a in self.companions)])
+        self.pairs_rows.value = "rows: " + ", ".join(
+            ["test points", *(a.replace("_", "-") for a in self.companions)])

@@ -9,35 +9,100 @@ from aevb.files import atomic_write, atomic_write_text
 
 # Every figure `make paper` produces: file stem -> (what it reproduces, notebook that makes it).
 FIGURES = {
-    "report_fig1_aevb_samples": ("Replication report, Figure 1: random samples from AEVB (Nz = 20)", "replication_report"),
-    "report_fig2_wake_sleep_samples": ("Replication report, Figure 2: random samples from wake-sleep (Nz = 20), here the true algorithm", "replication_report"),
-    "report_fig3_performance_vs_latent_dim": ("Replication report, Figure 3: final loss (-ELBO) against latent dimension", "replication_report"),
-    "report_fig4_training_loss": ("Replication report, Figure 4: training loss of AEVB and wake-sleep (Nz = 20) per epoch", "replication_report"),
-    "report_fig5_samples_by_latent_dim": ("Replication report, Figure 5: random samples for each latent dimension", "replication_report"),
-    "report_table1": ("Replication report, Table 1: test loss, BCE and KL of wake-sleep and AEVB (Nz = 20) beside the published values", "replication_report"),
-    "kingma_fig2_lower_bound": ("Kingma & Welling, Figure 2: lower bound against training samples evaluated, AEVB vs wake-sleep (train solid, test dashed)", "kingma2013"),
-    "kingma_fig3_marginal_likelihood": ("Kingma & Welling, Figure 3: estimated marginal log-likelihood of AEVB, wake-sleep and Monte Carlo EM (Nz = 3, N_train 1000 and 50000); batch MCEM's test curve also with each iteration counted as one sample per M-step and point (thin)", "marginal_likelihood"),
-    "kingma_fig3_estimators": ("Kingma & Welling, Figure 3's models by both estimators: App. D's (the paper's) and importance sampling", "marginal_likelihood"),
-    "burda_vae_iwae": ("Burda et al., Table 1 (one stochastic layer): the VAE (k = 1) and IWAE (k = 50) on dynamically and statically binarized MNIST, test bound against passes, their NLL as lines", "burda2015"),
-    "kingma_fig4_manifold_mnist": ("Kingma & Welling, Figure 4(b): learned MNIST manifold, Nz = 2", "kingma2013"),
-    "kingma_fig4_manifold_frey": ("Kingma & Welling, Figure 4(a): learned Frey Face manifold, Nz = 2", "kingma2013"),
-    "kingma_fig5_samples": ("Kingma & Welling, Figure 5: random MNIST samples for Nz = 2, 5, 10, 20", "kingma2013"),
-    "latent_scatter_mnist": ("Beyond the papers: MNIST test codes (Nz = 2, posterior means) coloured by digit", "kingma2013"),
-    "reconstructions_mnist": ("Beyond the papers: MNIST test digits and their AEVB and wake-sleep reconstructions (Nz = 20)", "kingma2013"),
-    "scorecard_differences": ("Scorecard: how much better our value is than the published one (positive: ours is better, for bounds and losses alike), in units of each row's tolerance, for every value run at its published scale", "scorecard"),
-    "interpolation_mnist": ("Beyond the papers: decoded linear interpolations between test codes (Nz = 20)", "kingma2013"),
-    "wake_sleep_gap": ("Beyond the papers: wake-sleep's test bound at Nz = 20 under Kingma & Welling's protocol, one change at a time", "wake_sleep_gap"),
+    "report_fig1_aevb_samples": ("Replication report, Figure 1: random samples from AEVB (Nz = 20)",
+                                 "replication_report"),
+    "report_fig2_wake_sleep_samples": (
+        "Replication report, Figure 2: random samples from wake-sleep (Nz = 20), here the true "
+        "algorithm",
+        "replication_report"),
+    "report_fig3_performance_vs_latent_dim": (
+        "Replication report, Figure 3: final loss (-ELBO) against latent dimension",
+        "replication_report"),
+    "report_fig4_training_loss": (
+        "Replication report, Figure 4: training loss of AEVB and wake-sleep (Nz = 20) per epoch",
+        "replication_report"),
+    "report_fig5_samples_by_latent_dim": (
+        "Replication report, Figure 5: random samples for each latent dimension",
+        "replication_report"),
+    "report_table1": (
+        "Replication report, Table 1: test loss, BCE and KL of wake-sleep and AEVB (Nz = 20) "
+        "beside the published values",
+        "replication_report"),
+    "kingma_fig2_lower_bound": (
+        "Kingma & Welling, Figure 2: lower bound against training samples evaluated, AEVB vs "
+        "wake-sleep (train solid, test dashed)",
+        "kingma2013"),
+    "kingma_fig3_marginal_likelihood": (
+        "Kingma & Welling, Figure 3: estimated marginal log-likelihood of AEVB, wake-sleep and "
+        "Monte Carlo EM (Nz = 3, N_train 1000 and 50000); batch MCEM's test curve also with each "
+        "iteration counted as one sample per M-step and point (thin)",
+        "marginal_likelihood"),
+    "kingma_fig3_estimators": (
+        "Kingma & Welling, Figure 3's models by both estimators: App. D's (the paper's) and "
+        "importance sampling",
+        "marginal_likelihood"),
+    "burda_vae_iwae": (
+        "Burda et al., Table 1 (one stochastic layer): the VAE (k = 1) and IWAE (k = 50) on "
+        "dynamically and statically binarized MNIST, test bound against passes, their NLL as lines",
+        "burda2015"),
+    "kingma_fig4_manifold_mnist": ("Kingma & Welling, Figure 4(b): learned MNIST manifold, Nz = 2",
+                                   "kingma2013"),
+    "kingma_fig4_manifold_frey": (
+        "Kingma & Welling, Figure 4(a): learned Frey Face manifold, Nz = 2", "kingma2013"),
+    "kingma_fig5_samples": (
+        "Kingma & Welling, Figure 5: random MNIST samples for Nz = 2, 5, 10, 20", "kingma2013"),
+    "latent_scatter_mnist": (
+        "Beyond the papers: MNIST test codes (Nz = 2, posterior means) coloured by digit",
+        "kingma2013"),
+    "reconstructions_mnist": (
+        "Beyond the papers: MNIST test digits and their AEVB and wake-sleep reconstructions (Nz = "
+        "20)",
+        "kingma2013"),
+    "scorecard_differences": (
+        "Scorecard: how much better our value is than the published one (positive: ours is better, "
+        "for bounds and losses alike), in units of each row's tolerance, for every value run at "
+        "its published scale",
+        "scorecard"),
+    "interpolation_mnist": (
+        "Beyond the papers: decoded linear interpolations between test codes (Nz = 20)",
+        "kingma2013"),
+    "wake_sleep_gap": (
+        "Beyond the papers: wake-sleep's test bound at Nz = 20 under Kingma & Welling's protocol, "
+        "one change at a time",
+        "wake_sleep_gap"),
 }
 TABLES = {"report_table1"}  # written as CSV (and a PNG/PDF rendering of the table)
-# CSV tables without a picture: file stem -> (what it holds, notebook that makes it). The index page shows them.
+# CSV tables without a picture: file stem -> (what it holds, notebook that makes it). The index page
+# shows them.
 CSV_TABLES = {
-    "scorecard": ("Every number and claim the papers publish beside ours, with the protocol, budget, tolerance and a verdict", "scorecard"),
-    "test_log_likelihood": ("Test log-likelihoods of the main MNIST runs by importance sampling, beside their lower bounds", "scorecard"),
-    "wake_sleep_gap": ("What moves wake-sleep's bound under Kingma & Welling's protocol (Nz = 20, 3x10^6 samples): each change, the step size chosen, the bounds", "wake_sleep_gap"),
-    "wake_sleep_split": ("AEVB minus wake-sleep at Nz = 20, seed by seed: the bound, and log p(x) by its own encoder, a refitted encoder and App. D's estimator", "wake_sleep_gap"),
-    "burda_table1": ("Burda et al.'s one-layer rows: our VAE and IWAE test NLL (importance sampling, k = 5000) beside theirs, with the passes trained", "burda2015"),
-    "kingma_fig3_chain_start": ("Figure 3's models (N_train = 1000) by App. D's estimator with its chains started from the prior and kept (the released code's start) and from q(z|x)", "marginal_likelihood"),
-    "wake_sleep_released_recognition": ("Wake-sleep with anglepy's recognition model and minibatches beside the paper's: peak and final test bounds, test KL", "kingma2013"),
+    "scorecard": (
+        "Every number and claim the papers publish beside ours, with the protocol, budget, "
+        "tolerance and a verdict",
+        "scorecard"),
+    "test_log_likelihood": (
+        "Test log-likelihoods of the main MNIST runs by importance sampling, beside their lower "
+        "bounds",
+        "scorecard"),
+    "wake_sleep_gap": (
+        "What moves wake-sleep's bound under Kingma & Welling's protocol (Nz = 20, 3x10^6 "
+        "samples): each change, the step size chosen, the bounds",
+        "wake_sleep_gap"),
+    "wake_sleep_split": (
+        "AEVB minus wake-sleep at Nz = 20, seed by seed: the bound, and log p(x) by its own "
+        "encoder, a refitted encoder and App. D's estimator",
+        "wake_sleep_gap"),
+    "burda_table1": (
+        "Burda et al.'s one-layer rows: our VAE and IWAE test NLL (importance sampling, k = 5000) "
+        "beside theirs, with the passes trained",
+        "burda2015"),
+    "kingma_fig3_chain_start": (
+        "Figure 3's models (N_train = 1000) by App. D's estimator with its chains started from the "
+        "prior and kept (the released code's start) and from q(z|x)",
+        "marginal_likelihood"),
+    "wake_sleep_released_recognition": (
+        "Wake-sleep with anglepy's recognition model and minibatches beside the paper's: peak and "
+        "final test bounds, test KL",
+        "kingma2013"),
 }
 IMAGE_SHAPE = {"mnist": (28, 28), "frey": (28, 20)}  # Frey Face: 28 rows of 20 pixels
 
@@ -48,18 +113,25 @@ def notebooks():
 
 
 def outputs(notebook):
-    """The files a figure notebook writes below the figures folder (make declares them as its targets):
-    PNG and PDF of each figure, the CSV of each table, and its findings (aevb.findings)."""
-    files = [f"{name}.{ext}" for name, (_, nb) in FIGURES.items() if nb == notebook for ext in ("png", "pdf")]
-    files += [f"{name}.csv" for name, (_, nb) in [*CSV_TABLES.items(), *((t, FIGURES[t]) for t in TABLES)]
-              if nb == notebook]
+    """The files a figure notebook writes below the figures folder (make declares them as its
+    targets): PNG and PDF of each figure, the CSV of each table, and its findings
+    (aevb.findings)."""
+    files = [
+        f"{name}.{ext}" for name, (_, nb) in FIGURES.items() if nb == notebook
+        for ext in ("png", "pdf")
+    ]
+    files += [
+        f"{name}.csv"
+        for name, (_, nb) in [*CSV_TABLES.items(), *((t, FIGURES[t]) for t in TABLES)]
+        if nb == notebook
+    ]
     return files + [f"findings/{notebook}.json"]
 
 
-def figure_has_data(fig):
-    """The visible axes of `fig` that show nothing: no line with a finite point, no image, no collection
-    with points, no bar, no text (a panel may say why it has nothing to show); an axes turned off (a
-    legend panel) is not counted."""
+def empty_panels(fig):
+    """The visible axes of `fig` that show nothing: no line with a finite point, no image, no
+    collection with points, no bar, no text (a panel may say why it has nothing to show); an axes
+    turned off (a legend panel) is not counted."""
     import numpy as np
     empty = []
     for ax in fig.axes:
@@ -68,7 +140,8 @@ def figure_has_data(fig):
         lines = any(np.isfinite(np.asarray(line.get_xydata(), dtype=float)).all(axis=1).any()
                     for line in ax.get_lines() if len(line.get_xydata()))
         collections = any(len(c.get_offsets()) for c in ax.collections if hasattr(c, "get_offsets"))
-        if not (lines or ax.images or collections or ax.patches or ax.tables or ax.texts):  # a text: a message
+        # a text: a message
+        if not (lines or ax.images or collections or ax.patches or ax.tables or ax.texts):
             empty.append(ax.get_title() or f"axes {fig.axes.index(ax)}")
     return empty
 
@@ -83,14 +156,15 @@ def save_figure(fig, name, figures_dir="figures", dpi=90):
     """Write figures_dir/name.png and .pdf, each atomically (a later run never sees half a file)."""
     if name not in FIGURES:
         raise KeyError(f"{name} is not in aevb.figures.FIGURES; add it there with its caption")
-    empty = figure_has_data(fig)
+    empty = empty_panels(fig)
     if empty:
         raise ValueError(f"figure {name}: {len(empty)} panel(s) show no data ({'; '.join(empty)}): "
                          "its runs lack the values it plots")
     figures_dir = Path(figures_dir)
     figures_dir.mkdir(parents=True, exist_ok=True)
     for ext in ("png", "pdf"):
-        atomic_write(figures_dir / f"{name}.{ext}", lambda f: fig.savefig(f, format=ext, dpi=dpi, bbox_inches="tight"))
+        atomic_write(figures_dir / f"{name}.{ext}",
+                     lambda f: fig.savefig(f, format=ext, dpi=dpi, bbox_inches="tight"))
     return figures_dir / f"{name}.png"
 
 
@@ -119,8 +193,8 @@ def image_panel(ax, images, image_shape, nrow, title=None):
 
 
 def main(argv=None):
-    """For make: `python -m aevb.figures outputs NOTEBOOK` prints the files it writes; `... check NOTEBOOK
-    FIGURES_DIR` fails, naming them, when any of them is missing after the notebook ran."""
+    """For make: `python -m aevb.figures outputs NOTEBOOK` prints the files it writes; `... check
+    NOTEBOOK FIGURES_DIR` fails, naming them, when any of them is missing after the notebook ran."""
     import argparse
     import sys
     parser = argparse.ArgumentParser(description="The figure notebooks' outputs, for make")
@@ -131,9 +205,14 @@ def main(argv=None):
     if args.command == "outputs":
         print(" ".join(outputs(args.notebook)))
         return
-    missing = [name for name in outputs(args.notebook) if not (Path(args.figures_dir) / name).exists()]
+    missing = [
+        name for name in outputs(args.notebook) if not (Path(args.figures_dir) / name).exists()
+    ]
     if missing:
-        sys.exit(f"notebooks/{args.notebook}.ipynb ran but did not write {', '.join(missing)} in {args.figures_dir}")
+        sys.exit(
+            f"notebooks/{args.notebook}.ipynb ran but did not write {', '.join(missing)} in "
+            f"{args.figures_dir}"
+        )
 
 
 if __name__ == "__main__":

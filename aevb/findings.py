@@ -1,18 +1,19 @@
-"""Findings: the sentences a figure notebook concludes with, written once by hand as templates whose numbers
-(and the words that follow their signs) are filled in from the numbers it has just built.
+"""Findings: the sentences a figure notebook concludes with, written once by hand as templates whose
+numbers (and the words that follow their signs) are filled in from the numbers it has just built.
 
-A finding is prose a reviewer reads in seconds: one or two sentences, about 50 words at most, with the
-one or two numbers that carry it, its verdict, and the figure or table that shows it. It is written
-as a template (showyourwork's `\\variable`: the sentence by hand, its numbers from the runs) and
-filled by `fill`, so a rerun that changes a result changes the sentence, and a number whose sign flips
-flips its words. Each finding is shown in the notebook as Markdown and recorded in
+A finding is prose a reviewer reads in seconds: one or two sentences, about 50 words at most, with
+the one or two numbers that carry it, its verdict, and the figure or table that shows it. It is
+written as a template (showyourwork's `\\variable`: the sentence by hand, its numbers from the runs)
+and filled by `fill`, so a rerun that changes a result changes the sentence, and a number whose sign
+flips flips its words. Each finding is shown in the notebook as Markdown and recorded in
 `<figures_dir>/findings/<notebook>.json`, from which the index page and RESULTS.md read it (beside
 its figure): a fact is written once, where its evidence is, and read everywhere else.
 
     say = Findings("scorecard", figures_root)
-    say("claim2", "The true wake-sleep's test loss is {gap:abs.2f} nats {gap:higher/lower} than AEVB's: "
-        "claim 2 is {verdict}.", gap=8.15, verdict="not reproduced", figure="report_table1", headline=True)
-    say.save()   # at the end of the notebook (each call also saves, so a failed cell keeps the rest)
+    say("claim2", "The true wake-sleep's test loss is {gap:abs.2f} nats {gap:higher/lower} than "
+        "AEVB's: claim 2 is {verdict}.", gap=8.15, verdict="not reproduced", figure="report_table1",
+        headline=True)
+    say.save()  # at the end of the notebook (each call also saves: a failed cell keeps the rest)
 
 A template's fields are Python's format fields, with four more specs: `{x:abs.1f}` (the absolute
 value), `{x:samples}` (3×10^6), `{x:number}` (a published value as read) and `{x:word/word[/word]}`,
@@ -46,14 +47,15 @@ class Findings:
     """The findings of one figure notebook: call it to state one, `save()` to write them all."""
 
     def __init__(self, notebook, figures_dir, display=True):
-        self.notebook, self.path, self.display = notebook, Path(figures_dir) / FOLDER / f"{notebook}.json", display
+        self.notebook, self.path, self.display = notebook, Path(
+            figures_dir) / FOLDER / f"{notebook}.json", display
         self.items = {}
 
     def __call__(self, key, template, headline=False, title=None, figure=None, **values):
-        """State a finding under `key`: the Markdown `template` filled with `values` (see `fill`), shown at
-        once in the notebook with an anchor the index links to; `figure`: the figure or table (a name in
-        aevb.figures' FIGURES or CSV_TABLES) that shows it; `headline`: also listed at the top of the index
-        and in RESULTS.md, under `title`, beside its figure."""
+        """State a finding under `key`: the Markdown `template` filled with `values` (see `fill`),
+        shown at once in the notebook with an anchor the index links to; `figure`: the figure or
+        table (a name in aevb.figures' FIGURES or CSV_TABLES) that shows it; `headline`: also listed
+        at the top of the index and in RESULTS.md, under `title`, beside its figure."""
         from aevb.figures import CSV_TABLES, FIGURES
         if not re.fullmatch(r"[a-z0-9_]+", key):
             raise ValueError(f"finding key {key!r}: use lower-case letters, digits and _")
@@ -63,9 +65,11 @@ class Findings:
             text = fill(template, **values)
         except (KeyError, ValueError) as error:
             raise ValueError(f"finding {self.notebook}/{key}: {error}") from None
-        self.items[key] = {"key": key, "text": text, "headline": bool(headline), "title": title or "",
-                           "notebook": self.notebook, "anchor": anchor(self.notebook, key), "figure": figure or "",
-                           "template": template}
+        self.items[key] = {
+            "key": key, "text": text, "headline": bool(headline), "title": title or "",
+            "notebook": self.notebook, "anchor": anchor(self.notebook, key), "figure": figure or "",
+            "template": template
+        }
         if self.display:
             from IPython.display import Markdown, display
             where = f" (*{figure}*)" if figure else ""
@@ -91,19 +95,24 @@ def load(figures_dir, notebooks=None):
 
 
 def headlines(figures_dir):
-    """The headline findings in reading order: the scorecard's first (the verdicts), then each figure
-    notebook's in the order aevb.figures lists them. What the index page and RESULTS.md list."""
+    """The headline findings in reading order: the scorecard's first (the verdicts), then each
+    figure notebook's in the order aevb.figures lists them. What the index page and RESULTS.md
+    list."""
     from aevb.figures import notebooks
     order = ["scorecard", *(n for n in notebooks() if n != "scorecard")]
     return [f for f in load(figures_dir, order) if f["headline"]]
 
 
-# ---- templates: the sentence by hand, its numbers and their words from the runs ---------------------------
+# ---- templates: the sentence by hand, its numbers and their words from the runs ------------------
 
 def sign_word(value, words):
-    """The word of `words` (positive, negative[, zero]) that follows value's sign; True counts as positive."""
+    """The word of `words` (positive, negative[, zero]) that follows value's sign; True counts as
+    positive."""
     if not 2 <= len(words) <= 3:
-        raise ValueError(f"a sign's words are 'positive/negative' or 'positive/negative/zero', not {'/'.join(words)!r}")
+        raise ValueError(
+            "a sign's words are 'positive/negative' or 'positive/negative/zero', not "
+            f"{'/'.join(words)!r}"
+        )
     if isinstance(value, bool):
         return words[0] if value else words[1]
     if value > 0:
@@ -117,7 +126,8 @@ class _Template(string.Formatter):
             raise KeyError(f"the template names {{{key}}}, which no value fills")
         value = kwargs[key]
         if missing(value):
-            raise ValueError(f"the value of {{{key}}} is missing; state a finding that says why instead")
+            raise ValueError(
+                f"the value of {{{key}}} is missing; state a finding that says why instead")
         return value
 
     def format_field(self, value, spec):
@@ -141,16 +151,18 @@ def fill(template, **values):
 
 def fields(template):
     """[(name, spec)] of a template's fields, in order."""
-    return [(name, spec or "") for _, name, spec, _ in string.Formatter().parse(template) if name is not None]
+    return [(name, spec or "") for _, name, spec, _ in string.Formatter().parse(template)
+            if name is not None]
 
 
 def words(text):
-    """The number of words a reader reads in a finding (Markdown emphasis and links' targets aside)."""
+    """The number of words a reader reads in a finding (Markdown emphasis and links' targets
+    aside)."""
     text = re.sub(r"\]\([^)]*\)", "]", text)
     return len(re.findall(r"[^\s*`]+", re.sub(r"[*`]", "", text)))
 
 
-# ---- words the numbers decide --------------------------------------------------------------------------
+# ---- words the numbers decide --------------------------------------------------------------------
 
 def missing(*values):
     """Whether any value is None or NaN (a run this profile lacks, a metric a run did not log)."""
@@ -163,9 +175,9 @@ def nats(value, digits=1, signed=False):
 
 
 def direction(metric):
-    """+1 where a higher value of a published_numbers.csv `metric` is better (a bound, a log-likelihood),
-    -1 where a lower one is (a loss, '-test_elbo'; minutes), 0 where neither is (a KL: a different split
-    of the same bound; a claim, whose test says what is better)."""
+    """+1 where a higher value of a published_numbers.csv `metric` is better (a bound, a
+    log-likelihood), -1 where a lower one is (a loss, '-test_elbo'; minutes), 0 where neither is (a
+    KL: a different split of the same bound; a claim, whose test says what is better)."""
     key = metric.lstrip("-")
     if key.endswith("_kl") or not metric or metric.startswith("claim:"):
         return 0
@@ -173,8 +185,8 @@ def direction(metric):
 
 
 def orientation(metric):
-    """`direction` as compare's higher_is_better: True for a bound or a log p(x) ('test_elbo'), False for
-    a loss ('-test_elbo': negated), None for a KL (neither: 'above'/'below')."""
+    """`direction` as compare's higher_is_better: True for a bound or a log p(x) ('test_elbo'),
+    False for a loss ('-test_elbo': negated), None for a KL (neither: 'above'/'below')."""
     return {1: True, -1: False, 0: None}[direction(metric)]
 
 
@@ -187,9 +199,9 @@ def _side(diff, higher_is_better):
 
 def compare(ours, published, tolerance, higher_is_better=True, digits=1, of="theirs"):
     """How `ours` stands against `published` given a tolerance, as words ending in `of`: 'within the
-    2-nat tolerance of theirs (0.4 nats ahead)', '3.1 nats behind theirs', '5.0 nats ahead of theirs'.
-    higher_is_better: True for a bound or log p(x), False for a loss (then a lower value is ahead),
-    None for neither ('above'/'below'). Exactly at the tolerance counts as within it, as the
+    2-nat tolerance of theirs (0.4 nats ahead)', '3.1 nats behind theirs', '5.0 nats ahead of
+    theirs'. higher_is_better: True for a bound or log p(x), False for a loss (then a lower value is
+    ahead), None for neither ('above'/'below'). Exactly at the tolerance counts as within it, as the
     scorecard's verdict does; a difference that rounds to 0 at `digits` is 'level with'."""
     if missing(ours, published):
         return f"not comparable with {of} (a value is missing)"
@@ -218,8 +230,9 @@ def versus(a, b, higher_is_better=True, digits=1, tie=0.0):
 
 
 def moves(before, after, digits=1, tie=0.0, what="it"):
-    """What a change does to a value, as words: 'raises it by 2.4 nats (-121.2 to -118.8)', 'lowers it
-    by ...', or 'leaves it level (-121.2 and -121.3)' where the change is within `tie` or rounds to 0."""
+    """What a change does to a value, as words: 'raises it by 2.4 nats (-121.2 to -118.8)', 'lowers
+    it by ...', or 'leaves it level (-121.2 and -121.3)' where the change is within `tie` or rounds
+    to 0."""
     if missing(before, after):
         return "cannot be judged (a value is missing)"
     diff = after - before
@@ -245,7 +258,8 @@ def mean_sd(values, digits=2, unit="seed"):
     if not values:
         return "no value"
     mean = sum(values) / len(values)
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else math.nan
+    sd = math.sqrt(sum((v - mean)**2 for v in values) /
+                   (len(values) - 1)) if len(values) > 1 else math.nan
     return plus_minus(mean, sd, len(values), digits, unit)
 
 
@@ -278,8 +292,10 @@ def row_against(row, metric, digits=1, of="theirs"):
     if verdict == "not run at this scale":
         if not n:
             return "not run at this scale (no such run in this profile)"
-        return (f"not run at this scale (ours trained {samples(row['samples_trained'])} samples, theirs "
-                f"{samples(row['samples_published'])})")
+        return (
+            f"not run at this scale (ours trained {samples(row['samples_trained'])} samples, "
+            "theirs "
+            f"{samples(row['samples_published'])})")
     ours = plus_minus(row["ours"], row["ours_sd"], n, unit="seed" if n > 1 else None)
     tolerance = float(row["tolerance"]) if row["tolerance"] not in ("", None) else None
     words = compare(row["ours"], published, tolerance, orientation(metric), digits, of=of)

@@ -3,7 +3,8 @@ import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PUBLISHED_NUMBERS = ROOT / "published_numbers.csv"  # every number the papers publish, and how we judge it
+# every number the papers publish, and how we judge it
+PUBLISHED_NUMBERS = ROOT / "published_numbers.csv"
 NOTEBOOKS = ROOT / "notebooks"
 
 
@@ -13,10 +14,11 @@ def data_dir():
 
 
 def resolve(path, writing=False):
-    """A path given to the project, relative ones from the repository root whatever the working directory
-    (so "runs/smoke/..." means the same from notebooks/ as from the repository). For reading, a relative
-    path that exists from the working directory is taken from there; for writing (`writing=True`: a run
-    folder to train into) never, so that nothing lands inside whatever folder a process happens to run in."""
+    """A path given to the project, relative ones from the repository root whatever the working
+    directory (so "runs/smoke/..." means the same from notebooks/ as from the repository). For
+    reading, a relative path that exists from the working directory is taken from there; for writing
+    (`writing=True`: a run folder to train into) never, so that nothing lands inside whatever folder
+    a process happens to run in."""
     path = Path(path).expanduser()
     if path.is_absolute():
         return path

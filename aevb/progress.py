@@ -1,27 +1,29 @@
-"""Where `make paper` stands: what it will cost before it starts, and a line per finished step with the
-time left.
+"""Where `make paper` stands: what it will cost before it starts, and a line per finished step with
+the time left.
 
-    python -m aevb.progress plan --profile P --runs DIR --figures DIR --build DIR --jobs N --threads T ...
-    python -m aevb.progress run STEP --log FILE --notebook FILE -- COMMAND...   (a step: a run or a figure notebook)
+    python -m aevb.progress plan --profile P --runs DIR --figures DIR --build DIR --jobs N \
+        --threads T ...
+    python -m aevb.progress run STEP --log FILE --notebook FILE -- COMMAND...
+        (a step: a run or a figure notebook)
     python -m aevb.progress done STEP [--run-dir DIR]
-    python -m aevb.progress probe                      (with PyTorch: the rates `plan` needs, as JSON)
+    python -m aevb.progress probe        (with PyTorch: the rates `plan` needs, as JSON)
 
 `plan` says which runs make will train and which it reuses, which figure notebooks it will run, and
-an estimate of the time on this machine at this -j: each run's cost from its budget (training samples,
-step-size trials, evaluations and estimates, each counted in floating-point operations of its model)
-at rates measured here by a seconds-long `probe` (training throughput, the cost of a minibatch step,
-and a notebook's start-up), with the steps scheduled on N jobs. It writes the plan to
-BUILD/progress/plan.json (not with --dry-run: `make -n`). `run` executes a step's command with its
-output in a log file (the terminal stays short) and, when it fails, shows the log's last lines and the
-executed notebook's path; `done` prints "k of n done, elapsed, about T left", where T rescales the
-remaining estimates by the ratio of measured to estimated times of the steps finished so far. Each
-event is appended to BUILD/progress/ledger.jsonl under a lock, so steps that finish at once under
-make -jN count once each.
+an estimate of the time on this machine at this -j: each run's cost from its budget (training
+samples, step-size trials, evaluations and estimates, each counted in floating-point operations of
+its model) at rates measured here by a seconds-long `probe` (training throughput, the cost of a
+minibatch step, and a notebook's start-up), with the steps scheduled on N jobs. It writes the plan
+to BUILD/progress/plan.json (not with --dry-run: `make -n`). `run` executes a step's command with
+its output in a log file (the terminal stays short) and, when it fails, shows the log's last lines
+and the executed notebook's path; `done` prints "k of n done, elapsed, about T left", where T
+rescales the remaining estimates by the ratio of measured to estimated times of the steps finished
+so far. Each event is appended to BUILD/progress/ledger.jsonl under a lock, so steps that finish at
+once under make -jN count once each.
 
-Standard library only (PyTorch only in `probe`), so that make can call it before the environment exists.
+Standard library only (PyTorch only in `probe`), so that make can call it before the environment
+exists.
 """
 import argparse
-import fcntl
 import heapq
 import json
 import os
@@ -33,21 +35,24 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from aevb import grid, paths
+from aevb.files import exclusive_lock
 
 # Sizes the budgets leave implicit (aevb/data.py): the training and test points of each data set
 TRAIN_POINTS = {"mnist": 60_000, "mnist-static": 50_000, "frey": 1765}
 TEST_POINTS = {"mnist": 10_000, "frey": 200}
-EVAL_TRAIN_POINTS = 10_000  # vae_core.train's eval_size: the training bound is on the first 10,000 points
-# Gradient evaluations of one HMC chain of the estimators (aevb/estimators.py): App. D's 100 burn-in and
-# 50 kept transitions of 4 leapfrog steps, each step one gradient, plus one per transition; the MCEM
-# proposal's 4 chains of 100 + 25 transitions of 10 leapfrog steps
+# vae_core.train's eval_size: the training bound is on the first 10,000 points
+EVAL_TRAIN_POINTS = 10_000
+# Gradient evaluations of one HMC chain of the estimators (aevb/estimators.py): App. D's 100 burn-in
+# and 50 kept transitions of 4 leapfrog steps, each step one gradient, plus one per transition; the
+# MCEM proposal's 4 chains of 100 + 25 transitions of 10 leapfrog steps
 APPD_GRADIENTS = (100 + 50) * (4 + 1)
 HMC_PROPOSAL_GRADIENTS = (100 + 25) * (10 + 1)  # its chains run side by side
 MCEM_LEAPFROG = 10  # vae_core.MCEM: one HMC transition of 10 leapfrog steps per minibatch
 
 
 def forward_flops(sizes):
-    """Floating-point operations of one datapoint through the linear layers `sizes` (a multiply-add is 2)."""
+    """Floating-point operations of one datapoint through the linear layers `sizes` (a multiply-add
+    is 2)."""
     return 2 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
 
 
@@ -60,41 +65,48 @@ def network_flops(p):
 
 
 def training_flops_per_sample(params):
-    """Floating-point operations of one training sample (forward and backward: about 3 forward passes)."""
+    """Floating-point operations of one training sample (forward and backward: about 3 forward
+    passes)."""
     p = {**NOTEBOOK_DEFAULTS, **params}
     encoder, decoder = network_flops(p)
     k = p["n_samples"]
     return {"aevb": 3 * (encoder + k * decoder), "iwae": 3 * (encoder + k * decoder),
-            "wake_sleep": 4 * (encoder + decoder),  # wake: q forward, p forward+backward; sleep: the reverse
+            # wake: q forward, p forward+backward; sleep: the reverse
+            "wake_sleep": 4 * (encoder + decoder),
             "mcem": 3 * decoder * (MCEM_LEAPFROG + 1 + p["mcem_updates"])}[p["algorithm"]]
 
 
 def run_cost(params):
-    """A run's work from its notebook parameters (grid.Run.params): {"flops", "steps", "gradients"}: the
-    floating-point operations of its training, evaluations and estimates, its optimizer steps, and the
-    sequential HMC gradient evaluations of MCEM and of the estimators (each of these has a fixed cost on
-    top of its arithmetic, which dominates where batches are small)."""
+    """A run's work from its notebook parameters (grid.Run.params): {"flops", "steps", "gradients"}:
+    the floating-point operations of its training, evaluations and estimates, its optimizer steps,
+    and the sequential HMC gradient evaluations of MCEM and of the estimators (each of these has a
+    fixed cost on top of its arithmetic, which dominates where batches are small)."""
     p = {**NOTEBOOK_DEFAULTS, **params}
     encoder, decoder = network_flops(p)
-    n_train = p["train_size"] or TRAIN_POINTS["mnist-static" if p["binarize"] == "static" else p["dataset"]]
+    n_train = p["train_size"] or TRAIN_POINTS["mnist-static" if p["binarize"] ==
+                                              "static" else p["dataset"]]
     n_test = p["test_size"] or TEST_POINTS[p["dataset"]]
     batch = p["batch_size"] or n_train  # 0: the whole training set (batch MCEM)
     algorithm = p["algorithm"]
-    samples = p["samples"] + len(p["lr_choices"]) * p["lr_trial_samples"]  # with Kingma's step-size trial
+    # with Kingma's step-size trial
+    samples = p["samples"] + len(p["lr_choices"]) * p["lr_trial_samples"]
     flops = samples * training_flops_per_sample(p)
     updates = p["mcem_updates"] if algorithm == "mcem" else 1
-    steps, gradients = samples / batch * updates, samples / batch * (MCEM_LEAPFROG + 1) * (algorithm == "mcem")
+    steps, gradients = samples / batch * updates, samples / batch * (MCEM_LEAPFROG
+                                                                     + 1) * (algorithm == "mcem")
 
     rows = p["eval_points"] + 1  # log-spaced points, and the last epoch's end
     if algorithm != "mcem":
         flops += rows * (min(n_train, EVAL_TRAIN_POINTS) + n_test) * (encoder + decoder)
-    if p["log_px_points"]:  # at each row, App. D's estimator and importance sampling on the first points of each set
+    # at each row, App. D's estimator and importance sampling on the first points of each set
+    if p["log_px_points"]:
         chain = APPD_GRADIENTS + (HMC_PROPOSAL_GRADIENTS if algorithm == "mcem" else 0)
         flops += rows * 2 * p["log_px_points"] * (3 * decoder * chain + p["log_px_k"] * decoder)
         gradients += rows * 2 * chain
     is_points = min(p["is_points"], n_test)
     flops += is_points * (p["is_k"] * decoder + encoder)
-    if p["refit_samples"]:  # a new encoder trained on the frozen decoder, then importance sampling again
+    # a new encoder trained on the frozen decoder, then importance sampling again
+    if p["refit_samples"]:
         flops += p["refit_samples"] * 3 * (encoder + decoder) + is_points * p["is_k"] * decoder
         steps += p["refit_samples"] / 100
     if p["appd_points"]:
@@ -105,38 +117,42 @@ def run_cost(params):
 
 # The training notebook's defaults for what the grid's budgets leave out (notebooks/train.ipynb's
 # parameters cell; tests check that these agree with it)
-NOTEBOOK_DEFAULTS = dict(binarize="none", hidden=[500], n_samples=1, mcem_updates=1, batch_size=100, train_size=0,
-                         test_size=0, eval_points=20, log_px_points=0, log_px_k=1000, is_points=0, is_k=5000,
-                         refit_samples=0, appd_points=0, lr_choices=[], lr_trial_samples=50_000)
+NOTEBOOK_DEFAULTS = dict(binarize="none", hidden=[500], n_samples=1, mcem_updates=1, batch_size=100,
+                         train_size=0, test_size=0, eval_points=20, log_px_points=0, log_px_k=1000,
+                         is_points=0, is_k=5000, refit_samples=0, appd_points=0, lr_choices=[],
+                         lr_trial_samples=50_000)
 
 
 def step_seconds(cost, rates):
-    """Seconds of one run: its notebook's start-up, its steps and gradient evaluations, and its arithmetic,
-    at the rates measured here."""
-    return (rates["startup_s"] + cost["steps"] * rates["step_s"] + cost["gradients"] * rates["gradient_s"]
-            + cost["flops"] / rates["flops_per_s"])
+    """Seconds of one run: its notebook's start-up, its steps and gradient evaluations, and its
+    arithmetic, at the rates measured here."""
+    return (rates["startup_s"] + cost["steps"] * rates["step_s"]
+            + cost["gradients"] * rates["gradient_s"] + cost["flops"] / rates["flops_per_s"])
 
 
-# ---- the plan ----------------------------------------------------------------------------------------------
+# ---- the plan ------------------------------------------------------------------------------------
 
 def run_state(run, profile, runs_dir, grid_module=None):
-    """'train' if make will run this run's notebook (no finished run, or its parameters or code changed),
-    else 'reuse': the Makefile's rule, `metrics.json` newer than a `.params` that holds what the grid says."""
+    """'train' if make will run this run's notebook (no finished run, or its parameters or code
+    changed), else 'reuse': the Makefile's rule, `metrics.json` newer than a `.params` that holds
+    what the grid says."""
     from aevb.runs import code_hash
     folder = Path(runs_dir) / run.name
     metrics, params = folder / "metrics.json", Path(f"{folder}.params")
     if not metrics.exists():
         return "train"
-    text = json.dumps({"parameters": run.params(profile, grid_module), "code_hash": code_hash()}, indent=1,
-                      sort_keys=True) + "\n"
-    if not params.exists() or params.read_text() != text or params.stat().st_mtime > metrics.stat().st_mtime:
+    text = json.dumps({"parameters": run.params(profile, grid_module), "code_hash": code_hash()},
+                      indent=1, sort_keys=True) + "\n"
+    if not params.exists() or params.read_text() != text or params.stat().st_mtime > metrics.stat(
+    ).st_mtime:
         return "train"
     return "reuse"
 
 
-def figure_state(notebook, runs_to_train, profile, runs_dir, figures_dir, build_dir, figure_code, grid_module=None):
-    """'run' if make will execute this figure notebook (a run it reads is trained, an output is missing, or
-    an input is newer than its stamp), else 'reuse'."""
+def figure_state(notebook, runs_to_train, profile, runs_dir, figures_dir, build_dir, figure_code,
+                 grid_module=None):
+    """'run' if make will execute this figure notebook (a run it reads is trained, an output is
+    missing, or an input is newer than its stamp), else 'reuse'."""
     from aevb import figures
     reads = grid.notebook_runs(notebook, grid_module, profile)
     if any(r.name in runs_to_train for r in reads):
@@ -148,13 +164,15 @@ def figure_state(notebook, runs_to_train, profile, runs_dir, figures_dir, build_
     oldest = min(path.stat().st_mtime for path in outputs)
     inputs = [paths.NOTEBOOKS / f"{notebook}.ipynb", *map(Path, figure_code),
               *(Path(runs_dir) / r.name / "metrics.json" for r in reads)]
-    return "run" if any(path.exists() and path.stat().st_mtime > oldest for path in inputs) else "reuse"
+    return "run" if any(path.exists() and path.stat().st_mtime > oldest
+                        for path in inputs) else "reuse"
 
 
 def schedule(durations, jobs, deps=None, busy=None):
-    """Seconds until `durations` (name -> seconds, in make's order) are done on `jobs` workers, each step
-    started by the first free worker once the steps it depends on (deps: name -> names) are done.
-    busy: name -> seconds that a step already running still needs (it holds a worker from the start)."""
+    """Seconds until `durations` (name -> seconds, in make's order) are done on `jobs` workers, each
+    step started by the first free worker once the steps it depends on (deps: name -> names) are
+    done. busy: name -> seconds that a step already running still needs (it holds a worker from the
+    start)."""
     deps, busy = deps or {}, busy or {}
     finished = dict(busy)
     free = sorted(busy.values())[:jobs] + [0.0] * max(0, jobs - len(busy))
@@ -168,14 +186,15 @@ def schedule(durations, jobs, deps=None, busy=None):
 
 
 def contention(jobs, threads, cpus=None):
-    """How much slower each job runs than alone: make -jN jobs of T threads on fewer cores share them."""
+    """How much slower each job runs than alone: make -jN jobs of T threads on fewer cores share
+    them."""
     return max(1.0, jobs * threads / (cpus or os.cpu_count() or 1))
 
 
-def make_plan(profile, runs_dir, figures_dir, build_dir, jobs, threads, rates, goals=("paper",), figure_code=(),
-              grid_module=None):
-    """The steps of this make call, with their estimated seconds: {"steps": [...], "reused": [...], ...}.
-    grid_module: the experiment grid (None: aevb.grid; make's GRID_FILE)."""
+def make_plan(profile, runs_dir, figures_dir, build_dir, jobs, threads, rates, goals=("paper", ),
+              figure_code=(), grid_module=None):
+    """The steps of this make call, with their estimated seconds: {"steps": [...], "reused": [...],
+    ...}. grid_module: the experiment grid (None: aevb.grid; make's GRID_FILE)."""
     g = grid_module or grid
     goals = set(goals) or {"paper"}
     all_runs = grid.runs(grid=g, profile=profile)
@@ -195,15 +214,22 @@ def make_plan(profile, runs_dir, figures_dir, build_dir, jobs, threads, rates, g
     if goals & {"paper", "figures", "html", "results"}:
         history = load_history(build_dir)
         for notebook in g.NOTEBOOK_RUNS:  # in make's order (`python -m aevb.grid notebooks`)
-            if figure_state(notebook, to_train, profile, runs_dir, figures_dir, build_dir, figure_code, g) == "run":
+            if figure_state(notebook, to_train, profile, runs_dir, figures_dir, build_dir,
+                            figure_code, g) == "run":
                 name = f"notebooks/{notebook}.ipynb"
-                reads = [r.name for r in grid.notebook_runs(notebook, g, profile) if r.name in to_train]
-                # a figure notebook's cost: what it took here the last time, else twice a notebook's start-up
+                reads = [
+                    r.name for r in grid.notebook_runs(notebook, g, profile) if r.name in to_train
+                ]
+                # a figure notebook's cost: what it took here the last time, else twice a notebook's
+                # start-up
                 seconds = history.get(name) or (2 * rates["startup_s"] * slow if rates else None)
-                steps.append({"name": name, "kind": "figures", "deps": reads, "estimate_s": seconds})
+                steps.append(
+                    {"name": name, "kind": "figures", "deps": reads, "estimate_s": seconds})
     total = None
     if rates and steps:
-        total = schedule({s["name"]: s["estimate_s"] for s in steps}, jobs, {s["name"]: s["deps"] for s in steps})
+        total = schedule({s["name"]: s["estimate_s"]
+                          for s in steps}, jobs, {s["name"]: s["deps"]
+                                                  for s in steps})
     return {"profile": profile, "jobs": jobs, "threads": threads, "rates": rates, "steps": steps,
             "reused": sorted(set(states) - to_train), "estimate_s": total}
 
@@ -221,29 +247,38 @@ def duration(seconds):
 def plan_text(plan):
     runs = [s for s in plan["steps"] if s["kind"] == "run"]
     notebooks = [s for s in plan["steps"] if s["kind"] == "figures"]
-    text = (f"Plan: {len(runs)} run(s) to train, {len(plan['reused'])} finished run(s) reused, "
-            f"{len(notebooks)} figure notebook(s) to run ({plan['profile']} profile, -j{plan['jobs']}, "
-            f"{plan['threads']} thread(s) a job)")
+    text = (
+        f"Plan: {len(runs)} run(s) to train, {len(plan['reused'])} finished run(s) reused, "
+        f"{len(notebooks)} figure notebook(s) to run ({plan['profile']} profile, -j{plan['jobs']}, "
+        f"{plan['threads']} thread(s) a job)")
     if not plan["steps"]:
         return text + "; nothing to train or run."
     rates = plan["rates"]
     if not rates:
         gflop = sum(s["cost"]["flops"] for s in runs) / 1e9
-        return (text + f"; {gflop:,.0f} GFLOP of training and estimates. No rate measured yet (the environment"
-                " is not set up): the time estimate comes when make starts.")
+        return (
+            text +
+            f"; {gflop:,.0f} GFLOP of training and estimates. No rate measured yet (the environment"
+            " is not set up): the time estimate comes when make starts.")
     sample = rates["aevb_samples_per_s"]
-    return (text + f". Estimated time here: about {duration(plan['estimate_s'])}, from each run's budget at the "
-            f"rates measured here just now ({rates['flops_per_s'] / 1e9:.1f} GFLOP/s in training, "
-            f"{sample:,.0f} samples/s for AEVB on 784-500-20, {rates['startup_s']:.1f} s to start a notebook).")
+    return (
+        text +
+        f". Estimated time here: about {duration(plan['estimate_s'])}, from each run's budget at "
+        "the "
+        f"rates measured here just now ({rates['flops_per_s'] / 1e9:.1f} GFLOP/s in training, "
+        f"{sample:,.0f} samples/s for AEVB on 784-500-20, {rates['startup_s']:.1f} s to start a "
+        "notebook)."
+    )
 
 
-# ---- the probe ---------------------------------------------------------------------------------------------
+# ---- the probe -----------------------------------------------------------------------------------
 
 def probe(seconds=1.5):
     """Rates measured here, at this process's threads (OMP_NUM_THREADS): a notebook's start-up (the
     imports of run_notebook.py, of the kernel and of the training notebook, PyTorch's compiler among
-    them: it loads with the first optimizer; and a figure drawn), then AEVB on 784-500-20 at minibatch 100 and 10, for about `seconds`
-    each, to separate the arithmetic rate from the fixed cost of a step."""
+    them: it loads with the first optimizer; and a figure drawn), then AEVB on 784-500-20 at
+    minibatch 100 and 10, for about `seconds` each, to separate the arithmetic rate from the fixed
+    cost of a step."""
     start = time.perf_counter()
     sys.modules.setdefault("rfc3987_syntax", None)  # as scripts/run_notebook.py
     import io
@@ -266,7 +301,8 @@ def probe(seconds=1.5):
     if threads:
         torch.set_num_threads(threads)
     x = torch.rand(2000, 784)
-    per_sample = training_flops_per_sample({"dataset": "mnist", "algorithm": "aevb", "latent_dim": 20})
+    per_sample = training_flops_per_sample(
+        {"dataset": "mnist", "algorithm": "aevb", "latent_dim": 20})
     timings = {}
     for batch in (100, 10):
         model = vc.VAE(784, 20, [500])
@@ -290,29 +326,40 @@ def probe(seconds=1.5):
         step_s, inverse_rate = 0.0, t1 / (n1 * per_sample)
     # an HMC gradient evaluation on a few points (App. D's estimator on a smoke run's 10 points)
     model = vc.VAE(784, 3, [100])
-    log_joint = lambda z: model.log_px_given_z(x[:10], model.decode(z)) + vc.log_standard_normal(z)  # noqa: E731
+    log_joint = lambda z: model.log_px_given_z(x[:10], model.decode(z)) + vc.log_standard_normal(
+        z)  # noqa: E731
     n, t = 100, time.perf_counter()
     vc.hmc(log_joint, torch.zeros(10, 3), 0.1, n_transitions=n // 5, n_leapfrog=4)
     gradient_s = (time.perf_counter() - t) / n
-    return {"startup_s": startup, "step_s": step_s, "gradient_s": gradient_s, "flops_per_s": 1 / inverse_rate,
-            "aevb_samples_per_s": n1 / t1, "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "probe_s": time.perf_counter() - start}
+    return {
+        "startup_s": startup, "step_s": step_s, "gradient_s": gradient_s,
+        "flops_per_s": 1 / inverse_rate, "aevb_samples_per_s": n1 / t1,
+        "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "probe_s": time.perf_counter() - start
+    }
 
 
 def measure_rates(python, threads):
-    """`probe` in a fresh process of `python` (the project's environment) with `threads` threads, or None."""
+    """`probe` in a fresh process of `python` (the project's environment) with `threads` threads, or
+    None."""
     if not python or not Path(python).exists():
         return None
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(Path(__file__).parent.parent)
-           + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    result = subprocess.run([python, "-m", "aevb.progress", "probe"], capture_output=True, text=True, env=env)
+    env = {
+        **os.environ, "OMP_NUM_THREADS": str(threads),
+        "PYTHONPATH": str(Path(__file__).parent.parent) + os.pathsep
+        + os.environ.get("PYTHONPATH", "")
+    }
+    result = subprocess.run([python, "-m", "aevb.progress", "probe"], capture_output=True,
+                            text=True, env=env)
     if result.returncode != 0:
-        print(f"aevb.progress: the rate probe failed, so no time estimate:\n{result.stderr[-2000:]}", file=sys.stderr)
+        print(
+            f"aevb.progress: the rate probe failed, so no time estimate:\n{result.stderr[-2000:]}",
+            file=sys.stderr)
         return None
     return json.loads(result.stdout.splitlines()[-1])
 
 
-# ---- the ledger: each step's start and end, appended under a lock --------------------------------------------
+# ---- the ledger: each step's start and end, appended under a lock --------------------------------
 
 def state_dir(build_dir):
     return Path(build_dir) / "progress"
@@ -322,12 +369,8 @@ def state_dir(build_dir):
 def locked(build_dir):
     folder = state_dir(build_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield folder
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with exclusive_lock(folder / ".lock"):
+        yield folder
 
 
 def write_plan(build_dir, plan):
@@ -338,15 +381,18 @@ def write_plan(build_dir, plan):
 
 
 def record(build_dir, step, event, started=None, **extra):
-    """Append an event to the ledger; return (the plan of the make call that started at `started`, or None,
-    and every event so far including this one)."""
+    """Append an event to the ledger; return (the plan of the make call that started at `started`,
+    or None, and every event so far including this one)."""
     with locked(build_dir) as folder:
         with open(folder / "ledger.jsonl", "a") as f:
             f.write(json.dumps({"step": step, "event": event, "t": time.time(), **extra}) + "\n")
-        plan = json.loads((folder / "plan.json").read_text()) if (folder / "plan.json").exists() else None
+        plan = json.loads(
+            (folder / "plan.json").read_text()) if (folder / "plan.json").exists() else None
         if plan is not None and plan["started"] != started:
             plan = None  # an earlier call's plan: this call planned nothing (or was not planned)
-        events = [json.loads(line) for line in (folder / "ledger.jsonl").read_text().splitlines() if line]
+        events = [
+            json.loads(line) for line in (folder / "ledger.jsonl").read_text().splitlines() if line
+        ]
         if event == "done":
             save_history(folder, events)
     return plan, events
@@ -369,7 +415,10 @@ def save_history(folder, events):
 def measured(events):
     """Seconds each finished step took: its `done` less its `start`."""
     starts = {e["step"]: e["t"] for e in events if e["event"] == "start"}
-    return {e["step"]: e["t"] - starts[e["step"]] for e in events if e["event"] == "done" and e["step"] in starts}
+    return {
+        e["step"]: e["t"] - starts[e["step"]]
+        for e in events if e["event"] == "done" and e["step"] in starts
+    }
 
 
 def progress(plan, events, now):
@@ -382,11 +431,18 @@ def progress(plan, events, now):
     if plan.get("estimate_s") is None or not all(s["estimate_s"] for s in steps.values()):
         return k, n, elapsed, None
     # the measured steps' time over their estimate rescales every estimate still to come
-    ratio = (sum(took[name] for name in known) / sum(steps[name]["estimate_s"] for name in known)) if known else 1.0
+    ratio = (sum(took[name] for name in known) / sum(steps[name]["estimate_s"]
+                                                     for name in known)) if known else 1.0
     starts = {e["step"]: e["t"] for e in events if e["event"] == "start"}
     running = [name for name in starts if name in steps and name not in took]
-    busy = {name: max(1.0, steps[name]["estimate_s"] * ratio - (now - starts[name])) for name in running}
-    pending = {name: s["estimate_s"] * ratio for name, s in steps.items() if name not in took and name not in starts}
+    busy = {
+        name: max(1.0, steps[name]["estimate_s"] * ratio - (now - starts[name]))
+        for name in running
+    }
+    pending = {
+        name: s["estimate_s"] * ratio
+        for name, s in steps.items() if name not in took and name not in starts
+    }
     left = schedule(pending, plan["jobs"], {name: s["deps"] for name, s in steps.items()}, busy)
     return k, n, elapsed, left
 
@@ -402,7 +458,7 @@ def progress_line(plan, events, step, how, now=None):
     return f"{k} of {n} done ({100 * k // max(n, 1)}%), {duration(elapsed)} elapsed{tail}: {what}"
 
 
-# ---- make's steps -------------------------------------------------------------------------------------------
+# ---- make's steps --------------------------------------------------------------------------------
 
 def tail(path, lines=20):
     try:
@@ -413,7 +469,8 @@ def tail(path, lines=20):
 
 
 def run_step(build_dir, step, log, notebook, command, started=None):
-    """Run `command` with its output in `log`; on failure print the log's last lines and the notebook's path."""
+    """Run `command` with its output in `log`; on failure print the log's last lines and the
+    notebook's path."""
     record(build_dir, step, "start", started)
     log = Path(log)
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -424,17 +481,22 @@ def run_step(build_dir, step, log, notebook, command, started=None):
     if code != 0:
         record(build_dir, step, "failed", started, code=code)
         shown = "".join("    " + line for line in tail(log))
-        print(f"FAILED: {step} (exit status {code}). The last lines of its log:\n{shown}"
-              f"  the executed notebook: {notebook}\n  its whole log: {log}", file=sys.stderr, flush=True)
+        print(
+            f"FAILED: {step} (exit status {code}). The last lines of its log:\n{shown}"
+            f"  the executed notebook: {notebook}\n  its whole log: {log}", file=sys.stderr,
+            flush=True)
     return code
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--build", help="the build folder; its progress/ holds the plan and the ledger")
-    parser.add_argument("--started", type=float, help="when make started (epoch seconds): it names the make call")
+    parser.add_argument("--build",
+                        help="the build folder; its progress/ holds the plan and the ledger")
+    parser.add_argument("--started", type=float,
+                        help="when make started (epoch seconds): it names the make call")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("plan", help="print (and write) what this make call will do and its estimated time")
+    p = sub.add_parser("plan",
+                       help="print (and write) what this make call will do and its estimated time")
     for name in ("profile", "runs", "figures"):
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--jobs", type=int, default=1)
@@ -450,7 +512,8 @@ def main(argv=None):
     r.add_argument("--notebook", required=True)
     d = sub.add_parser("done", help="record a finished step and print the progress line")
     d.add_argument("step")
-    d.add_argument("--run-dir", help="a run's folder: 'trained' if its model is newer than the step's start")
+    d.add_argument("--run-dir",
+                   help="a run's folder: 'trained' if its model is newer than the step's start")
     sub.add_parser("probe", help="measure the rates (needs PyTorch); print them as JSON")
     argv = sys.argv[1:] if argv is None else list(argv)
     command = argv[argv.index("--") + 1:] if "--" in argv else []  # run's command, after --
@@ -461,8 +524,9 @@ def main(argv=None):
     if args.command == "probe":
         print(json.dumps(probe()))
     elif args.command == "plan":
-        base = dict(profile=args.profile, runs_dir=args.runs, figures_dir=args.figures, build_dir=args.build,
-                    jobs=args.jobs, threads=args.threads, goals=args.goals.split(), figure_code=args.figure_code.split(),
+        base = dict(profile=args.profile, runs_dir=args.runs, figures_dir=args.figures,
+                    build_dir=args.build, jobs=args.jobs, threads=args.threads,
+                    goals=args.goals.split(), figure_code=args.figure_code.split(),
                     grid_module=grid.load(args.grid))
         plan = make_plan(rates=None, **base)
         if plan["steps"]:  # something to do: measure the rates here and now
@@ -478,16 +542,21 @@ def main(argv=None):
     elif args.command == "done":
         how = "ran"
         if args.run_dir:
-            started = [e["t"] for e in record_peek(args.build) if e["step"] == args.step and e["event"] == "start"]
+            started = [
+                e["t"] for e in record_peek(args.build)
+                if e["step"] == args.step and e["event"] == "start"
+            ]
             model = Path(args.run_dir) / "model.pt"
-            how = "trained" if started and model.exists() and model.stat().st_mtime >= started[-1] else "reused"
+            how = "trained" if started and model.exists() and model.stat(
+            ).st_mtime >= started[-1] else "reused"
         plan, events = record(args.build, args.step, "done", args.started)
         print(progress_line(plan, events, args.step, how), flush=True)
 
 
 def record_peek(build_dir):
     path = state_dir(build_dir) / "ledger.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
+    return [json.loads(line) for line in path.read_text().splitlines()
+            if line] if path.exists() else []
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Run folders, the unit of caching: runs/<profile>/<dataset>/<run>/ holds config.json, history.csv,
 model.pt and metrics.json. metrics.json is written last, so a folder without it is unfinished. While
-a run trains, its folder also holds its checkpoint (`Checkpoint`, the one file vae_core's loop writes).
+a run trains, its folder also holds its checkpoint (`Checkpoint`, the one file vae_core's loop
+writes).
 
 A finished run whose config equals the one asked for is reused; one with another config is refused
 (or retrained, when make says the run's parameters or code changed). The config carries the hash
@@ -8,7 +9,6 @@ of the code that trains (`code_hash`), so a run made by other code is never sile
 """
 import ast
 import csv
-import fcntl
 import hashlib
 import io
 import json
@@ -17,11 +17,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from aevb import paths
-from aevb.files import atomic_save, atomic_write_text
+from aevb.files import atomic_save, atomic_write_text, exclusive_lock
 
 # The files whose code decides what a run computes. Their hash is in every run's config.
-TRAINING_CODE = ("vae_core.py", "aevb/released.py", "aevb/data.py", "aevb/estimators.py", "aevb/experiment.py",
-                 "aevb/runs.py")
+TRAINING_CODE = ("vae_core/__init__.py", "vae_core/model.py", "vae_core/algorithms.py",
+                 "vae_core/training.py", "aevb/released.py", "aevb/data.py", "aevb/estimators.py",
+                 "aevb/experiment.py", "aevb/runs.py")
 
 
 def code_hash(files=TRAINING_CODE, root=paths.ROOT):
@@ -32,8 +33,9 @@ def code_hash(files=TRAINING_CODE, root=paths.ROOT):
         tree = ast.parse((Path(root) / name).read_text())
         for node in ast.walk(tree):
             body = getattr(node, "body", None)
-            if (isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and body
-                    and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+            if (isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                    and body and isinstance(body[0], ast.Expr)
+                    and isinstance(body[0].value, ast.Constant)
                     and isinstance(body[0].value.value, str)):
                 node.body = body[1:] or [ast.Pass()]
         digest.update(name.encode() + b"\0" + ast.dump(tree).encode() + b"\0")
@@ -41,8 +43,9 @@ def code_hash(files=TRAINING_CODE, root=paths.ROOT):
 
 
 def save_run(run_dir, config, history, model, extra_metrics=None):
-    """Write a finished run. metrics.json holds the final train/test ELBO, reconstruction and KL, seed,
-    device, torch version and wall time; it is written last, so a folder without it is unfinished."""
+    """Write a finished run. metrics.json holds the final train/test ELBO, reconstruction and KL,
+    seed, device, torch version and wall time; it is written last, so a folder without it is
+    unfinished."""
     import torch
     run_dir = Path(run_dir)
     final = history[-1]
@@ -57,24 +60,32 @@ def save_run(run_dir, config, history, model, extra_metrics=None):
     writer.writeheader()
     writer.writerows(history)
     atomic_write_text(run_dir / "history.csv", buffer.getvalue())
-    atomic_save({"model_config": model.config, "state_dict": model.state_dict()}, run_dir / "model.pt")
-    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    atomic_save({"model_config": model.config, "state_dict": model.state_dict()},
+                run_dir / "model.pt")
+    atomic_write_text(run_dir / "metrics.json",
+                      json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return metrics
 
 
 def load_summary(run_dir):
-    """A finished run without its model: name ('<dataset>/<run>'), config, metrics, history (a list of rows).
-    A relative run_dir is read from the repository root unless it exists from the working directory."""
+    """A finished run without its model: name ('<dataset>/<run>'), config, metrics, history (a list
+    of rows). A relative run_dir is read from the repository root unless it exists from the working
+    directory."""
     run_dir = paths.resolve(run_dir)
     if not (run_dir / "metrics.json").exists():
-        raise FileNotFoundError(f"{run_dir} holds no finished run (no metrics.json); train it first "
-                                "(make runs, or the training notebook)")
+        raise FileNotFoundError(
+            f"{run_dir} holds no finished run (no metrics.json); train it first "
+            "(make runs, or the training notebook)")
     with open(run_dir / "history.csv", newline="") as f:
-        history = [{k: (float(v) if v != "" else math.nan) for k, v in row.items()} for row in csv.DictReader(f)]
+        history = [{k: (float(v) if v != "" else math.nan)
+                    for k, v in row.items()} for row in csv.DictReader(f)]
     for row in history:
         row["samples"] = int(row["samples"])
-    return {"name": f"{run_dir.parent.name}/{run_dir.name}", "config": json.loads((run_dir / "config.json").read_text()),
-            "metrics": json.loads((run_dir / "metrics.json").read_text()), "history": history}
+    return {
+        "name": f"{run_dir.parent.name}/{run_dir.name}", "config": json.loads(
+            (run_dir / "config.json").read_text()), "metrics": json.loads(
+                (run_dir / "metrics.json").read_text()), "history": history
+    }
 
 
 def load_run(run_dir, device="cpu"):
@@ -91,21 +102,33 @@ def load_run(run_dir, device="cpu"):
 
 class Checkpoint:
     """A run's checkpoint file, handed to vae_core.train: at an epoch's end, every `every` training
-    samples (None: each epoch), it saves atomically each part's state_dict (model, optimizer, step-size
-    schedule, the algorithm's step), the RNG states and where the run stands; train resumes from it."""
+    samples (None: each epoch), it saves atomically each part's state_dict (model, optimizer,
+    step-size schedule, the algorithm's step), the RNG states and where the run stands; train
+    resumes from it."""
 
     def __init__(self, path, every=None):
         self.path, self.every = Path(path), every
+        self.saved_at = 0  # the training samples seen at the last save (or where the run resumed)
+
+    def due(self, samples_seen, n_train):
+        """Whether a save is due: `every` training samples (None: an epoch, n_train) since the
+        last."""
+        return samples_seen - self.saved_at >= (self.every or n_train)
 
     def save(self, parts, run, device):
         import torch
-        rng = [torch.get_rng_state()] + ([] if device.type == "cpu" else [torch.get_device_module(device).get_rng_state()])
-        atomic_save({**{k: part.state_dict() for k, part in parts.items() if part is not None}, "rng": rng, **run},
-                    self.path)
+        rng = [torch.get_rng_state()]
+        if device.type != "cpu":
+            rng.append(torch.get_device_module(device).get_rng_state())
+        states = {k: part.state_dict() for k, part in parts.items() if part is not None}
+        atomic_save({**states, "rng": rng, **run}, self.path)
+        self.saved_at = run["samples_seen"]
 
     def resume(self, parts, run, device):
-        """Load the saved state into `parts` and return where the run stood (`run` itself if nothing was saved)."""
+        """Load the saved state into `parts` and return where the run stood (`run` itself if
+        nothing was saved)."""
         import torch
+        self.saved_at = run["samples_seen"]
         if not self.path.exists():
             return run
         state = torch.load(self.path, map_location=device, weights_only=False)
@@ -115,6 +138,7 @@ class Checkpoint:
         torch.set_rng_state(state["rng"][0].cpu())  # map_location moved it to the device
         if device.type != "cpu":
             torch.get_device_module(device).set_rng_state(state["rng"][1].cpu())
+        self.saved_at = state["samples_seen"]
         return {key: state[key] for key in run}
 
 
@@ -139,8 +163,9 @@ def prepare_run(run_dir, config, replace_stale=False):
         changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {config.get(k)!r}" for k in changed)
         if not replace_stale:
-            raise RuntimeError(f"{run_dir} holds a finished run with another config ({detail}). Delete that "
-                               "folder to retrain it, or give this run another run_dir.")
+            raise RuntimeError(
+                f"{run_dir} holds a finished run with another config ({detail}). Delete that "
+                "folder to retrain it, or give this run another run_dir.")
         print(f"{run_dir} holds a finished run with another config ({detail}): retraining it")
         metrics.unlink()  # first, so that an interrupted retraining never looks finished
     checkpoint = run_dir / f"checkpoint-{config_hash(config)}.pt"
@@ -155,12 +180,6 @@ def run_lock(run_dir):
     """Hold an exclusive lock on run_dir while training, so two processes never write one run."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".lock", "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RuntimeError(f"another process is training {run_dir}; wait for it to finish") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    busy = RuntimeError(f"another process is training {run_dir}; wait for it to finish")
+    with exclusive_lock(run_dir / ".lock", busy):
+        yield

@@ -6,7 +6,8 @@ is judged by. A row's `runs` is a query of the experiment grid, 'dataset=mnist a
 latent_dim=20', taken under the row's protocol (see `aevb.grid.select`). It names no seed, and a
 claim "at every Nz" names no Nz: the grid is the one list of runs, so a seed or an Nz added there is
 judged here without an edit. A row is judged on the runs its query selects whose folder holds a
-finished run (metrics.json); with several seeds, ours is their mean ± sd and the verdict judges the mean.
+finished run (metrics.json); with several seeds, ours is their mean ± sd and the verdict judges the
+mean.
 
 Verdicts: `reproduced` (within the tolerance, or the claim's test holds), `not reproduced`, `not run
 at this scale` (our runs trained fewer than half the published samples, or there is no such run),
@@ -21,37 +22,50 @@ import pandas as pd
 
 import aevb.grid
 from aevb import paths
-from aevb.findings import direction, plus_minus  # noqa: F401 (direction: which way is better, written once there)
+# direction: which way is better, written once there
+from aevb.findings import direction, plus_minus  # noqa: F401
 from aevb.runs import load_summary
 
 # scorecard.csv's columns, in order (scripts/build_html.py reads them by name)
-COLUMNS = ["source", "what", "published", "ours", "ours_sd", "n_runs", "difference", "better_by", "tolerance",
-           "in_tolerances", "protocol", "samples_published", "samples_trained", "verdict", "note", "runs", "id"]
-# A verdict whose difference lies within this share of its tolerance from the tolerance itself says so: one more
-# seed could carry it across.
+COLUMNS = [
+    "source", "what", "published", "ours", "ours_sd", "n_runs", "difference", "better_by",
+    "tolerance", "in_tolerances", "protocol", "samples_published", "samples_trained", "verdict",
+    "note", "runs", "id"
+]
+# A verdict whose difference lies within this share of its tolerance from the tolerance itself says
+# so: one more seed could carry it across.
 EDGE = 0.1
-LOG_LIKELIHOOD_COLUMNS = ["run", "protocol", "algorithm", "Nz", "samples", "points", "k", "test_log_px_is",
-                          "test_log_px_is_se", "test_elbo", "gap", "test_log_px_refit", "test_log_px_refit_se",
-                          "test_log_px_appd", "test_log_px_appd_se"]
-VERDICT_COLORS = {"reproduced": "#d9f2d9", "not reproduced": "#f8d7d7", "not run at this scale": "#eeeeee",
-                  "out of scope": "#eeeeee"}
-NOT_JUDGED = ((), (), False, "")  # a claim's (values, runs used, holds, detail) when its runs are missing
+LOG_LIKELIHOOD_COLUMNS = [
+    "run", "protocol", "algorithm", "Nz", "samples", "points", "k", "test_log_px_is",
+    "test_log_px_is_se", "test_elbo", "gap", "test_log_px_refit", "test_log_px_refit_se",
+    "test_log_px_appd", "test_log_px_appd_se"
+]
+VERDICT_COLORS = {
+    "reproduced": "#d9f2d9", "not reproduced": "#f8d7d7", "not run at this scale": "#eeeeee",
+    "out of scope": "#eeeeee"
+}
+# a claim's (values, runs used, holds, detail) when its runs are missing
+NOT_JUDGED = ((), (), False, "")
 
 
-# ---- the published numbers and the runs --------------------------------------------------------------
+# ---- the published numbers and the runs ----------------------------------------------------------
 
-VERDICTS = ["reproduced", "not reproduced", "not run at this scale", "out of scope", "n/a (hardware)"]  # in order
+# in order
+VERDICTS = [
+    "reproduced", "not reproduced", "not run at this scale", "out of scope", "n/a (hardware)"
+]
 
 
 def paper_of(source):
-    """The paper a published row comes from: its source up to the year, 'Burda, Grosse & Salakhutdinov
-    (2015), Table 1' -> 'Burda, Grosse & Salakhutdinov (2015)'."""
+    """The paper a published row comes from: its source up to the year, 'Burda, Grosse &
+    Salakhutdinov (2015), Table 1' -> 'Burda, Grosse & Salakhutdinov (2015)'."""
     match = re.match(r".*?\(\d{4}\)", source)
     return match.group(0) if match else source.split(",")[0].strip()
 
 
 def verdicts_by_paper(card_rows):
-    """{paper: Counter of verdicts} of scorecard rows (dicts with source and verdict), papers in their order."""
+    """{paper: Counter of verdicts} of scorecard rows (dicts with source and verdict), papers in
+    their order."""
     from collections import Counter
     out = {}
     for row in card_rows:
@@ -60,8 +74,8 @@ def verdicts_by_paper(card_rows):
 
 
 def published_numbers(path=paths.PUBLISHED_NUMBERS):
-    """published_numbers.csv as {id: row}, in file order: `published` a float (None for a claim without
-    a number), `samples` a float, every other field its text."""
+    """published_numbers.csv as {id: row}, in file order: `published` a float (None for a claim
+    without a number), `samples` a float, every other field its text."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     for row in rows:
@@ -71,30 +85,38 @@ def published_numbers(path=paths.PUBLISHED_NUMBERS):
 
 
 def query_fields(query):
-    """A row's `runs` query as {field: value text}: 'dataset=mnist latent_dim=20' -> {'dataset': 'mnist', ...}."""
+    """A row's `runs` query as {field: value text}: 'dataset=mnist latent_dim=20' -> {'dataset':
+    'mnist', ...}."""
     return dict(part.partition("=")[::2] for part in query.split())
 
 
 def lookup(published, metric, samples=None, source=None, protocol=None, **query):
-    """The one published row (a dict of published_numbers()) with this `metric` (and `samples`, and a
-    `source` containing the given text, and `protocol`) whose runs query names these fields' values, e.g.
-    lookup(published, "test_elbo", 1e8, dataset="mnist", algorithm="aevb", latent_dim=20): Kingma &
-    Welling's Figure 2 at 10^8 samples. A lookup that finds no row or several is refused, naming them."""
+    """The one published row (a dict of published_numbers()) with this `metric` (and `samples`, and
+    a `source` containing the given text, and `protocol`) whose runs query names these fields'
+    values, e.g. lookup(published, "test_elbo", 1e8, dataset="mnist", algorithm="aevb",
+    latent_dim=20): Kingma & Welling's Figure 2 at 10^8 samples. A lookup that finds no row or
+    several is refused, naming them."""
     wanted = {key: str(value) for key, value in query.items()}
-    found = [row for row in published.values() if row["metric"] == metric
-             and (samples is None or row["samples"] == float(samples))
-             and (source is None or source in row["source"]) and (protocol is None or row["protocol"] == protocol)
-             and all(query_fields(row["runs"]).get(k) == v for k, v in wanted.items())]
+    found = [
+        row for row in published.values()
+        if row["metric"] == metric and (samples is None or row["samples"] == float(samples)) and (
+            source is None or source in row["source"]) and (
+                protocol is None or row["protocol"] == protocol) and all(
+                    query_fields(row["runs"]).get(k) == v for k, v in wanted.items())
+    ]
     if len(found) != 1:
-        raise LookupError(f"published_numbers.csv: {len(found)} rows (not one) with metric {metric!r}, samples "
-                          f"{samples}, source {source!r}, protocol {protocol!r} and {wanted}: {', '.join(r['id'] for r in found) or 'none'}")
+        raise LookupError(
+            f"published_numbers.csv: {len(found)} rows (not one) with metric {metric!r}, samples "
+            f"{samples}, source {source!r}, protocol {protocol!r} and {wanted}: "
+            f"{', '.join(r['id'] for r in found) or 'none'}"
+        )
     return found[0]
 
 
 def tolerance_of(row):
-    """A row's tolerance in nats, absolute (a log-density's zero is arbitrary, so never relative to the
-    published value): from the figure's reading error and the spread of seeds; NaN for a row without
-    one (compute time, out of scope)."""
+    """A row's tolerance in nats, absolute (a log-density's zero is arbitrary, so never relative to
+    the published value): from the figure's reading error and the spread of seeds; NaN for a row
+    without one (compute time, out of scope)."""
     return float(row["tolerance"]) if row["tolerance"] else math.nan
 
 
@@ -104,22 +126,24 @@ def on_the_edge(difference, tolerance):
 
 
 def finished_runs(runs_dir, grid=None):
-    """{Run: summary (aevb.runs.load_summary)} for every run of the grid, in its order, whose folder in
-    runs_dir holds a finished run. A folder the grid does not list is not read."""
+    """{Run: summary (aevb.runs.load_summary)} for every run of the grid, in its order, whose folder
+    in runs_dir holds a finished run. A folder the grid does not list is not read."""
     return {run: load_summary(run.folder(runs_dir)) for run in aevb.grid.runs(grid=grid)
             if (run.folder(runs_dir) / "metrics.json").exists()}
 
 
 def selected_runs(row, grid=None):
-    """The grid's runs that a row's `runs` query selects under the row's protocol, finished or not."""
+    """The grid's runs that a row's `runs` query selects under the row's protocol, finished or
+    not."""
     return aevb.grid.select(row["runs"], row["protocol"], grid) if row["runs"] else []
 
 
 def value_at(run, metric, samples):
-    """A run's `metric` ('-' in front: negated, e.g. '-test_elbo', a loss) after `samples` training samples.
+    """A run's `metric` ('-' in front: negated, e.g. '-test_elbo', a loss) after `samples` training
+    samples.
 
-    Published values are read off curves at a sample count (Kingma & Welling's Figure 2 at 3x10^6 and
-    10^8), so a run that trained past it gives its value there: interpolated on a log scale, the
+    Published values are read off curves at a sample count (Kingma & Welling's Figure 2 at 3x10^6
+    and 10^8), so a run that trained past it gives its value there: interpolated on a log scale, the
     figure's axis, between the two evaluations around it. A run that trained about that many samples
     gives its final value; so does a metric only its metrics.json holds (test_log_px_is).
     """
@@ -137,7 +161,7 @@ def value_at(run, metric, samples):
     return sign * points[0][1]  # before the first evaluation: the first one
 
 
-# ---- the claims: each a test on several runs; the value is what the test measures --------------------
+# ---- the claims: each a test on several runs; the value is what the test measures ----------------
 # A claim returns (values, runs used, whether it holds, what it measured for the note).
 
 def mean_by_latent_dim(values):
@@ -153,21 +177,23 @@ def gaps_text(gaps):
 
 
 def paired_gaps(runs, finished, first, second, metric, samples):
-    """{run of `first`: metric(first) - metric(second)} over the finished pairs of the two algorithms with
-    the same dataset, Nz and seed, and the runs used. Pairing by seed keeps a missing run from skewing
-    a mean of the other algorithm's seeds."""
+    """{run of `first`: metric(first) - metric(second)} over the finished pairs of the two
+    algorithms with the same dataset, Nz and seed, and the runs used. Pairing by seed keeps a
+    missing run from skewing a mean of the other algorithm's seeds."""
     done = {(r.algorithm, r.dataset, r.latent_dim, r.seed): r for r in runs if r in finished}
     gaps, used = {}, []
     for (algorithm, *rest), a in done.items():
         b = done.get((second, *rest))
         if algorithm == first and b is not None:
-            gaps[a] = value_at(finished[a], metric, samples) - value_at(finished[b], metric, samples)
+            gaps[a] = value_at(finished[a], metric, samples) - value_at(
+                finished[b], metric, samples)
             used += [a, b]
     return gaps, used
 
 
 def adam_gaps(row, runs, finished, published):
-    """{run: our Adam test bound at the row's samples minus Kingma & Welling's Adagrad one at 10^8 at its Nz}."""
+    """{run: our Adam test bound at the row's samples minus Kingma & Welling's Adagrad one at 10^8
+    at its Nz}."""
     gaps = {}
     for run in runs:
         if run in finished:
@@ -178,11 +204,13 @@ def adam_gaps(row, runs, finished, published):
 
 
 def adam_vs_kingma(row, runs, finished, published):
-    """The report's claim 1: Kingma & Welling's results replicate in 50 epochs with Adam. Per Nz, our Adam
-    test bound at 3x10^6 samples (seeds averaged) minus Kingma & Welling's Adagrad one at 10^8 (their
-    Figure 2); the value is the largest gap, and the claim holds when every gap is within the tolerance.
-    Judged on every Nz the query selects or not at all: on a subset it could hold where the whole fails."""
-    gaps = adam_gaps(row, runs, finished, published)  # run -> its gap to the published bound at its Nz
+    """The report's claim 1: Kingma & Welling's results replicate in 50 epochs with Adam. Per Nz,
+    our Adam test bound at 3x10^6 samples (seeds averaged) minus Kingma & Welling's Adagrad one at
+    10^8 (their Figure 2); the value is the largest gap, and the claim holds when every gap is
+    within the tolerance. Judged on every Nz the query selects or not at all: on a subset it could
+    hold where the whole fails."""
+    # run -> its gap to the published bound at its Nz
+    gaps = adam_gaps(row, runs, finished, published)
     by_nz = mean_by_latent_dim(gaps)
     if not by_nz or set(by_nz) != {run.latent_dim for run in runs}:
         return NOT_JUDGED
@@ -191,28 +219,32 @@ def adam_vs_kingma(row, runs, finished, published):
 
 
 def ws_minus_aevb_loss(row, runs, finished, published):
-    """The report's claim 2: wake-sleep is "still comparable" with AEVB (its Table 1: test loss 101.16
-    against 101.11). Wake-sleep's test loss minus AEVB's, seed by seed; holds when the mean gap is within
-    the tolerance of the report's 0.06. The report's gap is between two AEVB runs; ours is between the
-    true wake-sleep algorithm (Hinton et al., 1995) and AEVB."""
-    gaps, used = paired_gaps(runs, finished, "wake_sleep", "aevb", "-test_elbo", int(row["samples"]))
+    """The report's claim 2: wake-sleep is "still comparable" with AEVB (its Table 1: test loss
+    101.16 against 101.11). Wake-sleep's test loss minus AEVB's, seed by seed; holds when the mean
+    gap is within the tolerance of the report's 0.06. The report's gap is between two AEVB runs;
+    ours is between the true wake-sleep algorithm (Hinton et al., 1995) and AEVB."""
+    gaps, used = paired_gaps(runs, finished, "wake_sleep", "aevb", "-test_elbo",
+                             int(row["samples"]))
     mean = statistics.mean(gaps.values()) if gaps else math.nan
     return list(gaps.values()), used, abs(mean - row["published"]) <= tolerance_of(row), ""
 
 
 def aevb_minus_ws_log_px(row, runs, finished, published):
-    """The report's claim 3: AEVB's random samples look better than wake-sleep's (its Figures 1, 2). A
-    qualitative claim; we measure the test log-likelihood by importance sampling (Burda et al.), AEVB
-    minus wake-sleep seed by seed, and it holds when the mean is above the tolerance."""
-    gaps, used = paired_gaps(runs, finished, "aevb", "wake_sleep", "test_log_px_is", int(row["samples"]))
-    return list(gaps.values()), used, bool(gaps) and statistics.mean(gaps.values()) > tolerance_of(row), ""
+    """The report's claim 3: AEVB's random samples look better than wake-sleep's (its Figures 1, 2).
+    A qualitative claim; we measure the test log-likelihood by importance sampling (Burda et al.),
+    AEVB minus wake-sleep seed by seed, and it holds when the mean is above the tolerance."""
+    gaps, used = paired_gaps(runs, finished, "aevb", "wake_sleep", "test_log_px_is",
+                             int(row["samples"]))
+    return list(
+        gaps.values()), used, bool(gaps) and statistics.mean(gaps.values()) > tolerance_of(row), ""
 
 
 def aevb_beats_ws(row, runs, finished, published):
-    """Kingma & Welling's Figure 2: AEVB reaches a higher lower bound than wake-sleep at every Nz. Per Nz,
-    the test bound of AEVB minus wake-sleep (seed-matched, seeds averaged); the value is the smallest gap,
-    and the claim holds when it is above the tolerance. "Every Nz" is every Nz at which the grid has both
-    algorithms under the row's protocol, judged on all of them or not at all."""
+    """Kingma & Welling's Figure 2: AEVB reaches a higher lower bound than wake-sleep at every Nz.
+    Per Nz, the test bound of AEVB minus wake-sleep (seed-matched, seeds averaged); the value is the
+    smallest gap, and the claim holds when it is above the tolerance. "Every Nz" is every Nz at
+    which the grid has both algorithms under the row's protocol, judged on all of them or not at
+    all."""
     gaps, used = paired_gaps(runs, finished, "aevb", "wake_sleep", "test_elbo", int(row["samples"]))
     by_nz = mean_by_latent_dim(gaps)
     both = ({r.latent_dim for r in runs if r.algorithm == "aevb"}
@@ -224,16 +256,18 @@ def aevb_beats_ws(row, runs, finished, published):
 
 
 def gaps_by_latent_dim(row, runs_dir, published=None, grid=None):
-    """{Nz: gap} behind a claim judged per Nz (the report's claim 1: ours minus Kingma & Welling's at 10^8;
-    AEVB beats wake-sleep: AEVB minus wake-sleep), seeds averaged, for the tables beside its finding;
-    {} for another row or where its runs are missing. `row`: a published row or its id."""
+    """{Nz: gap} behind a claim judged per Nz (the report's claim 1: ours minus Kingma & Welling's
+    at 10^8; AEVB beats wake-sleep: AEVB minus wake-sleep), seeds averaged, for the tables beside
+    its finding; {} for another row or where its runs are missing. `row`: a published row or its
+    id."""
     published = published_numbers() if published is None else published
     row = published[row] if isinstance(row, str) else row
     runs, finished = selected_runs(row, grid), finished_runs(runs_dir, grid)
     if row["metric"] == "claim:adam_vs_kingma":
         return mean_by_latent_dim(adam_gaps(row, runs, finished, published))
     if row["metric"] == "claim:aevb_beats_ws":
-        return mean_by_latent_dim(paired_gaps(runs, finished, "aevb", "wake_sleep", "test_elbo", int(row["samples"]))[0])
+        return mean_by_latent_dim(
+            paired_gaps(runs, finished, "aevb", "wake_sleep", "test_elbo", int(row["samples"]))[0])
     return {}
 
 
@@ -241,24 +275,28 @@ CLAIMS = {"adam_vs_kingma": adam_vs_kingma, "ws_minus_aevb_loss": ws_minus_aevb_
           "aevb_minus_ws_log_px": aevb_minus_ws_log_px, "aevb_beats_ws": aevb_beats_ws}
 
 
-# ---- the scorecard -------------------------------------------------------------------------------------
+# ---- the scorecard -------------------------------------------------------------------------------
 
 def score(row, finished, published, grid=None):
-    """One scorecard row (a dict of COLUMNS) for a published row, judged on `finished` (see finished_runs);
-    `published` is every published row (claim 1 reads Kingma & Welling's bounds from it)."""
+    """One scorecard row (a dict of COLUMNS) for a published row, judged on `finished` (see
+    finished_runs); `published` is every published row (claim 1 reads Kingma & Welling's bounds from
+    it)."""
     samples = int(row["samples"])
-    out = {"source": row["source"], "what": row["what"], "published": row["published"], "ours": math.nan,
-           "ours_sd": math.nan, "n_runs": 0, "difference": math.nan, "better_by": math.nan, "tolerance": row["tolerance"],
-           "in_tolerances": math.nan,
-           "protocol": row["protocol"], "samples_published": samples, "samples_trained": None, "verdict": "",
-           "note": row["note"], "runs": "", "id": row["id"]}
+    out = {
+        "source": row["source"], "what": row["what"], "published": row["published"],
+        "ours": math.nan, "ours_sd": math.nan, "n_runs": 0, "difference": math.nan,
+        "better_by": math.nan, "tolerance": row["tolerance"], "in_tolerances": math.nan,
+        "protocol": row["protocol"], "samples_published": samples, "samples_trained": None,
+        "verdict": "", "note": row["note"], "runs": "", "id": row["id"]
+    }
     if not row["metric"]:
         return {**out, "verdict": "out of scope"}
     runs = selected_runs(row, grid)
     if row["metric"].startswith("claim:"):
         name = row["metric"].removeprefix("claim:")
         if name not in CLAIMS:
-            raise ValueError(f"unknown claim {name!r} in published row {row['id']}; known: {', '.join(CLAIMS)}")
+            raise ValueError(
+                f"unknown claim {name!r} in published row {row['id']}; known: {', '.join(CLAIMS)}")
         values, used, holds, detail = CLAIMS[name](row, runs, finished, published)
         if detail:
             out["note"] = f"{row['note']}; {detail}"
@@ -266,36 +304,46 @@ def score(row, finished, published, grid=None):
         used = [run for run in runs if run in finished]
         values, holds = [value_at(finished[run], row["metric"], samples) for run in used], None
     if not used:
-        return {**out, "verdict": "not run at this scale", "note": "no such run in this profile; " + row["note"]}
+        return {
+            **out, "verdict": "not run at this scale",
+            "note": "no such run in this profile; " + row["note"]
+        }
     trained = min(finished[run]["metrics"]["samples"] for run in used)
     ours = statistics.mean(values)
-    out.update(ours=ours, ours_sd=statistics.stdev(values) if len(values) > 1 else math.nan, n_runs=len(values),
-               samples_trained=trained, runs=" ".join(sorted({run.name for run in used})))
+    out.update(ours=ours, ours_sd=statistics.stdev(values) if len(values) > 1 else math.nan,
+               n_runs=len(values), samples_trained=trained,
+               runs=" ".join(sorted({run.name
+                                     for run in used})))
     if row["published"] is not None:
         out["difference"] = ours - row["published"]
         if direction(row["metric"]):  # positive: ours is better, whichever way the metric points
             out["better_by"] = direction(row["metric"]) * out["difference"]
-        if tolerance_of(row) > 0:  # NaN where a row has none (compute time) or its claim's threshold is 0
+        if tolerance_of(row) > 0:  # else NaN: no tolerance (compute time), or a claim's threshold 0
             out["in_tolerances"] = out["difference"] / tolerance_of(row)
     if row["metric"] == "minutes_per_million":
         out["verdict"] = "n/a (hardware)"
     elif trained < 0.5 * samples:  # a 3x10^6-sample run cannot judge a 10^8-sample number
         out["verdict"] = "not run at this scale"
     elif holds is None:
-        out["verdict"] = "reproduced" if abs(out["difference"]) <= tolerance_of(row) else "not reproduced"
+        within = abs(out["difference"]) <= tolerance_of(row)
+        out["verdict"] = "reproduced" if within else "not reproduced"
         if on_the_edge(out["difference"], tolerance_of(row)):
-            out["note"] = (f"{out['note']}; on the edge: {abs(out['difference']):.2f} against the tolerance "
-                           f"{tolerance_of(row):g}, so one more seed could carry the verdict across")
-        if out["ours_sd"] > tolerance_of(row):  # then one seed could land on either side of the verdict
-            out["note"] = f"{out['note']}; our seeds spread wider (sd {out['ours_sd']:.2f}) than the tolerance"
+            out["note"] = (f"{out['note']}; on the edge: {abs(out['difference']):.2f} against "
+                           f"the tolerance {tolerance_of(row):g}, so one more seed could carry the "
+                           "verdict across")
+        # then one seed could land on either side of the verdict
+        if out["ours_sd"] > tolerance_of(row):
+            out["note"] = (f"{out['note']}; our seeds spread wider (sd {out['ours_sd']:.2f}) "
+                           "than the tolerance")
     else:
         out["verdict"] = "reproduced" if holds else "not reproduced"
     return out
 
 
 def build(runs_dir, published=None, grid=None):
-    """The scorecard: one row per published row, in its order, with COLUMNS (what scorecard.csv holds).
-    `published`: published_numbers()' dict (None: published_numbers.csv); `grid`: a grid module (None: aevb.grid)."""
+    """The scorecard: one row per published row, in its order, with COLUMNS (what scorecard.csv
+    holds). `published`: published_numbers()' dict (None: published_numbers.csv); `grid`: a grid
+    module (None: aevb.grid)."""
     published = published_numbers() if published is None else published
     finished = finished_runs(runs_dir, grid)
     rows = [score(row, finished, published, grid) for row in published.values()]
@@ -303,28 +351,55 @@ def build(runs_dir, published=None, grid=None):
 
 
 def test_log_likelihoods(runs_dir, grid=None):
-    """Every finished run with a test log-likelihood by importance sampling (test_log_px_is), beside its
-    test lower bound (log p(x) >= ELBO, and the gap is how loose the bound is) and, where the run has
-    them, the estimates that do not use its own encoder: IS with a refitted encoder, and App. D's."""
+    """Every finished run with a test log-likelihood by importance sampling (test_log_px_is), beside
+    its test lower bound (log p(x) >= ELBO, and the gap is how loose the bound is) and, where the
+    run has them, the estimates that do not use its own encoder: IS with a refitted encoder, and
+    App. D's."""
     rows = []
     for run, summary in finished_runs(runs_dir, grid).items():
         metrics, config = summary["metrics"], summary["config"]
-        if "test_log_px_is" in metrics and "is_points" in config:  # (Figure 3's runs log theirs per evaluation)
+        # (Figure 3's runs log theirs per evaluation)
+        if "test_log_px_is" in metrics and "is_points" in config:
             test_elbo = metrics.get("test_elbo", math.nan)
-            rows.append({"run": run.name, "protocol": config["protocol"], "algorithm": config["algorithm"],
-                         "Nz": config["latent_dim"], "samples": metrics["samples"], "points": config["is_points"],
-                         "k": config["is_k"], "test_log_px_is": metrics["test_log_px_is"],
-                         "test_log_px_is_se": metrics["test_log_px_is_se"], "test_elbo": test_elbo,
-                         "gap": metrics["test_log_px_is"] - test_elbo,
-                         # the shared estimators, where the run has them: IS with a refitted encoder, App. D's
-                         **{key: metrics.get(key, math.nan) for key in LOG_LIKELIHOOD_COLUMNS[-4:]}})
+            rows.append({
+                "run": run.name,
+                "protocol": config["protocol"],
+                "algorithm": config["algorithm"],
+                "Nz": config["latent_dim"],
+                "samples": metrics["samples"],
+                "points": config["is_points"],
+                "k": config["is_k"],
+                "test_log_px_is": metrics["test_log_px_is"],
+                "test_log_px_is_se": metrics["test_log_px_is_se"],
+                "test_elbo": test_elbo,
+                "gap": metrics["test_log_px_is"] - test_elbo,
+                # the shared estimators, where the run has them: IS with a refitted
+                # encoder, App. D's
+                **{key: metrics.get(key, math.nan)
+                   for key in LOG_LIKELIHOOD_COLUMNS[-4:]}
+            })
     return pd.DataFrame(rows, columns=LOG_LIKELIHOOD_COLUMNS)
 
 
-# ---- for the notebook's narrative, table and figure ------------------------------------------------------
+# ---- for the notebook's narrative, table and figure ----------------------------------------------
 
 def number_text(value, digits=2):
     return "" if value is None or pd.isna(value) else f"{value:.{digits}f}"
+
+
+def number_or_nan(text):
+    """A number read from a CSV cell: float(text), NaN for an empty or missing one."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def ours_cell(row):
+    """A scorecard.csv row's value (its cells are text) as 'mean ± sd (n runs)', or 'value'."""
+    n_runs = number_or_nan(row["n_runs"])
+    return plus_minus(number_or_nan(row["ours"]), number_or_nan(row.get("ours_sd")), n_runs,
+                      unit="run" if n_runs > 1 else None)
 
 
 def ours_text(row):
@@ -340,23 +415,31 @@ def verdict_css(selector="td.{verdict}"):
 
 
 def styled(card):
-    """The scorecard as the notebook shows it: numbers rounded, sample counts short, the verdict coloured."""
+    """The scorecard as the notebook shows it: numbers rounded, sample counts short, the verdict
+    coloured."""
     shown = card.assign(
         published=["" if pd.isna(p) else f"{p:.10g}" for p in card.published],
-        ours=[plus_minus(o, sd, n, unit=None) for o, sd, n in zip(card.ours, card.ours_sd, card.n_runs)],
+        ours=[
+            plus_minus(o, sd, n, unit=None)
+            for o, sd, n in zip(card.ours, card.ours_sd, card.n_runs)
+        ],
         difference=[number_text(d) for d in card.difference],
         samples_trained=["" if pd.isna(s) else f"{s:,}" for s in card.samples_trained],
         samples_published=[f"{s:.0e}".replace("e+0", "e") for s in card.samples_published],
-    )[["source", "what", "published", "ours", "n_runs", "difference", "tolerance", "protocol", "samples_published",
-       "samples_trained", "verdict", "note"]]
-    return (shown.style.map(lambda v: f"background-color: {VERDICT_COLORS.get(v, 'white')}", subset=["verdict"])
-            .hide(axis="index"))
+    )[[
+        "source", "what", "published", "ours", "n_runs", "difference", "tolerance", "protocol",
+        "samples_published", "samples_trained", "verdict", "note"
+    ]]
+    return (shown.style.map(lambda v: f"background-color: {VERDICT_COLORS.get(v, 'white')}",
+                            subset=["verdict"]).hide(axis="index"))
 
 
 def judged_differences(card, verdicts=("reproduced", "not reproduced")):
-    """The rows with a published value and a direction (not a KL) that were judged at their scale (or have
-    one of `verdicts`), with `ratio`: how much better ours is (`better_by`, positive: ours is better) in
-    units of the row's tolerance, so that bounds, losses and percentages share one axis."""
+    """The rows with a published value and a direction (not a KL) that were judged at their scale
+    (or have one of `verdicts`), with `ratio`: how much better ours is (`better_by`, positive: ours
+    is better) in units of the row's tolerance, so that bounds, losses and percentages share one
+    axis."""
     judged = card[card.verdict.isin(list(verdicts)) & card.better_by.notna()]
-    tolerance = pd.Series([tolerance_of(row) for _, row in judged.iterrows()], index=judged.index, dtype=float)
+    tolerance = pd.Series([tolerance_of(row) for _, row in judged.iterrows()], index=judged.index,
+                          dtype=float)
     return judged.assign(ratio=judged.better_by / tolerance)

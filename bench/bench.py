@@ -1,17 +1,19 @@
-"""Throughput of vae_core's loops on this machine, beside a pytorch/examples-style reference loop and
-the matmul ceiling of the same layer shapes.
+"""Throughput of vae_core's loops on this machine, beside a pytorch/examples-style reference loop
+and the matmul ceiling of the same layer shapes.
 
     python bench/bench.py [--quick] [--threads N] [--out bench/results.json]
 
 For each model (the report's 784-500-20 and a 784-500-500-20 variant, tanh, Bernoulli decoder,
 batch 100, L = 1) it times, median of REPEATS after a warm-up:
-  1. reference       torchvision MNIST + ToTensor through a DataLoader (pytorch/examples vae/main.py)
+  1. reference       torchvision MNIST + ToTensor through a DataLoader (pytorch/examples
+                     vae/main.py)
   2. tensor_loader   a DataLoader over a TensorDataset of the preloaded [60000, 784] tensor
   3. aevb            vae_core.train(..., "aevb")
   3b. aevb_kingma    vae_core.train(..., "aevb") with Kingma & Welling's Adagrad and weight prior
   3c. aevb_compiled  loop 3's step with aevb_loss under torch.compile (compile time apart)
   4. wake_sleep      vae_core.train(..., "wake_sleep")
-  5. log_likelihood  aevb.estimators.log_likelihood (importance sampling), in datapoint-samples/s (N * k per s)
+  5. log_likelihood  aevb.estimators.log_likelihood (importance sampling), in datapoint-samples/s
+                     (N * k per s)
 For 3, 3b and 4 on the report's model it also profiles where a step's time goes: GEMMs (beside what
 they would take at their rate alone), optimizer, everything else.
 Loops 1-3 make the same step (aevb_loss below, vae_core.make_optimizer's Adam): they differ only in
@@ -45,7 +47,8 @@ from aevb.data import DATA_FILES, data_file, load_mnist
 from aevb.files import atomic_write_text
 
 # ---- settings: a full run takes a few minutes on 2 cores ----------------------------------------
-MODELS = {"784-500-20": (500,), "784-500-500-20": (500, 500)}  # the report's model, and a deeper one
+# the report's model, and a deeper one
+MODELS = {"784-500-20": (500,), "784-500-500-20": (500, 500)}
 Z_DIM = 20  # Nz of the report's Table 1
 BATCH = 100  # M in Kingma & Welling, and the report's batch size
 N_SAMPLES = 1  # L, samples of z per datapoint
@@ -100,7 +103,8 @@ def reference_loop(model, dataset):
 
 
 def tensor_loader_loop(model, x):
-    """The same step, batches from a DataLoader over the preloaded tensor (still per-item collate)."""
+    """The same step, batches from a DataLoader over the preloaded tensor (still per-item
+    collate)."""
     loader = DataLoader(TensorDataset(x), batch_size=BATCH, shuffle=True, num_workers=0)
     opt = vc.make_optimizer(model.named_parameters(), "adam", 1e-3, 0.0, torch.device("cpu"))
 
@@ -119,8 +123,8 @@ def tensor_loader_loop(model, x):
 
 
 def vae_core_loop(model, x, algorithm, **options):
-    # eval_at=[n] evaluates once, at the end, on eval_size=BATCH points: one forward pass of 100 points
-    # beside n / 100 training steps, so evaluation is negligible in the timing.
+    # eval_at=[n] evaluates once, at the end, on eval_size=BATCH points: one forward pass of 100
+    # points beside n / 100 training steps, so evaluation is negligible in the timing.
     def run(n):
         vc.train(model, x, algorithm, samples=n, batch_size=BATCH, n_samples=N_SAMPLES, eval_at=[n],
                  test_x=None, eval_size=BATCH, device="cpu", **options)
@@ -140,7 +144,8 @@ def compiled_loop(model, x):
         model.train()
         order = torch.randperm(len(x))
         for i in range(0, n, BATCH):
-            loss, log_px_given_z, kl = loss_fn(model, x.index_select(0, order[i:i + BATCH]), N_SAMPLES)
+            loss, log_px_given_z, kl = loss_fn(model, x.index_select(0, order[i:i + BATCH]),
+                                               N_SAMPLES)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -164,9 +169,9 @@ def time_loop(run, units, warmup_units, repeats):
     return seconds
 
 
-# ---- FLOPs, counted analytically ------------------------------------------------------------------
-# A GEMM is (layer, op, M, K, N, count) for a Linear layer W [N, K] (K inputs, N outputs) at batch M:
-#   fwd: Y = X @ W^T   [M, K] x [K, N]
+# ---- FLOPs, counted analytically -----------------------------------------------------------------
+# A GEMM is (layer, op, M, K, N, count) for a Linear layer W [N, K] (K inputs, N outputs) at batch
+# M:   fwd: Y = X @ W^T   [M, K] x [K, N]
 #   dX:  dX = dY @ W   [M, N] x [N, K]   (skipped when the layer's input needs no gradient)
 #   dW:  dW = dY^T @ X [N, M] x [M, K]
 # each 2*M*N*K FLOPs. Bias adds and gradients, activations, the loss and Adam are not counted: they
@@ -190,25 +195,28 @@ def backward(layers, m, tag, input_grad):
 
 
 def aevb_gemms(enc, dec):
-    """One AEVB step: x has no gradient, z does (reparameterization), so the decoder's first dX is needed."""
+    """One AEVB step: x has no gradient, z does (reparameterization), so the decoder's first dX is
+    needed."""
     m = BATCH * N_SAMPLES
     return forward(enc, BATCH, "enc") + forward(dec, m, "dec") + \
         backward(enc, BATCH, "enc", input_grad=False) + backward(dec, m, "dec", input_grad=True)
 
 
 def wake_sleep_gemms(enc, dec):
-    """One wake-sleep step as vae_core does it: wake encoder forward without grad, decoder forward and
-    backward (z drawn without a gradient path: no first dX); sleep decoder forward to dream x, encoder
-    forward and backward (the dream has no gradient path: no first dX)."""
+    """One wake-sleep step as vae_core does it: wake encoder forward without grad, decoder forward
+    and backward (z drawn without a gradient path: no first dX); sleep decoder forward to dream x,
+    encoder forward and backward (the dream has no gradient path: no first dX)."""
     m = BATCH * N_SAMPLES
-    wake = forward(enc, BATCH, "enc") + forward(dec, m, "dec") + backward(dec, m, "dec", input_grad=False)
-    sleep = forward(dec, m, "dec") + forward(enc, m, "enc") + backward(enc, m, "enc", input_grad=False)
+    wake = forward(enc, BATCH, "enc") + forward(dec, m, "dec") + backward(
+        dec, m, "dec", input_grad=False)
+    sleep = forward(dec, m, "dec") + forward(enc, m, "enc") + backward(
+        enc, m, "enc", input_grad=False)
     return wake + sleep
 
 
 def log_likelihood_gemms(enc, dec, n, k):
-    """aevb.estimators.log_likelihood's chunks: encoder on each chunk of points, decoder on each chunk of draws
-    (its chunk rule, copied here; max_elements read from its signature)."""
+    """aevb.estimators.log_likelihood's chunks: encoder on each chunk of points, decoder on each
+    chunk of draws (its chunk rule, copied here; max_elements read from its signature)."""
     max_elements = inspect.signature(estimators.log_likelihood).parameters["max_elements"].default
     x_dim = dec[-1][1]
     n_points = max(1, min(n, max_elements // x_dim))
@@ -219,7 +227,10 @@ def log_likelihood_gemms(enc, dec, n, k):
         shapes[("enc", p)] += 1
         for j in range(0, k, n_draws):
             shapes[("dec", min(n_draws, k - j) * p)] += 1
-    return [g for (tag, m), c in shapes.items() for g in forward(enc if tag == "enc" else dec, m, tag, c)]
+    return [
+        g for (tag, m), c in shapes.items()
+        for g in forward(enc if tag == "enc" else dec, m, tag, c)
+    ]
 
 
 def gemm_flops(gemms):
@@ -229,7 +240,8 @@ def gemm_flops(gemms):
 # ---- the matmul ceiling: each GEMM shape alone, same threads ------------------------------------
 
 def gemm_gflops(op, m, k, n, min_time, repeats):
-    """GFLOP/s of one GEMM shape: torch.mm into a preallocated output, median of `repeats` blocks."""
+    """GFLOP/s of one GEMM shape: torch.mm into a preallocated output, median of `repeats`
+    blocks."""
     w = torch.randn(n, k)
     if op == "fwd":
         a, b = torch.randn(m, k), w.t()
@@ -257,7 +269,7 @@ def ceiling(gemms, rates):
     return gemm_flops(gemms) / seconds / 1e9
 
 
-# ---- where a training step's time goes ------------------------------------------------------------
+# ---- where a training step's time goes -----------------------------------------------------------
 GEMM_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"}
 
 
@@ -279,10 +291,12 @@ def step_breakdown(run, units, warmup_units, gemms, rates, repeats):
         gemm = sum(e.self_cpu_time_total for e in events if e.key in GEMM_OPS) / 1e6
         optimizer = sum(e.self_cpu_time_total for e in events
                         if "_fused_ada" in e.key or e.key.startswith("Optimizer.")) / 1e6
-        profiles.append({"steps": steps, "ms_per_step": 1e3 * total / steps, "gemm_ms": 1e3 * gemm / steps,
-                         "optimizer_ms": 1e3 * optimizer / steps, "other_ms": 1e3 * (total - gemm - optimizer) / steps,
-                         "gemm_gflops_in_step": gemm_flop / gemm / 1e9, "gemm_gflops_alone": alone,
-                         "gemm_ms_alone": 1e3 * gemm_flop / alone / 1e9 / steps})
+        profiles.append({
+            "steps": steps, "ms_per_step": 1e3 * total / steps, "gemm_ms": 1e3 * gemm / steps,
+            "optimizer_ms": 1e3 * optimizer / steps, "other_ms": 1e3 *
+            (total - gemm - optimizer) / steps, "gemm_gflops_in_step": gemm_flop / gemm / 1e9,
+            "gemm_gflops_alone": alone, "gemm_ms_alone": 1e3 * gemm_flop / alone / 1e9 / steps
+        })
     return sorted(profiles, key=lambda p: p["ms_per_step"])[len(profiles) // 2]
 
 
@@ -306,42 +320,68 @@ def machine_info():
 
 def markdown(results):
     m = results["machine"]
-    lines = [f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} threads, torch {m['torch']}; "
-             f"batch {BATCH}, L = {N_SAMPLES}, median of {results['settings']['repeats']} repeats.", "",
-             "| model | loop | unit | samples/s | x loop 1 | GFLOP/s | ceiling GFLOP/s | % of ceiling |",
-             "|---|---|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} threads, torch {m['torch']}; "
+        f"batch {BATCH}, L = {N_SAMPLES}, median of {results['settings']['repeats']} repeats.", "",
+        "| model | loop | unit | samples/s | x loop 1 | GFLOP/s | ceiling GFLOP/s | % of ceiling |",
+        "|---|---|---|---:|---:|---:|---:|---:|"
+    ]
     for name, model in results["models"].items():
         for key, r in model["loops"].items():
-            lines.append(f"| {name} | {LOOPS[key]} | {r['unit']} | {r['samples_per_s']:,.0f} | "
-                         f"{r['ratio_to_reference']:.2f} | {r['gflops']:.1f} | {r['ceiling_gflops']:.1f} | "
-                         f"{100 * r['fraction_of_ceiling']:.0f}% |")
+            lines.append(
+                f"| {name} | {LOOPS[key]} | {r['unit']} | {r['samples_per_s']:,.0f} | "
+                f"{r['ratio_to_reference']:.2f} | {r['gflops']:.1f} | {r['ceiling_gflops']:.1f} | "
+                f"{100 * r['fraction_of_ceiling']:.0f}% |")
     compiled = [f"{c:.1f} s ({name})" for name, model in results["models"].items()
                 if (c := model.get("compile_seconds")) is not None]
     if compiled:
-        lines += ["", f"3c's first step compiles, outside its timing: {', '.join(compiled)}, once per run "
-                  "(a model after the first reuses the kernels they share)."]
+        lines += [
+            "",
+            f"3c's first step compiles, outside its timing: {', '.join(compiled)}, once per run "
+            "(a model after the first reuses the kernels they share)."
+        ]
     if "compile_error" in results:
-        lines += ["", f"3c not timed: torch.compile failed here ({results['compile_error'][:200]})."]
-    lines += ["", "Training samples are datapoints; IS samples are datapoint-samples (N * k), so its "
-              "'x loop 1' compares unlike units. "
-              "GFLOP/s counts only the GEMMs (2*M*N*K each; forward, and backward where taken); the ceiling "
-              "is the same GEMMs timed alone at the same shapes and threads.", "",
-              "Whole-machine AEVB throughput (784-500-20) with N concurrent training jobs, as `make -j N` runs them:"]
+        lines += [
+            "", f"3c not timed: torch.compile failed here ({results['compile_error'][:200]})."
+        ]
+    lines += [
+        "", "Training samples are datapoints; IS samples are datapoint-samples (N * k), so its "
+        "'x loop 1' compares unlike units. "
+        "GFLOP/s counts only the GEMMs (2*M*N*K each; forward, and backward where taken); the "
+        "ceiling "
+        "is the same GEMMs timed alone at the same shapes and threads.", "",
+        "Whole-machine AEVB throughput (784-500-20) with N concurrent training jobs, as `make -j "
+        "N` runs them:"
+    ]
     for r in results["parallel_jobs"].values():
-        lines.append(f"- {r['jobs']} job(s) x {r['threads_per_job']} thread(s): {r['samples_per_s']:,.0f} samples/s")
-    lines += ["", "Where a step's time goes (784-500-20, batch 100, under torch.profiler, whose own cost is "
-              "mostly in 'other'; the median of the repeats). 'If at their rate alone': the same GEMMs at the rates of the ceiling.", "",
-              "| loop | ms per step | GEMMs | GEMMs if at their rate alone | optimizer | other | GEMM GFLOP/s in the step / alone |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+        lines.append(
+            f"- {r['jobs']} job(s) x {r['threads_per_job']} thread(s): {r['samples_per_s']:,.0f} "
+            "samples/s"
+        )
+    lines += [
+        "",
+        "Where a step's time goes (784-500-20, batch 100, under torch.profiler, whose own cost is "
+        "mostly in 'other'; the median of the repeats). 'If at their rate alone': the same GEMMs "
+        "at the rates of the ceiling.",
+        "",
+        "| loop | ms per step | GEMMs | GEMMs if at their rate alone | optimizer | other | GEMM "
+        "GFLOP/s in the step / alone |",
+        "|---|---:|---:|---:|---:|---:|---:|"
+    ]
     for key, b in results["step_breakdown"].items():
-        lines.append(f"| {LOOPS[key]} | {b['ms_per_step']:.2f} | {b['gemm_ms']:.2f} | {b['gemm_ms_alone']:.2f} | "
-                     f"{b['optimizer_ms']:.2f} | {b['other_ms']:.2f} | "
-                     f"{b['gemm_gflops_in_step']:.0f} / {b['gemm_gflops_alone']:.0f} |")
+        lines.append(
+            f"| {LOOPS[key]} | {b['ms_per_step']:.2f} | {b['gemm_ms']:.2f} | "
+            f"{b['gemm_ms_alone']:.2f} | "
+            f"{b['optimizer_ms']:.2f} | {b['other_ms']:.2f} | "
+            f"{b['gemm_gflops_in_step']:.0f} / {b['gemm_gflops_alone']:.0f} |")
     lines += ["", f"PROFILE=paper ({PAPER_SAMPLES:.0e} training samples per run), training only, "
               "evaluation not included:"]
     for name, model in results["models"].items():
         hours = model["paper_profile_hours"]
-        lines.append(f"- {name}: AEVB {hours['aevb']:,.1f} h, wake-sleep {hours['wake_sleep']:,.1f} h per run")
+        lines.append(
+            f"- {name}: AEVB {hours['aevb']:,.1f} h, wake-sleep {hours['wake_sleep']:,.1f} h per "
+            "run"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -366,16 +406,22 @@ def parallel_jobs(cores):
             cmd.append("--quick")
         procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(jobs)]
         rates = [float(p.communicate()[0].split()[-1]) for p in procs]
-        out[str(jobs)] = {"jobs": jobs, "threads_per_job": max(1, cores // jobs), "samples_per_s": sum(rates)}
+        out[str(jobs)] = {
+            "jobs": jobs, "threads_per_job": max(1, cores // jobs), "samples_per_s": sum(rates)
+        }
     return out
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny settings for the test (seconds, 1 repeat)")
-    parser.add_argument("--threads", type=int, default=0, help="PyTorch CPU threads (0: PyTorch's default)")
-    parser.add_argument("--out", default="bench/results.json", help="results.json; results.md goes beside it")
-    parser.add_argument("--worker", nargs=2, type=int, metavar=("SAMPLES", "THREADS"), help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny settings for the test (seconds, 1 repeat)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="PyTorch CPU threads (0: PyTorch's default)")
+    parser.add_argument("--out", default="bench/results.json",
+                        help="results.json; results.md goes beside it")
+    parser.add_argument("--worker", nargs=2, type=int, metavar=("SAMPLES", "THREADS"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:  # like nanoGPT's configurator: the flag overrides the settings block
         globals().update(QUICK, QUICK_MODE=True)
@@ -397,20 +443,24 @@ def main():
     for name in DATA_FILES:
         if name.startswith("MNIST/"):  # all four, or torchvision tries to download the others
             (mnist_root / name).symlink_to(data_file(None, name).resolve())
-    mnist = datasets.MNIST(str(mnist_root), train=True, download=True, transform=transforms.ToTensor())
+    mnist = datasets.MNIST(str(mnist_root), train=True, download=True,
+                           transform=transforms.ToTensor())
     x_is = load_mnist(None, "test")[0][:IS_POINTS]
 
-    results = {"machine": machine,
-               "settings": {"batch_size": BATCH, "z_dim": Z_DIM, "n_samples": N_SAMPLES,
-                            "samples_per_repeat": SAMPLES, "warmup_samples": WARMUP, "repeats": REPEATS,
-                            "is_points": IS_POINTS, "is_k": IS_K, "quick": args.quick, "device": "cpu",
-                            "paper_samples": PAPER_SAMPLES},
-               "units": {"samples_per_s": "training datapoints per second; log_likelihood: datapoint-samples "
-                                          "(points * k) per second",
-                         "gflops": "GEMM FLOPs only (2*M*N*K per GEMM, see gemms) per second",
-                         "ceiling_gflops": "the same GEMMs, each timed alone at its shape with the same threads",
-                         "paper_profile_hours": "paper_samples / samples_per_s, training only"},
-               "models": {}}
+    results = {
+        "machine": machine, "settings": {
+            "batch_size": BATCH, "z_dim": Z_DIM, "n_samples": N_SAMPLES,
+            "samples_per_repeat": SAMPLES, "warmup_samples": WARMUP, "repeats": REPEATS,
+            "is_points": IS_POINTS, "is_k": IS_K, "quick": args.quick, "device": "cpu",
+            "paper_samples": PAPER_SAMPLES
+        }, "units": {
+            "samples_per_s": "training datapoints per second; log_likelihood: datapoint-samples "
+            "(points * k) per second",
+            "gflops": "GEMM FLOPs only (2*M*N*K per GEMM, see gemms) per second",
+            "ceiling_gflops": "the same GEMMs, each timed alone at its shape with the same threads",
+            "paper_profile_hours": "paper_samples / samples_per_s, training only"
+        }, "models": {}
+    }
     rates = {}  # (op, M, K, N) -> GFLOP/s, shared by the models
     for name, hidden in MODELS.items():
         def fresh():  # every loop starts from the same initial model
@@ -419,13 +469,14 @@ def main():
         model = fresh()
         enc, dec = linear_shapes(model.encoder), linear_shapes(model.decoder)
         is_units = len(x_is) * IS_K
+        aevb_units = (SAMPLES, WARMUP, aevb_gemms(enc, dec), BATCH)
         loops = {  # key: (run, units per repeat, warm-up units, GEMMs done per `per` units, per)
-            "reference": (reference_loop(fresh(), mnist), SAMPLES, WARMUP, aevb_gemms(enc, dec), BATCH),
-            "tensor_loader": (tensor_loader_loop(fresh(), x), SAMPLES, WARMUP, aevb_gemms(enc, dec), BATCH),
-            "aevb": (vae_core_loop(fresh(), x, "aevb"), SAMPLES, WARMUP, aevb_gemms(enc, dec), BATCH),
-            "aevb_kingma": (vae_core_loop(fresh(), x, "aevb", optimizer="adagrad", lr=0.02, weight_prior=True),
-                            SAMPLES, WARMUP, aevb_gemms(enc, dec), BATCH),
-            "aevb_compiled": (compiled_loop(fresh(), x), SAMPLES, WARMUP, aevb_gemms(enc, dec), BATCH),
+            "reference": (reference_loop(fresh(), mnist), *aevb_units),
+            "tensor_loader": (tensor_loader_loop(fresh(), x), *aevb_units),
+            "aevb": (vae_core_loop(fresh(), x, "aevb"), *aevb_units),
+            "aevb_kingma": (vae_core_loop(fresh(), x, "aevb", optimizer="adagrad", lr=0.02,
+                                          weight_prior=True), *aevb_units),
+            "aevb_compiled": (compiled_loop(fresh(), x), *aevb_units),
             "wake_sleep": (vae_core_loop(fresh(), x, "wake_sleep"), SAMPLES, WARMUP,
                            wake_sleep_gemms(enc, dec), BATCH),
             "log_likelihood": (log_likelihood_loop(fresh(), x_is), is_units, is_units,
@@ -448,31 +499,42 @@ def main():
             seconds = time_loop(run, units, warmup, REPEATS)
             samples_per_s = units / statistics.median(seconds)
             gflop_per_sample = gemm_flops(gemms) / per / 1e9
-            rows[key] = {"unit": "datapoint-samples/s" if key == "log_likelihood" else "samples/s",
-                         "samples_per_s": samples_per_s, "seconds": seconds, "units_per_repeat": units,
-                         "gflop_per_sample": gflop_per_sample, "gflops": gflop_per_sample * samples_per_s,
-                         "ceiling_gflops": ceiling(gemms, rates),
-                         "gemms": [dict(zip(("layer", "op", "M", "K", "N", "count"), g)) for g in gemms]}
+            rows[key] = {
+                "unit": "datapoint-samples/s" if key == "log_likelihood" else "samples/s",
+                "samples_per_s": samples_per_s, "seconds": seconds, "units_per_repeat": units,
+                "gflop_per_sample": gflop_per_sample, "gflops": gflop_per_sample * samples_per_s,
+                "ceiling_gflops": ceiling(gemms, rates),
+                "gemms": [dict(zip(("layer", "op", "M", "K", "N", "count"), g)) for g in gemms]
+            }
             rows[key]["fraction_of_ceiling"] = rows[key]["gflops"] / rows[key]["ceiling_gflops"]
             rows[key]["ceiling_samples_per_s"] = rows[key]["ceiling_gflops"] / gflop_per_sample
-            print(f"{name} {key}: {samples_per_s:,.0f} {rows[key]['unit']}", file=sys.stderr, flush=True)
+            print(f"{name} {key}: {samples_per_s:,.0f} {rows[key]['unit']}", file=sys.stderr,
+                  flush=True)
         for r in rows.values():
             r["ratio_to_reference"] = r["samples_per_s"] / rows["reference"]["samples_per_s"]
         if name == "784-500-20":  # the report's model: where its steps' time goes
             results["step_breakdown"] = {
-                key: step_breakdown(vae_core_loop(fresh(), x, algorithm, **options), SAMPLES, WARMUP, gemms, rates,
-                                    REPEATS)
-                for key, algorithm, options, gemms in (
-                    ("aevb", "aevb", {}, aevb_gemms(enc, dec)),
-                    ("aevb_kingma", "aevb", dict(optimizer="adagrad", lr=0.02, weight_prior=True), aevb_gemms(enc, dec)),
-                    ("wake_sleep", "wake_sleep", {}, wake_sleep_gemms(enc, dec)))}
+                key: step_breakdown(vae_core_loop(fresh(), x, algorithm, **options), SAMPLES,
+                                    WARMUP, gemms, rates, REPEATS)
+                for key, algorithm, options, gemms in (("aevb", "aevb", {}, aevb_gemms(enc, dec)), (
+                    "aevb_kingma", "aevb", dict(optimizer="adagrad", lr=0.02, weight_prior=True),
+                    aevb_gemms(enc, dec)), ("wake_sleep", "wake_sleep", {},
+                                            wake_sleep_gemms(enc, dec)))
+            }
         results["models"][name] = {
             "hidden": list(hidden), "loops": rows, "compile_seconds": compile_seconds,
-            "paper_profile_hours": {a: PAPER_SAMPLES / rows[a]["samples_per_s"] / 3600 for a in ("aevb", "wake_sleep")}}
+            "paper_profile_hours": {
+                a: PAPER_SAMPLES / rows[a]["samples_per_s"] / 3600
+                for a in ("aevb", "wake_sleep")
+            }
+        }
 
-    results["ceiling"] = [{"op": op, "M": m, "K": k, "N": n, "gflops": g} for (op, m, k, n), g in rates.items()]
+    results["ceiling"] = [{"op": op, "M": m, "K": k, "N": n, "gflops": g}
+                          for (op, m, k, n), g in rates.items()]
     results["parallel_jobs"] = parallel_jobs(os.cpu_count())
-    assert all(math.isfinite(r["samples_per_s"]) for mod in results["models"].values() for r in mod["loops"].values())
+    assert all(
+        math.isfinite(r["samples_per_s"]) for mod in results["models"].values()
+        for r in mod["loops"].values())
     table = markdown(results)
     atomic_write_text(out, json.dumps(results, indent=2) + "\n")
     atomic_write_text(out.with_suffix(".md"), table)

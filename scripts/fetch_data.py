@@ -18,11 +18,14 @@ from aevb import paths
 from aevb.data import DATA_FILES, DataError, data_file, file_sha256
 from aevb.files import atomic_write
 
+LAROCHELLE = "http://www.cs.toronto.edu/~larocheh/public/datasets"
 URLS = {
     "frey/frey_rawface.mat": "https://cs.nyu.edu/~roweis/data/frey_rawface.mat",
-    **{f"binarized_mnist/binarized_mnist_{s}.amat.gz":
-       f"http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/binarized_mnist_{s}.amat"
-       for s in ("train", "valid", "test")},
+    **{
+        f"binarized_mnist/binarized_mnist_{s}.amat.gz":
+            f"{LAROCHELLE}/binarized_mnist/binarized_mnist_{s}.amat"
+        for s in ("train", "valid", "test")
+    },
 }
 
 
@@ -60,7 +63,8 @@ def download_mnist(name, tmp):
             download_url(f"{mirror}{Path(name).name}", root=tmp.parent, filename=tmp.name, md5=md5)
             return
         except OSError as e:
-            print(f"failed to download {Path(name).name} from {mirror} ({e}); trying the next mirror")
+            print(
+                f"failed to download {Path(name).name} from {mirror} ({e}); trying the next mirror")
     raise DataError(f"could not download {name} from any of torchvision's MNIST mirrors")
 
 
@@ -70,14 +74,20 @@ def main():
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        sys.exit(f"Cannot create the data folder {data_dir} ({e}); set VAE_DATA_DIR to a writable folder.")
+        sys.exit(
+            f"Cannot create the data folder {data_dir} ({e}); set VAE_DATA_DIR to a writable "
+            "folder."
+        )
     for name in DATA_FILES:
         if is_good(data_dir / name, name):
             continue
         if source:
             src = Path(source) / name
             if not src.is_file():
-                sys.exit(f"{src} does not exist: VAE_DATA_SOURCE={source} should hold the layout of docs/data.md")
+                sys.exit(
+                    f"{src} does not exist: VAE_DATA_SOURCE={source} should hold the layout of "
+                    "docs/data.md"
+                )
             print(f"copy      {src} -> {data_dir / name}")
             place(name, data_dir, lambda tmp: shutil.copyfile(src, tmp))
         elif name.startswith("MNIST/"):
@@ -85,7 +95,8 @@ def main():
             place(name, data_dir, lambda tmp: download_mnist(name, tmp))
         else:
             print(f"download  {URLS[name]} -> {data_dir / name}")
-            place(name, data_dir, lambda tmp: download(URLS[name], tmp, compress=name.endswith(".gz")))
+            place(name, data_dir,
+                  lambda tmp: download(URLS[name], tmp, compress=name.endswith(".gz")))
     for name in DATA_FILES:  # every file must now be present and correct
         data_file(data_dir, name)
     print(f"data ready in {data_dir} ({len(DATA_FILES)} files, checksums verified)")

@@ -5,15 +5,15 @@ Adds what papermill's command line leaves out: a parameter name the notebook doe
 error (papermill only logs it and trains with the default), and so is a value of another type than
 the declared one (`name: type = default` in the parameters cell, or the default's type; an int
 where a float is declared is fine); values are Python literals (`-p hidden "[500, 500]"`; for a
-`str` parameter the text itself), `--params` reads them from a JSON file (`{"parameters": {...}}`, as
-`python -m aevb.grid params` writes for a run; -p given after it wins), the kernel and working
+`str` parameter the text itself), `--params` reads them from a JSON file (`{"parameters": {...}}`,
+as `python -m aevb.grid params` writes for a run; -p given after it wins), the kernel and working
 directory are always set, and the exit code is non-zero when a cell fails. The executed notebook is
 written either way: it is the evidence.
 
-The kernel runs with CurveZMQ transport encryption (its kernelspec declares it; without it the kernel
-warns, for every notebook, that it runs over TCP without encryption), and it is stopped at once when
-the last cell has finished (a graceful shutdown waits seconds for the kernel's exit, and nothing is
-left to say: every output is in). bench/overhead.py measures what these save.
+The kernel runs with CurveZMQ transport encryption (its kernelspec declares it; without it the
+kernel warns, for every notebook, that it runs over TCP without encryption), and it is stopped at
+once when the last cell has finished (a graceful shutdown waits seconds for the kernel's exit, and
+nothing is left to say: every output is in). bench/overhead.py measures what these save.
 """
 import argparse
 import ast
@@ -21,9 +21,10 @@ import json
 import sys
 from pathlib import Path
 
-# jsonschema, which papermill imports through nbformat, compiles a grammar for the "iri" string format
-# at import when rfc3987_syntax is installed (Jupyter's own packages install it): about 2 s of every
-# notebook's start. The notebook schema has no such format, so the checker is not needed here.
+# jsonschema, which papermill imports through nbformat, compiles a grammar for the "iri" string
+# format at import when rfc3987_syntax is installed (Jupyter's own packages install it): about 2 s
+# of every notebook's start. The notebook schema has no such format, so the checker is not needed
+# here.
 sys.modules.setdefault("rfc3987_syntax", None)
 import papermill  # noqa: E402
 from traitlets.config import Config  # noqa: E402
@@ -31,10 +32,11 @@ from traitlets.config import Config  # noqa: E402
 from aevb import paths  # noqa: E402
 
 KERNEL = "aevb"
-# Seconds a kernel may take to start (papermill's default is 60): under make -j N on a loaded machine,
-# several kernels starting at once have taken longer, failing a run before it began.
+# Seconds a kernel may take to start (papermill's default is 60): under make -j N on a loaded
+# machine, several kernels starting at once have taken longer, failing a run before it began.
 KERNEL_START_TIMEOUT = 600
-# CurveZMQ keys for the kernel's sockets where its kernelspec supports them ("auto": ipykernel's does)
+# CurveZMQ keys for the kernel's sockets where its kernelspec supports them ("auto": ipykernel's
+# does)
 KERNEL_CONFIG = Config({"KernelManager": {"transport_encryption": "auto"}})
 
 
@@ -49,7 +51,8 @@ TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "di
 
 
 def declared_type(parameter):
-    """The type a parameter is declared with (papermill's inferred type), else its default's type."""
+    """The type a parameter is declared with (papermill's inferred type), else its default's
+    type."""
     if parameter["inferred_type_name"] in TYPES:
         return TYPES[parameter["inferred_type_name"]]
     try:
@@ -68,8 +71,10 @@ def type_error(name, value, parameter):
         fits = True  # an int where a float is declared is fine
     if fits:
         return None
-    return (f"parameter {name}={value!r} is not allowed: a {type(value).__name__}, where the notebook declares "
-            f"{name}: {kind.__name__} = {parameter['default']}")
+    return (
+        f"parameter {name}={value!r} is not allowed: a {type(value).__name__}, where the notebook "
+        "declares "
+        f"{name}: {kind.__name__} = {parameter['default']}")
 
 
 def main(argv=None):
@@ -91,16 +96,19 @@ def main(argv=None):
     if unknown:
         sys.exit(f"{args.notebook}: unknown parameter(s) {', '.join(unknown)}; "
                  f"the notebook declares {', '.join(declared)}")
-    wrong = [error for name, value in params.items() if (error := type_error(name, value, declared[name]))]
+    wrong = [
+        error for name, value in params.items()
+        if (error := type_error(name, value, declared[name]))
+    ]
     if wrong:
         sys.exit(f"{args.notebook}: " + "; ".join(wrong))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     try:
         papermill.execute_notebook(str(args.notebook), str(args.output), parameters=params,
                                    kernel_name=args.kernel, cwd=str(paths.ROOT), log_output=True,
-                                   progress_bar=False, stdout_file=sys.stdout, stderr_file=sys.stderr,
-                                   start_timeout=KERNEL_START_TIMEOUT, config=KERNEL_CONFIG,
-                                   shutdown_kernel="immediate")
+                                   progress_bar=False, stdout_file=sys.stdout,
+                                   stderr_file=sys.stderr, start_timeout=KERNEL_START_TIMEOUT,
+                                   config=KERNEL_CONFIG, shutdown_kernel="immediate")
     except papermill.PapermillExecutionError as e:
         sys.exit(f"{args.notebook} failed in cell {e.exec_count} ({e.ename}: {e.evalue}); "
                  f"the executed notebook with the traceback is {args.output}")

@@ -1,17 +1,19 @@
 """Write the results summary (`make results`): the scorecard's verdicts per paper and the headline
-findings of the figure notebooks, each beside its figure, as Markdown, with the provenance of the build.
+findings of the figure notebooks, each beside its figure, as Markdown, with the provenance of the
+build.
 
 `write_results.py --profile P --runs DIR --figures DIR --out RESULTS.md [--readme README.md]
 [--publish-figures figures]`
 
 Everything here is read from the build: the verdicts from scorecard.csv, the sentences from the
-notebooks' findings files (aevb.findings), the devices, torch versions, code hashes and training time
-from the run folders. With --publish-figures DIR, every figure (aevb.figures.FIGURES) is also written
-into DIR as a small PNG (an adaptive palette of PUBLISHED_COLOURS colours, at most PUBLISHED_WIDTH pixels wide) with
-DIR/provenance.json (the build's provenance, each file's SHA-256 and the total size): the default
-profile's go into the committed top-level figures/, so a reviewer on a code host sees them. With
---readme, the block between README.md's RESULTS markers is rewritten too: the verdicts and, where
-the published figures exist and match their provenance, the figures that carry the papers' main claims.
+notebooks' findings files (aevb.findings), the devices, torch versions, code hashes and training
+time from the run folders. With --publish-figures DIR, every figure (aevb.figures.FIGURES) is also
+written into DIR as a small PNG (an adaptive palette of PUBLISHED_COLOURS colours, at most
+PUBLISHED_WIDTH pixels wide) with DIR/provenance.json (the build's provenance, each file's SHA-256
+and the total size): the default profile's go into the committed top-level figures/, so a reviewer
+on a code host sees them. With --readme, the block between README.md's RESULTS markers is rewritten
+too: the verdicts and, where the published figures exist and match their provenance, the figures
+that carry the papers' main claims.
 """
 import argparse
 import csv
@@ -34,22 +36,28 @@ from aevb import findings, grid, paths
 from aevb.figures import FIGURES
 from aevb.files import atomic_write, atomic_write_text
 from aevb.findings import plus_minus
-from aevb.scorecard import VERDICTS, verdicts_by_paper
+from aevb.scorecard import VERDICTS, number_or_nan, verdicts_by_paper
 
-BEGIN, END = "<!-- RESULTS:BEGIN (written by make results from scorecard.csv; do not edit) -->", "<!-- RESULTS:END -->"
+BEGIN = "<!-- RESULTS:BEGIN (written by make results from scorecard.csv; do not edit) -->"
+END = "<!-- RESULTS:END -->"
 
 
 MAKE_CALL = "the make call that trained its runs"
-PUBLISHED_WIDTH = 1000  # pixels: a published figure wider than this is scaled down (legible on a code host's page)
-PUBLISHED_COLOURS = 64  # an adaptive palette: line plots and grey image grids stay legible at a fifth less size than 256
+# pixels: a published figure wider than this is scaled down (legible on a code host's page)
+PUBLISHED_WIDTH = 1000
+# an adaptive palette: line plots and grey image grids stay legible at a fifth less size than 256
+PUBLISHED_COLOURS = 64
 PROVENANCE = "provenance.json"
-# The figures that carry the papers' main claims, shown in README.md's results block (with their width there):
-# Kingma & Welling's Figure 2 with their values beside ours, the scorecard's ours-against-theirs, and the
-# replication report's samples of AEVB and of the true wake-sleep.
-README_FIGURES = {"kingma_fig2_lower_bound": ("100%", "Kingma & Welling's Figure 2, their bounds beside ours"),
-                  "scorecard_differences": ("80%", "every published value against ours, in tolerances"),
-                  "report_fig1_aevb_samples": ("45%", "samples of AEVB"),
-                  "report_fig2_wake_sleep_samples": ("45%", "and of the true wake-sleep (the report's Figures 1 and 2)")}
+# The figures that carry the papers' main claims, shown in README.md's results block (with their
+# width there): Kingma & Welling's Figure 2 with their values beside ours, the scorecard's
+# ours-against-theirs, and the replication report's samples of AEVB and of the true wake-sleep.
+README_FIGURES = {
+    "kingma_fig2_lower_bound": ("100%", "Kingma & Welling's Figure 2, their bounds beside ours"),
+    "scorecard_differences": ("80%", "every published value against ours, in tolerances"),
+    "report_fig1_aevb_samples": ("45%", "samples of AEVB"),
+    "report_fig2_wake_sleep_samples": ("45%",
+                                       "and of the true wake-sleep (the report's Figures 1 and 2)")
+}
 
 
 def previous_value(path, key):
@@ -62,10 +70,10 @@ def previous_value(path, key):
 
 
 def provenance(profile, runs_dir, make_started=None, jobs=None, previous=None):
-    """What made this build: profile, commit, code hashes, devices, torch versions, training time, date;
-    with make_started (the epoch seconds at which `make` started), how long that make call took to here
-    and how many runs it trained; where it trained none (a figure-only rebuild), what the `previous`
-    RESULTS.md said of the call that did."""
+    """What made this build: profile, commit, code hashes, devices, torch versions, training time,
+    date; with make_started (the epoch seconds at which `make` started), how long that make call
+    took to here and how many runs it trained; where it trained none (a figure-only rebuild), what
+    the `previous` RESULTS.md said of the call that did."""
     def git(*args):
         try:
             return subprocess.run(["git", *args], cwd=paths.ROOT, capture_output=True, text=True,
@@ -81,35 +89,44 @@ def provenance(profile, runs_dir, make_started=None, jobs=None, previous=None):
         if (folder / "metrics.json").exists():
             configs.append(json.loads((folder / "config.json").read_text()))
             metrics.append(json.loads((folder / "metrics.json").read_text()))
-            trained_now += bool(make_started) and (folder / "model.pt").stat().st_mtime >= make_started
+            trained_now += bool(make_started) and (folder
+                                                   / "model.pt").stat().st_mtime >= make_started
     if trained_now:
-        call = (f"{(time.time() - make_started) / 60:.0f} min with make -j{jobs} on {os.cpu_count()} cores, from its "
-                f"start to these results; it trained {trained_now} of the {len(metrics)} runs")
+        call = (
+            f"{(time.time() - make_started) / 60:.0f} min with make -j{jobs} on {os.cpu_count()} "
+            "cores, from its "
+            f"start to these results; it trained {trained_now} of the {len(metrics)} runs")
     else:
         call = previous_value(previous, MAKE_CALL) if previous else None
     join = lambda values: ", ".join(sorted(set(values))) or "none"
-    return {"profile": profile, "commit": commit, "code hash": join(c.get("code_hash", "") for c in configs),
-            "runs": str(len(metrics)), "device": join(m["device"] for m in metrics),
-            "torch": join(m["torch_version"] for m in metrics),
-            "training time (sum over runs)": f"{sum(m['wall_time'] for m in metrics) / 60:.0f} min",
-            "longest run": f"{max((m['wall_time'] for m in metrics), default=0) / 60:.0f} min",
-            **({MAKE_CALL: call} if call else {}),
-            "machine": f"{platform.machine()}, {platform.system()}, Python {platform.python_version()}",
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    return {
+        "profile": profile, "commit": commit,
+        "code hash": join(c.get("code_hash", "") for c in configs), "runs": str(len(metrics)),
+        "device": join(m["device"] for m in metrics), "torch": join(m["torch_version"]
+                                                                    for m in metrics),
+        "training time (sum over runs)": f"{sum(m['wall_time'] for m in metrics) / 60:.0f} min",
+        "longest run": f"{max((m['wall_time'] for m in metrics), default=0) / 60:.0f} min", **({
+            MAKE_CALL: call
+        } if call else {}), "machine": f"{platform.machine()}, {platform.system()}, Python "
+                                       f"{platform.python_version()}",
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    }
 
 
 def small_png(path):
-    """The PNG at `path` as small PNG bytes: at most PUBLISHED_WIDTH pixels wide, an adaptive palette of
-    PUBLISHED_COLOURS colours (the figures are line plots and grey images: the palette keeps them legible),
-    optimized."""
+    """The PNG at `path` as small PNG bytes: at most PUBLISHED_WIDTH pixels wide, an adaptive
+    palette of PUBLISHED_COLOURS colours (the figures are line plots and grey images: the palette
+    keeps them legible), optimized."""
     from PIL import Image
     with Image.open(path) as image:
         image = image.convert("RGB")
         if image.width > PUBLISHED_WIDTH:
-            image = image.resize((PUBLISHED_WIDTH, round(image.height * PUBLISHED_WIDTH / image.width)),
-                                 Image.Resampling.LANCZOS)
+            image = image.resize(
+                (PUBLISHED_WIDTH, round(image.height * PUBLISHED_WIDTH / image.width)),
+                Image.Resampling.LANCZOS)
         buffer = io.BytesIO()
-        image.quantize(colors=PUBLISHED_COLOURS, method=Image.Quantize.MEDIANCUT).save(buffer, "PNG", optimize=True)
+        image.quantize(colors=PUBLISHED_COLOURS,
+                       method=Image.Quantize.MEDIANCUT).save(buffer, "PNG", optimize=True)
     return buffer.getvalue()
 
 
@@ -118,12 +135,16 @@ def sha256(data):
 
 
 def publish_figures(figures_dir, out_dir, prov):
-    """Write every figure of FIGURES from figures_dir into out_dir as a small PNG, and out_dir/provenance.json:
-    the build's provenance, each file's SHA-256 and size, and the total. A PNG in out_dir that FIGURES no
-    longer names is removed (profiles' subfolders are never touched). Returns the provenance written."""
+    """Write every figure of FIGURES from figures_dir into out_dir as a small PNG, and
+    out_dir/provenance.json: the build's provenance, each file's SHA-256 and size, and the total. A
+    PNG in out_dir that FIGURES no longer names is removed (profiles' subfolders are never touched).
+    Returns the provenance written."""
     missing = [name for name in FIGURES if not (figures_dir / f"{name}.png").exists()]
     if missing:
-        sys.exit(f"{figures_dir} lacks {', '.join(f'{m}.png' for m in missing)}: make figures should have made them")
+        sys.exit(
+            f"{figures_dir} lacks {', '.join(f'{m}.png' for m in missing)}: make figures should "
+            "have made them"
+        )
     files = {}
     for name in FIGURES:
         data = small_png(figures_dir / f"{name}.png")
@@ -140,13 +161,17 @@ def publish_figures(figures_dir, out_dir, prov):
               "total size": f"{total / 1e6:.2f} MB in {len(files)} PNG files", "total bytes": total,
               "max width (pixels)": PUBLISHED_WIDTH, "files": files}
     atomic_write_text(out_dir / PROVENANCE, json.dumps(record, indent=1) + "\n")
-    print(f"wrote {len(files)} figures into {out_dir} ({total / 1e6:.2f} MB) and {out_dir / PROVENANCE}")
+    print(
+        f"wrote {len(files)} figures into {out_dir} ({total / 1e6:.2f} MB) and "
+        f"{out_dir / PROVENANCE}"
+    )
     return record
 
 
 def published_figures(out_dir):
-    """The provenance of the figures published in out_dir (provenance.json), or None where it is missing or
-    any figure it lists is missing or differs from its SHA-256 there: a page then shows no image of them."""
+    """The provenance of the figures published in out_dir (provenance.json), or None where it is
+    missing or any figure it lists is missing or differs from its SHA-256 there: a page then shows
+    no image of them."""
     path = Path(out_dir) / PROVENANCE
     if not path.exists():
         return None
@@ -167,33 +192,37 @@ def verdict_table(by_paper):
 
 
 def summary_block(by_paper, prov, results_name, figures_link=None, figures_record=None):
-    """README.md's results block: the verdicts, what the build cost, and, with `figures_link` (the published
-    figures' folder, relative to the README) and their provenance, the figures of README_FIGURES."""
+    """README.md's results block: the verdicts, what the build cost, and, with `figures_link` (the
+    published figures' folder, relative to the README) and their provenance, the figures of
+    README_FIGURES."""
     total = Counter()
     for counts in by_paper.values():
         total.update(counts)
     counts = ", ".join(f"{total[v]} {v}" for v in VERDICTS if total[v])
     took = prov.get(MAKE_CALL)
-    cost = (f"Its {prov['runs']} runs trained for {prov['training time (sum over runs)']} in all (the longest "
-            f"{prov['longest run']})" + (f"; the make call that trained them took {took}." if took else "."))
+    cost = (
+        f"Its {prov['runs']} runs trained for {prov['training time (sum over runs)']} in all (the "
+        "longest "
+        f"{prov['longest run']})" +
+        (f"; the make call that trained them took {took}." if took else "."))
     images = []
     if figures_link is not None and figures_record is not None:
-        images = ["", *(f'<img src="{figures_link}/{name}.png" width="{width}" alt="{html.escape(FIGURES[name][0])}">'
-                        for name, (width, _) in README_FIGURES.items()), "",
-                  f"Above: {'; '.join(what for _, what in README_FIGURES.values())}. Every figure is in "
-                  f"[{figures_link}/]({figures_link}/) ({figures_record['total size']}, from commit "
-                  f"{figures_record['commit']}, {figures_record['date']}; `provenance.json` says more)."]
-    return "\n".join([BEGIN, "", f"**Verdicts** ({prov['profile']} profile, commit {prov['commit']}, {prov['date']},"
-                      f" on {prov['device']}): {counts}. {cost}", "", *verdict_table(by_paper), *images, "",
-                      f"The headline findings, each beside its figure, every row and its provenance: "
-                      f"[{results_name}]({results_name}).", "", END])
-
-
-def number_or_nan(text):
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return float("nan")
+        images = [
+            "",
+            *(f'<img src="{figures_link}/{name}.png" width="{width}" '
+              f'alt="{html.escape(FIGURES[name][0])}">'
+              for name, (width, _) in README_FIGURES.items()), "",
+            f"Above: {'; '.join(what for _, what in README_FIGURES.values())}. Every figure is in "
+            f"[{figures_link}/]({figures_link}/) ({figures_record['total size']}, from commit "
+            f"{figures_record['commit']}, {figures_record['date']}; `provenance.json` says more)."
+        ]
+    return "\n".join([
+        BEGIN, "",
+        f"**Verdicts** ({prov['profile']} profile, commit {prov['commit']}, {prov['date']},"
+        f" on {prov['device']}): {counts}. {cost}", "", *verdict_table(by_paper), *images, "",
+        f"The headline findings, each beside its figure, every row and its provenance: "
+        f"[{results_name}]({results_name}).", "", END
+    ])
 
 
 def one_line(markdown):
@@ -205,15 +234,18 @@ def main(argv=None):
     for name in ("profile", "runs", "figures", "out"):
         parser.add_argument(f"--{name}", required=True)
     parser.add_argument("--readme", help="also rewrite the results block of this README")
-    parser.add_argument("--publish-figures", metavar="DIR",
-                        help="also write every figure as a small PNG into DIR, with DIR/provenance.json")
-    parser.add_argument("--make-started", type=float, help="when make started (epoch seconds), to say how long it took")
+    parser.add_argument(
+        "--publish-figures", metavar="DIR",
+        help="also write every figure as a small PNG into DIR, with DIR/provenance.json")
+    parser.add_argument("--make-started", type=float,
+                        help="when make started (epoch seconds), to say how long it took")
     parser.add_argument("--jobs", default="1", help="make's -j, for the record")
     args = parser.parse_args(argv)
     figures_dir, out = Path(args.figures), Path(args.out)
     card_path = figures_dir / "scorecard.csv"
     if not card_path.exists():
-        sys.exit(f"{card_path} is missing: notebooks/scorecard.ipynb should have made it (make figures)")
+        sys.exit(
+            f"{card_path} is missing: notebooks/scorecard.ipynb should have made it (make figures)")
     with open(card_path, newline="") as f:
         card = list(csv.DictReader(f))
     by_paper = verdicts_by_paper(card)
@@ -225,37 +257,52 @@ def main(argv=None):
     shown_dir = published_dir or figures_dir
     link = Path(os.path.relpath(shown_dir.resolve(), out.parent.resolve())).as_posix()
 
-    lines = ["# Results", "",
-             f"Written by `make results` (part of `make paper`) from `{card_path.as_posix()}` and the figure "
-             "notebooks' findings; nothing here is typed by hand. Rerun `make paper` to refresh it.", "",
-             "| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in prov.items()), "",
-             "## Verdicts per paper", "", *verdict_table(by_paper), "",
-             "`reproduced`: within the row's tolerance of the published value (or the claim's test holds); "
-             "`not run at this scale`: our runs trained fewer than half the published samples (the `paper` "
-             "profile runs them). The rules: `notebooks/scorecard.ipynb`.", "",
-             *([f"The figures: `{link}/`, {figures_record['total size']}.", ""] if figures_record else []),
-             "## Headline findings", "", "Each finding beside the figure that shows it.", ""]
+    lines = [
+        "# Results", "",
+        f"Written by `make results` (part of `make paper`) from `{card_path.as_posix()}` and the "
+        "figure "
+        "notebooks' findings; nothing here is typed by hand. Rerun `make paper` to refresh it.", "",
+        "| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in prov.items()), "",
+        "## Verdicts per paper", "", *verdict_table(by_paper), "",
+        "`reproduced`: within the row's tolerance of the published value (or the claim's test "
+        "holds); "
+        "`not run at this scale`: our runs trained fewer than half the published samples (the "
+        "`paper` "
+        "profile runs them). The rules: `notebooks/scorecard.ipynb`.", "",
+        *([f"The figures: `{link}/`, {figures_record['total size']}.", ""] if figures_record else
+          []), "## Headline findings", "", "Each finding beside the figure that shows it.", ""
+    ]
     shown = set()
     for f in found:
-        lines += [f"### {f['title'] or f['key']}", "", one_line(f["text"]) + f" (`notebooks/{f['notebook']}.ipynb`)", ""]
+        lines += [
+            f"### {f['title'] or f['key']}", "",
+            one_line(f["text"]) + f" (`notebooks/{f['notebook']}.ipynb`)", ""
+        ]
         figure = f.get("figure")
         if figure in FIGURES and figure not in shown:
             caption = FIGURES[figure][0]
             lines += [f"![{caption.split(':')[0]}]({link}/{figure}.png)", "", f"*{caption}.*", ""]
             shown.add(figure)
         elif figure in FIGURES:
-            lines += [f"*{FIGURES[figure][0].split(':')[0]}: shown above ([`{figure}.png`]({link}/{figure}.png)).*", ""]
+            lines += [
+                f"*{FIGURES[figure][0].split(':')[0]}: shown above "
+                f"([`{figure}.png`]({link}/{figure}.png)).*",
+                ""
+            ]
     if not found:
         lines += ["(no figure notebook recorded a headline finding)", ""]
     lines += ["## Every row", "",
-              "`ours` is the mean over the row's runs (± their sd where n > 1); `in tolerances` is ours minus the "
-              "published value over the row's tolerance (within ±1: reproduced); `samples` is what the runs "
-              "trained (the fewest of them), against the published budget in `what`.", "",
-              "| source | what | published | ours | n | tolerance | in tolerances | samples | verdict |",
+              "`ours` is the mean over the row's runs (± their sd where n > 1); `in tolerances` is "
+              "ours minus the published value over the row's tolerance (within ±1: reproduced); "
+              "`samples` is what the runs trained (the fewest of them), against the published "
+              "budget in `what`.", "",
+              "| source | what | published | ours | n | tolerance | in tolerances | samples "
+              "| verdict |",
               "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for row in card:
         n = number_or_nan(row["n_runs"])
-        ours = plus_minus(number_or_nan(row["ours"]), number_or_nan(row.get("ours_sd")), n, unit=None)
+        ours = plus_minus(number_or_nan(row["ours"]), number_or_nan(row.get("ours_sd")), n,
+                          unit=None)
         published = f"{float(row['published']):.6g}" if row["published"] else ""
         tolerance = f"{float(row['tolerance']):g}" if row.get("tolerance") else ""
         units = number_or_nan(row.get("in_tolerances"))
@@ -263,7 +310,8 @@ def main(argv=None):
         trained = number_or_nan(row.get("samples_trained"))
         trained = "" if math.isnan(trained) else findings.samples(trained)
         what = row["what"].replace("|", "\\|")
-        lines.append(f"| {row['source']} | {what} | {published} | {ours} | {int(n) if n == n and n else ''} | "
+        count = int(n) if n == n and n else ""
+        lines.append(f"| {row['source']} | {what} | {published} | {ours} | {count} | "
                      f"{tolerance} | {units} | {trained} | {row['verdict']} |")
     atomic_write_text(out, "\n".join(lines) + "\n")
     print(f"wrote {out} ({len(card)} rows, {len(found)} headline findings)")
@@ -272,15 +320,22 @@ def main(argv=None):
         readme = Path(args.readme)
         text = readme.read_text()
         if BEGIN not in text or END not in text:
-            sys.exit(f"{readme} has no results block ({BEGIN} ... {END}); add one where the summary belongs")
+            sys.exit(
+                f"{readme} has no results block ({BEGIN} ... {END}); add one where the summary "
+                "belongs"
+            )
         before, rest = text.split(BEGIN, 1)
         after = rest.split(END, 1)[1]
-        # the README shows the published figures (by default its folder's figures/) where they match their provenance
+        # the README shows the published figures (by default its folder's figures/) where they match
+        # their provenance
         record_dir = published_dir or readme.parent / "figures"
         record = published_figures(record_dir)
-        figures_link = Path(os.path.relpath(record_dir.resolve(), readme.parent.resolve())).as_posix()
-        block = summary_block(by_paper, prov, out.name if out.parent.resolve() == readme.parent.resolve() else str(out),
-                              figures_link, record)
+        figures_link = Path(os.path.relpath(record_dir.resolve(),
+                                            readme.parent.resolve())).as_posix()
+        block = summary_block(
+            by_paper, prov,
+            out.name if out.parent.resolve() == readme.parent.resolve() else str(out), figures_link,
+            record)
         new = before + block + after
         if new != text:
             atomic_write_text(readme, new)

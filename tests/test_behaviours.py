@@ -58,7 +58,7 @@ def test_dynamic_binarization_trains_on_fresh_0_1_draws_and_evaluates_one_fixed_
     monkeypatch.setattr(vc.AEVB, "__call__", lambda self, opt, xb, idx: (steps.append((xb.clone(), idx.clone())),
                                                                          step(self, opt, xb, idx))[1])
     evaluate = vc.evaluate
-    monkeypatch.setattr(vc, "evaluate", lambda model, data, **kw: (evaluated.append(data.clone()),
+    monkeypatch.setattr(vc.training, "evaluate", lambda model, data, **kw: (evaluated.append(data.clone()),
                                                                    evaluate(model, data, **kw))[1])
     grey = torch.cat([torch.full((50, 12), 0.3), torch.full((50, 12), 0.7)])  # thresholding would give 0 and 1
     vc.train(small_model(), grey, "aevb", epochs=20, batch_size=20, dynamic_binarization=True, eval_at=[500, 1000],
@@ -83,7 +83,7 @@ def test_weight_prior_is_a_decay_of_1_over_n_on_the_learned_weight_matrices_and_
     matrices, not on the biases), which pulls them towards zero."""
     optimizers = []
     make = vc.make_optimizer
-    monkeypatch.setattr(vc, "make_optimizer", lambda *a, **kw: optimizers.append(make(*a, **kw)) or optimizers[-1])
+    monkeypatch.setattr(vc.training, "make_optimizer", lambda *a, **kw: optimizers.append(make(*a, **kw)) or optimizers[-1])
     x = torch.bernoulli(torch.rand(5, 12).repeat(8, 1))  # N = 40
     norms = {}
 

@@ -136,7 +136,7 @@ def test_every_run_and_every_step_size_trial_updates_its_parameters(profile):
     assert any(RunConfig.from_namespace({**defaults, **r.params(profile)}).warmup_steps for r in grid.runs())
 
 
-PROJECT_FILES = ("Makefile", "pyproject.toml", "requirements.txt", "published_numbers.csv", "vae_core.py", "aevb",
+PROJECT_FILES = ("Makefile", "pyproject.toml", "requirements.txt", "published_numbers.csv", "vae_core", "aevb",
                  "notebooks", "scripts")
 
 
@@ -144,7 +144,7 @@ PROJECT_FILES = ("Makefile", "pyproject.toml", "requirements.txt", "published_nu
 def test_a_code_change_retrains_exactly_the_runs_that_code_trains(tmp_path):
     """make in a copy of the project, on a grid of two runs: a changed comment or docstring in the training
     code, or a change to code that does not train (aevb/figures.py), retrains nothing; a change to the code
-    that trains (vae_core.py) retrains every run, each told why."""
+    that trains (vae_core) retrains every run, each told why."""
     project = tmp_path / "project"
     project.mkdir()
     for name in PROJECT_FILES:  # copy2 keeps the mtimes, so the environment is not rebuilt
@@ -177,11 +177,11 @@ def test_a_code_change_retrains_exactly_the_runs_that_code_trains(tmp_path):
     both = ["aevb_z2_tiny_s1", "aevb_z2_tiny_s2"]
     assert make_runs()[0] == both
     config = (tmp_path / "runs/mnist/aevb_z2_tiny_s1/config.json").read_text()
-    edit("vae_core.py", "def bernoulli(probs):\n", "def bernoulli(probs):  # a new comment\n")
-    edit("vae_core.py", '    """Mean ELBO,', '    """The mean ELBO,')
+    edit("vae_core/model.py", "def bernoulli(probs):\n", "def bernoulli(probs):  # a new comment\n")
+    edit("vae_core/training.py", '    """Mean ELBO,', '    """The mean ELBO,')
     edit("aevb/figures.py", "def notebooks():\n", "UNUSED = 1\n\n\ndef notebooks():\n")
     assert make_runs()[0] == []
-    edit("vae_core.py", "LR_SCHEDULES, MINIBATCHES, RECOGNITION = (", "UNUSED = 1\nLR_SCHEDULES, MINIBATCHES, RECOGNITION = (")
+    edit("vae_core/training.py", "LR_SCHEDULES = (", "UNUSED = 1\nLR_SCHEDULES = (")
     trained, log = make_runs()
     assert trained == both and log.count("retraining it") == 2 and "code_hash" in log
     assert json.loads((tmp_path / "runs/mnist/aevb_z2_tiny_s1/config.json").read_text())["code_hash"] != \

@@ -5,7 +5,7 @@ import torch
 
 import vae_core as vc
 from aevb import latent
-from aevb.figures import IMAGE_SHAPE, figure_has_data, image_grid
+from aevb.figures import IMAGE_SHAPE, empty_panels, image_grid
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -46,7 +46,7 @@ def test_the_manifold_is_the_decoder_mean_on_the_inverse_cdf_grid():
     assert torch.allclose(latent.manifold_grid(20)[:, 0].unique(), normal.icdf(torch.linspace(0.025, 0.975, 20)),
                           atol=1e-5)  # Kingma & Welling's 20 x 20 grid
     fig = latent.manifold(m, n)
-    assert not figure_has_data(fig)
+    assert not empty_panels(fig)
     [shown] = images_of(fig.axes[0])
     assert shown.shape == image_grid(means, (28, 28), nrow=n).shape == (n * 29 + 1, n * 29 + 1)
     assert torch.allclose(torch.as_tensor(shown), torch.as_tensor(image_grid(means, (28, 28), nrow=n)))
@@ -62,14 +62,14 @@ def test_the_manifold_of_a_larger_nz_is_a_slice_with_the_other_dimensions_at_zer
     for dims in [(0, 0), (0, 4), (1,)]:
         with pytest.raises(ValueError, match="two different latent dimensions below Nz = 4"):
             latent.manifold_grid(3, 4, dims)
-    assert not figure_has_data(latent.manifold(m, 3, dims=(1, 3)))
+    assert not empty_panels(latent.manifold(m, 3, dims=(1, 3)))
 
 
 def test_the_latent_scatter_shows_each_points_posterior_mean_in_its_labels_colour():
     m, x = model(), torch.rand(60, 784)
     labels = torch.arange(60) % 3
     fig = latent.latent_scatter(m, x, labels)
-    assert not figure_has_data(fig)
+    assert not empty_panels(fig)
     ax = fig.axes[0]
     with torch.no_grad():
         z = m.encode(x)[0]
@@ -95,7 +95,7 @@ def test_a_larger_nz_is_scattered_on_its_first_two_principal_axes():
 def test_reconstructions_show_the_data_and_each_models_decoder_mean_at_the_posterior_mean():
     a, b, x = model(), model(z_dim=3), torch.rand(5, 784)
     fig = latent.reconstructions({"A": a, "B": {"model": b, "config": {"algorithm": "aevb"}}}, x)
-    assert not figure_has_data(fig)
+    assert not empty_panels(fig)
     assert [ax.get_ylabel() for ax in fig.axes] == ["data", "A", "B"]
     with torch.no_grad():
         rows = [x, a.mean_x(a.encode(x)[0]), b.mean_x(b.encode(x)[0])]
@@ -115,7 +115,7 @@ def test_an_interpolation_runs_from_one_posterior_mean_to_the_other():
         assert torch.allclose(path[6::7], m.mean_x(z_b), atol=1e-6)
         assert torch.allclose(path[3], m.mean_x((z_a[0] + z_b[0]) / 2), atol=1e-6)
     fig = latent.interpolations(m, x_a, x_b, steps=7)
-    assert not figure_has_data(fig) and [len(ax.images) for ax in fig.axes] == [1, 1, 1]
+    assert not empty_panels(fig) and [len(ax.images) for ax in fig.axes] == [1, 1, 1]
 
 
 def test_prior_samples_decode_the_same_seeded_z_for_every_model():
@@ -127,7 +127,7 @@ def test_prior_samples_decode_the_same_seeded_z_for_every_model():
         assert torch.equal(latent.prior_means(a, 16, seed=3), a.mean_x(z))
         assert torch.equal(latent.prior_means(b, 16, seed=3), b.mean_x(z))
     fig = latent.prior_samples({"a": a, "b": b}, n=16, nrow=4)
-    assert not figure_has_data(fig) and [ax.get_title() for ax in fig.axes] == ["a", "b"]
+    assert not empty_panels(fig) and [ax.get_title() for ax in fig.axes] == ["a", "b"]
     assert len(latent.prior_samples(a, n=16, nrow=4).axes) == 1
 
 
@@ -138,6 +138,16 @@ def test_a_model_without_a_recognition_model_is_refused_where_one_is_needed():
                  lambda: latent.interpolations(run, x[:2], x[2:])):
         with pytest.raises(ValueError, match="Monte Carlo EM: it trains no recognition model"):
             view()
-    assert not figure_has_data(latent.manifold(run, 4))  # its decoder is there
+    assert not empty_panels(latent.manifold(run, 4))  # its decoder is there
     with pytest.raises(TypeError, match="expected a trained vae_core.VAE"):
         latent.manifold("mnist/aevb_z2_report_s1")
+
+
+def test_empty_panels_names_the_panels_that_show_nothing():
+    fig, (full, empty) = plt.subplots(1, 2)
+    full.plot([0, 1], [0, 1])
+    empty.set_title("no runs")
+    assert empty_panels(fig) == ["no runs"]
+    empty.plot([0, 1], [float("nan"), float("nan")])  # no finite point: still empty
+    assert empty_panels(fig) == ["no runs"]
+    plt.close(fig)

@@ -66,7 +66,7 @@ def test_batch_mcem_moves_every_chain_and_makes_its_updates_per_iteration(monkey
         opt = make(*args, **kwargs)
         opt.register_step_post_hook(lambda *_: steps.append(1))
         return opt
-    monkeypatch.setattr(vc, "make_optimizer", counting)
+    monkeypatch.setattr(vc.training, "make_optimizer", counting)
     visits = []
     history = vc.train(model, x, "mcem", samples=3 * 40, batch_size=40, optimizer="adagrad", lr=0.02,
                        eval_at=[40, 80, 120], device="cpu", updates=5,

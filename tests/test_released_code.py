@@ -70,7 +70,7 @@ def test_the_released_burda_adam_takes_the_steps_of_a_transcription_of_optimizer
 def test_a_run_with_optimizer_adam_iwae_trains_with_the_released_adam_on_the_minibatchs_sum(monkeypatch):
     made = []
     make = vc.make_optimizer
-    monkeypatch.setattr(vc, "make_optimizer", lambda *a, **kw: made.append(make(*a, **kw)) or made[-1])
+    monkeypatch.setattr(vc.training, "make_optimizer", lambda *a, **kw: made.append(make(*a, **kw)) or made[-1])
     config = RunConfig(optimizer="adam_iwae", train_size=200, test_size=20, samples=400, batch_size=20, latent_dim=2,
                        hidden=[8], eval_points=1, device="cpu")
     import tempfile

@@ -484,3 +484,11 @@ def test_judged_differences_keep_the_sign_in_units_of_the_tolerance():
     assert dict(zip(judged.id, judged.ratio)) == {"ahead": 0.5, "behind": -2.0, "far_ahead": 3.0}
     small = scorecard.judged_differences(card, verdicts=("not run at this scale",))
     assert dict(zip(small.id, small.ratio)) == {"small": 5.0}
+
+
+def test_ours_cell_reads_a_scorecard_csv_row_of_text():
+    """build_html and write_results show a row of scorecard.csv (text cells) by this one function."""
+    assert scorecard.ours_cell({"ours": "-95.123", "ours_sd": "0.4", "n_runs": "3"}) == "-95.12 ± 0.40 (3 runs)"
+    assert scorecard.ours_cell({"ours": "-95.123", "ours_sd": "", "n_runs": "1"}) == "-95.12"
+    assert scorecard.ours_cell({"ours": "", "n_runs": ""}) == ""
+    assert math.isnan(scorecard.number_or_nan(None)) and scorecard.number_or_nan("2.5") == 2.5

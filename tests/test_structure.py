@@ -1,14 +1,22 @@
 """The code's shape: vae_core knows no file and no other module of the project, no two modules of the
-project import each other in a loop, and vae_core stays readable in one sitting."""
+project import each other in a loop, and each part of vae_core stays readable in one sitting."""
 import ast
+import subprocess
 import sys
 
 import vae_core as vc
 from conftest import ROOT
 
-PROJECT = {"vae_core": ROOT / "vae_core.py",
-           **{f"aevb.{p.stem}": p for p in sorted((ROOT / "aevb").glob("*.py")) if p.stem != "__init__"},
-           "aevb": ROOT / "aevb" / "__init__.py"}
+
+def modules(package):
+    """{module name: path} of a package of the project: its modules and the package itself."""
+    folder = ROOT / package
+    return {**{f"{package}.{p.stem}": p for p in sorted(folder.glob("*.py")) if p.stem != "__init__"},
+            package: folder / "__init__.py"}
+
+
+VAE_CORE = modules("vae_core")
+PROJECT = {**VAE_CORE, **modules("aevb")}
 
 
 def imported(path):
@@ -26,10 +34,11 @@ def imported(path):
 
 
 def project_imports(path):
-    """The project's modules that the file at `path` imports ('aevb' alone only when nothing below it)."""
+    """The project's modules that the file at `path` imports (a package alone, 'aevb' or 'vae_core',
+    only when nothing below it)."""
     names = imported(path)
     return sorted(n for n in names if n in PROJECT and PROJECT[n] != path
-                  and not (n == "aevb" and any(m.startswith("aevb.") for m in names)))
+                  and not (n in ("aevb", "vae_core") and any(m.startswith(f"{n}.") for m in names)))
 
 
 def find_loop(graph):
@@ -52,9 +61,11 @@ def find_loop(graph):
 
 
 def test_vae_core_imports_torch_numpy_and_the_standard_library_only():
-    tops = {name.split(".")[0] for name in imported(PROJECT["vae_core"])}
-    assert tops - sys.stdlib_module_names <= {"torch", "numpy"}, tops - sys.stdlib_module_names
-    assert project_imports(PROJECT["vae_core"]) == []
+    assert set(VAE_CORE) == {"vae_core", "vae_core.model", "vae_core.algorithms", "vae_core.training"}
+    for module, path in VAE_CORE.items():
+        tops = {name.split(".")[0] for name in imported(path)}
+        assert tops - sys.stdlib_module_names <= {"torch", "numpy", "vae_core"}, (module, tops)
+        assert all(name.startswith("vae_core") for name in project_imports(path)), module
 
 
 def test_no_import_loop_between_the_project_modules():
@@ -62,6 +73,7 @@ def test_no_import_loop_between_the_project_modules():
     # the parse sees the imports there are, lazy ones inside functions included
     assert {"vae_core", "aevb.runs", "aevb.estimators", "aevb.data"} <= set(graph["aevb.experiment"])
     assert "vae_core" in graph["aevb.runs"] and "aevb.runs" in graph["aevb.grid"]
+    assert {"vae_core.model", "vae_core.algorithms"} <= set(graph["vae_core.training"])
     assert find_loop(graph) is None, " -> ".join(find_loop(graph))
 
 
@@ -75,14 +87,31 @@ def test_an_import_loop_is_found(tmp_path):
     assert find_loop({"vae_core": [], "aevb.runs": ["vae_core", "aevb.files"], "aevb.files": []}) is None
 
 
-def test_vae_core_is_readable_in_one_sitting():
-    source = PROJECT["vae_core"].read_text()
-    assert len(source.splitlines()) <= 480
-    train = next(node for node in ast.parse(source).body if getattr(node, "name", None) == "train")
-    assert train.end_lineno - train.lineno + 1 <= 90
+def test_each_part_of_vae_core_is_readable_in_one_sitting():
+    """vae_core in parts by concern (model and objectives, algorithms, training loop), each at most
+    300 lines; their lines are held to 100 characters by the linter (test_the_code_passes_the_linter)."""
+    for module, path in VAE_CORE.items():
+        assert len(path.read_text().splitlines()) <= 300, f"{module}: split it by concern"
     assert {"aevb", "wake_sleep", "mcem", "iwae"} == set(vc.ALGORITHMS)
+    source = "".join(path.read_text() for path in VAE_CORE.values())
     for stale in ("one loop for the three algorithms", "train_aevb", "train_wake_sleep", "train_mcem"):
         assert stale not in source
+
+
+def test_every_public_name_of_vae_core_is_one_import_away():
+    """`import vae_core as vc` gives each part's public names, the very objects its part defines."""
+    import vae_core
+    for module in (vae_core.model, vae_core.algorithms, vae_core.training):
+        for name, value in vars(module).items():
+            if not name.startswith("_") and getattr(value, "__module__", module.__name__) == module.__name__ \
+                    and not isinstance(value, type(vae_core)):
+                assert getattr(vae_core, name, None) is value, f"vae_core.{name} ({module.__name__})"
+    assert sorted(vae_core.__all__) == sorted(set(vae_core.__all__))
+
+
+def test_the_training_code_hash_covers_every_part_of_vae_core():
+    from aevb.runs import TRAINING_CODE
+    assert {str(p.relative_to(ROOT)) for p in VAE_CORE.values()} <= set(TRAINING_CODE)
 
 
 def makefile_list(name):
@@ -114,3 +143,37 @@ def test_figure_notebooks_are_rerun_when_any_project_module_they_import_changes(
     missing = sorted(str(PROJECT[m].relative_to(ROOT)) for m in needed if str(PROJECT[m].relative_to(ROOT)) not in listed)
     assert not missing, f"Makefile's FIGURE_CODE lacks {missing}"
     assert "published_numbers.csv" in listed and {"aevb/latent.py", "aevb/catalog.py"} <= listed
+
+
+def test_every_mutant_of_the_mutation_check_still_applies():
+    """scripts/mutation_check.py plants each mutant by exact text: each text must be in its file once, or
+    the mutant no longer switches its behaviour off (and the check stops before it runs)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import mutation_check
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    stale = [(name, path, text) for name, (_, edits) in mutation_check.MUTANTS.items() for path, text, _ in edits
+             if (ROOT / path).read_text().count(text) != 1]
+    assert not stale, stale
+
+
+# ---- the linter: ruff, configured in pyproject.toml ([tool.ruff]) ---------------------------------------------
+def ruff(*args):
+    return subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", *args], capture_output=True,
+                          text=True, cwd=ROOT)
+
+
+def test_the_code_passes_the_linter():
+    """No line over 100 characters in the package, vae_core, scripts and bench, and none of pyflakes' or
+    pycodestyle's errors anywhere (`ruff check` reads its settings from pyproject.toml)."""
+    result = ruff(str(ROOT))
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
+def test_the_linter_refuses_a_line_of_101_characters(tmp_path):
+    (tmp_path / "long.py").write_text(f"x = {'1' * 97}\n")
+    (tmp_path / "short.py").write_text(f"x = {'1' * 96}\n")
+    config = ["--config", str(ROOT / "pyproject.toml")]
+    assert "E501" in ruff(*config, str(tmp_path / "long.py")).stdout
+    assert ruff(*config, str(tmp_path / "short.py")).returncode == 0

@@ -451,7 +451,7 @@ def recorded_training(monkeypatch, steps, points=20, **kwargs):
         opt.register_step_pre_hook(lambda o, *_: rates.append([g["lr"] for g in o.param_groups]))
         built.append((opt, args, kw))
         return opt
-    monkeypatch.setattr(vc, "make_optimizer", recording)
+    monkeypatch.setattr(vc.training, "make_optimizer", recording)
     from conftest import small_model
     x = torch.bernoulli(torch.full((points, 12), 0.3))
     vc.train(small_model(), x, "aevb", samples=20 * steps, batch_size=20, device="cpu", **kwargs)
