@@ -24,7 +24,7 @@ FIGURES = {
     "kingma_fig5_samples": ("Kingma & Welling, Figure 5: random MNIST samples for Nz = 2, 5, 10, 20", "kingma2013"),
     "latent_scatter_mnist": ("Beyond the papers: MNIST test codes (Nz = 2, posterior means) coloured by digit", "kingma2013"),
     "reconstructions_mnist": ("Beyond the papers: MNIST test digits and their AEVB and wake-sleep reconstructions (Nz = 20)", "kingma2013"),
-    "scorecard_differences": ("Scorecard: how much better our value is than the published one (positive: ours is better, for bounds and losses alike), in units of each row's tolerance, for every value run at its published scale", "scorecard"),
+    "scorecard_differences": ("Scorecard: how much better our value is than the published one (positive: ours is better, for bounds and losses alike), in units of each row's tolerance, for every value run at its published scale, grouped by paper; a value beyond the axis is an arrow at its edge with its value written", "scorecard"),
     "interpolation_mnist": ("Beyond the papers: decoded linear interpolations between test codes (Nz = 20)", "kingma2013"),
     "wake_sleep_gap": ("Beyond the papers: wake-sleep's test bound at Nz = 20 under Kingma & Welling's protocol, one change at a time", "wake_sleep_gap"),
 }

@@ -354,9 +354,10 @@ def styled(card):
 
 
 def judged_differences(card, verdicts=("reproduced", "not reproduced")):
-    """The rows with a published value and a direction (not a KL) that were judged at their scale (or have
-    one of `verdicts`), with `ratio`: how much better ours is (`better_by`, positive: ours is better) in
-    units of the row's tolerance, so that bounds, losses and percentages share one axis."""
-    judged = card[card.verdict.isin(list(verdicts)) & card.better_by.notna()]
-    tolerance = pd.Series([tolerance_of(row) for _, row in judged.iterrows()], index=judged.index, dtype=float)
-    return judged.assign(ratio=judged.better_by / tolerance)
+    """The rows with a published value, a tolerance and a direction (not a KL) that were judged at their
+    scale (or have one of `verdicts`), with `ratio`: the row's difference in units of its tolerance
+    (`in_tolerances`), signed by `better_by` (positive: ours is better), so that bounds, losses and
+    percentages share one axis."""
+    judged = card[card.verdict.isin(list(verdicts)) & card.better_by.notna() & card.in_tolerances.notna()]
+    better = judged.better_by.astype(float).map(lambda b: math.copysign(1.0, b) if b else 0.0)  # +1: ours is better
+    return judged.assign(ratio=better * judged.in_tolerances.astype(float).abs())

@@ -470,17 +470,20 @@ def test_claim_3_holds_only_above_its_threshold(tmp_path, gap, verdict):
 
 
 def test_judged_differences_keep_the_sign_in_units_of_the_tolerance():
-    """judged_differences: the judged rows with a direction, `ratio` = better_by / tolerance, its sign kept
-    (positive: ours is better); rows not judged at their scale or without a direction (a KL) left out."""
+    """judged_differences: the judged rows with a direction, `ratio` = the row's `in_tolerances` signed by
+    better_by (positive: ours is better, a loss's lower value too); rows not judged at their scale or without
+    a direction (a KL) left out."""
     import pandas as pd
-    card = pd.DataFrame([
-        {"id": "ahead", "verdict": "reproduced", "better_by": 1.0, "tolerance": "2.0"},
-        {"id": "behind", "verdict": "not reproduced", "better_by": -3.0, "tolerance": "1.5"},
-        {"id": "far_ahead", "verdict": "not reproduced", "better_by": 6.0, "tolerance": "2.0"},
-        {"id": "kl", "verdict": "reproduced", "better_by": math.nan, "tolerance": "1.0"},
-        {"id": "small", "verdict": "not run at this scale", "better_by": 5.0, "tolerance": "1.0"},
-        {"id": "minutes", "verdict": "n/a (hardware)", "better_by": 2.0, "tolerance": ""}])
+    card = pd.DataFrame([  # in_tolerances = difference / tolerance; better_by = difference, negated for a loss
+        {"id": "ahead", "verdict": "reproduced", "better_by": 1.0, "tolerance": "2.0", "in_tolerances": 0.5},
+        {"id": "behind", "verdict": "not reproduced", "better_by": -3.0, "tolerance": "1.5", "in_tolerances": -2.0},
+        {"id": "far_ahead", "verdict": "not reproduced", "better_by": 6.0, "tolerance": "2.0", "in_tolerances": 3.0},
+        {"id": "loss_ahead", "verdict": "reproduced", "better_by": 0.5, "tolerance": "1.0", "in_tolerances": -0.5},
+        {"id": "kl", "verdict": "reproduced", "better_by": math.nan, "tolerance": "1.0", "in_tolerances": 0.2},
+        {"id": "small", "verdict": "not run at this scale", "better_by": 5.0, "tolerance": "1.0", "in_tolerances": 5.0},
+        {"id": "minutes", "verdict": "n/a (hardware)", "better_by": 2.0, "tolerance": "", "in_tolerances": math.nan}])
     judged = scorecard.judged_differences(card)
-    assert dict(zip(judged.id, judged.ratio)) == {"ahead": 0.5, "behind": -2.0, "far_ahead": 3.0}
+    assert dict(zip(judged.id, judged.ratio)) == {"ahead": 0.5, "behind": -2.0, "far_ahead": 3.0, "loss_ahead": 0.5}
     small = scorecard.judged_differences(card, verdicts=("not run at this scale",))
     assert dict(zip(small.id, small.ratio)) == {"small": 5.0}
+

@@ -1,0 +1,104 @@
+"""The figure notebooks' plots that take more than a few lines, each a function a user can call on data
+they build themselves (a scorecard, a table of runs), so that a notebook cell stays one call.
+
+Each returns its matplotlib Figure; aevb.figures.save_figure writes it. Text is sized to be read where a
+code host shows the committed PNG (about 650 to 800 pixels wide): FONT points at save_figure's 90 dpi.
+"""
+import math
+import textwrap
+
+FONT = 11  # points: titles, axis labels, ticks and legends
+SMALL = 10  # points: row labels and annotations, the smallest text drawn
+
+
+def short_label(text, width=62, lines=3):
+    """`text` on at most `lines` lines of about `width` characters, broken between words; a trailing
+    parenthesis is dropped where the text needs more lines than that, or where it would take two lines and
+    without it takes one; what still does not fit ends in '…' (never a word cut in half)."""
+    text = " ".join(str(text).split())
+    if text.endswith(")") and " (" in text and len(text) > width and (
+            len(text) > width * lines or text.rindex(" (") <= width):
+        text = text[:text.rindex(" (")]
+    return textwrap.fill(text, width=width, max_lines=lines, placeholder=" …")
+
+
+# ---- the scorecard: every published value against ours, in tolerances ----------------------------------
+
+SCORECARD_COLORS = {"reproduced": "tab:green", "not reproduced": "tab:red", "not run at this scale": "tab:gray"}
+
+
+def scorecard_layout(judged):
+    """The rows of the scorecard figure, top to bottom: a header per source (paper and its table or figure)
+    followed by its rows. [(y, label, kind, row or None)] with kind 'header' or 'row'; a row whose label
+    takes more than one line gets more room."""
+    layout, y = [], 0.0
+    for source, rows in judged.groupby("source", sort=False):
+        y += 0.4 if layout else 0.0
+        layout.append((y, source, "header", None))
+        y += 1.0
+        for _, row in rows.iterrows():
+            label = short_label(row["what"])
+            tall = label.count("\n")
+            y += 0.3 * tall
+            layout.append((y, label, "row", row))
+            y += 1.0 + 0.3 * tall
+    return layout
+
+
+def scorecard_differences(judged, clip=10.0, title=None):
+    """How much better ours is than each published value, in units of the row's tolerance (`judged`:
+    aevb.scorecard.judged_differences' frame, its `ratio`, `verdict`, `what` and `source`), one row per
+    value, grouped under its source; the band is ±1 tolerance. Values beyond ±`clip` tolerances are drawn
+    at the axis' edge as arrows, their value written beside them, so that the band keeps its width."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    layout = scorecard_layout(judged)
+    height = (layout[-1][0] + 1.5) * 0.24 + 1.6 if layout else 3.0
+    fig, ax = plt.subplots(figsize=(10, height))
+    ratios = judged["ratio"].astype(float)
+    limit = max(2.0, min(clip, math.ceil(ratios.abs().max() * 1.1))) if len(ratios) else 2.0
+    span = limit * 1.12  # room for the arrows at the edge
+    ax.axvspan(-1, 1, color="#d9f2d9", zorder=0, label="±1 tolerance")
+    ax.axvline(0, color="k", lw=0.8, zorder=1)
+    ticks, labels, headers = [], [], []
+    for y, label, kind, row in layout:
+        ticks.append(y)
+        labels.append(label)
+        if kind == "header":
+            headers.append(len(labels) - 1)
+            ax.axhline(y, color="0.75", lw=0.6, zorder=0)
+            continue
+        ratio, color = float(row["ratio"]), SCORECARD_COLORS.get(row["verdict"], "tab:gray")
+        if abs(ratio) <= limit:
+            ax.plot(ratio, y, "o", color=color, ms=6, zorder=3)
+            continue
+        edge = math.copysign(limit, ratio)
+        ax.plot(edge, y, ">" if ratio > 0 else "<", color=color, ms=8, zorder=3)
+        ax.annotate(f"{ratio:+.1f}".replace("-", "−"), (edge, y), xytext=(-8 if ratio > 0 else 8, 0),
+                    textcoords="offset points", ha="right" if ratio > 0 else "left", va="center",
+                    fontsize=SMALL, color=color, fontweight="bold")
+    ax.set_yticks(ticks, labels, fontsize=SMALL)
+    for i in headers:
+        ax.get_yticklabels()[i].set_fontweight("bold")
+        ax.get_yticklabels()[i].set_fontsize(FONT)
+    if layout:
+        ax.set_ylim(layout[-1][0] + 0.8, -0.8)  # the scorecard's order, top to bottom
+    else:
+        ax.text(0.5, 0.5, "no row has a value of ours in this profile", ha="center", transform=ax.transAxes)
+    ax.set_xlim(-span, span)
+    ax.set_xticks(sorted({0, *((-1, 1) if limit <= 4 else ()), *(t for t in (-limit, -5, 5, limit) if abs(t) <= limit)}))
+    ax.tick_params(axis="x", labelsize=FONT)
+    ax.tick_params(axis="y", length=0)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_xlabel("ours against the published value, in tolerances (> 0: ours is better)", fontsize=FONT)
+    ax.set_title(title or f"Scorecard: {len(judged)} published values against ours", fontsize=FONT + 1)
+    shown = [v for v in SCORECARD_COLORS if v in set(judged["verdict"])]
+    handles = [Line2D([], [], ls="", marker="o", color=SCORECARD_COLORS[v], label=v) for v in shown]
+    handles.append(plt.Rectangle((0, 0), 1, 1, color="#d9f2d9", label="±1 tolerance"))
+    if (ratios.abs() > limit).any():
+        handles.append(Line2D([], [], ls="", marker=">", color="0.3", label=f"beyond ±{limit:g}: its value written"))
+    below = 0.65 / max(height - 1.3, 0.5)  # the legend under the axis' label: 0.65 inches, in axes heights
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -below), ncol=len(handles),
+              fontsize=SMALL, frameon=False, handletextpad=0.3, columnspacing=1.2)
+    fig.tight_layout()
+    return fig

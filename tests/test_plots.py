@@ -1,0 +1,92 @@
+"""aevb.plots on constructed data: each figure has data in every panel, text large enough to read where a
+code host shows it, legends whose entries are unique, and axes that show what their caption says."""
+import matplotlib
+import pandas as pd
+import pytest
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from aevb import plots  # noqa: E402
+from aevb.figures import figure_has_data  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def legend_labels(fig):
+    return [t.get_text() for legend in [*fig.legends, *(ax.get_legend() for ax in fig.axes)] if legend
+            for t in legend.get_texts()]
+
+
+def texts(fig):
+    """Every visible text of the figure once drawn: tick labels, titles, axis labels, legends, annotations."""
+    fig.canvas.draw()
+    return [t for t in fig.findobj(matplotlib.text.Text) if t.get_visible() and t.get_text().strip()]
+
+
+# ---- short_label -----------------------------------------------------------------------------------------
+
+def test_short_label_never_cuts_a_word_and_keeps_a_short_text_whole():
+    assert plots.short_label("AEVB, Nz = 20: test loss (-ELBO)") == "AEVB, Nz = 20: test loss (-ELBO)"
+    long = "'Wake-Sleep' column, Nz = 20: test loss (-ELBO); against the true wake-sleep algorithm"
+    label = plots.short_label(long, width=50)
+    assert label.count("\n") == 1 and label.replace("\n", " ") == long  # two lines, every word whole
+    many = " ".join(f"word{i}" for i in range(60))
+    cut = plots.short_label(many, width=40, lines=2)
+    assert cut.endswith("…") and cut.count("\n") == 1
+    assert all(w in many.split() for w in cut.replace("\n", " ").removesuffix(" …").split())
+
+
+def test_short_label_drops_a_trailing_parenthesis_only_where_it_saves_a_line():
+    text = "MNIST, AEVB, Nz = 3: a long enough description (theirs on 1000 points)"
+    assert plots.short_label(text, width=50) == "MNIST, AEVB, Nz = 3: a long enough description"
+    assert plots.short_label("short (kept)", width=50) == "short (kept)"
+
+
+# ---- the scorecard figure ----------------------------------------------------------------------------------
+
+def judged(ratios):
+    """A judged_differences-like frame: two sources, the verdict from the ratio."""
+    return pd.DataFrame([{"source": "Paper A (2013), Figure 2" if i < len(ratios) // 2 else "Paper B (2025), Table 1",
+                          "what": f"MNIST, AEVB, Nz = {i}: test lower bound at 3e6 samples, a description long "
+                                  f"enough to need a second line",
+                          "ratio": r, "verdict": "reproduced" if abs(r) <= 1 else "not reproduced"}
+                         for i, r in enumerate(ratios)])
+
+
+def test_scorecard_clips_outliers_so_the_tolerance_band_keeps_its_width_and_writes_their_values():
+    fig = plots.scorecard_differences(judged([0.3, -0.8, 1.7, -47.2, 8.9, -15.3]), clip=10)
+    ax = fig.axes[0]
+    low, high = ax.get_xlim()
+    assert low < -1 and high > 1  # the band is on the axis
+    assert high - low <= 2 * 10 * 1.2  # and at least a tenth of it: not squeezed by the -47
+    written = [t.get_text() for t in ax.texts]
+    assert written == ["−47.2", "−15.3"]  # the clipped values, each written beside its arrow
+    assert not figure_has_data(fig)
+
+
+def test_scorecard_groups_rows_under_their_source_with_whole_labels_at_a_readable_size():
+    frame = judged([0.3, -0.8, 1.7, -2.0])
+    fig = plots.scorecard_differences(frame)
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels[0] == "Paper A (2013), Figure 2" and "Paper B (2025), Table 1" in labels
+    assert len(labels) == len(frame) + 2  # a header per source, then its rows
+    for label, what in zip([lab for lab in labels if not lab.startswith("Paper")], frame.what):
+        assert label.replace("\n", " ") == what  # wrapped between words, never cut
+    assert min(t.get_fontsize() for t in texts(fig)) >= 9
+
+
+def test_scorecard_legend_entries_are_unique_and_name_only_verdicts_drawn():
+    fig = plots.scorecard_differences(judged([0.3, -1.8]))
+    labels = legend_labels(fig)
+    assert len(labels) == len(set(labels))
+    assert "reproduced" in labels and "not reproduced" in labels and not any("beyond" in label for label in labels)
+
+
+def test_scorecard_without_rows_says_so():
+    fig = plots.scorecard_differences(judged([]).reindex(columns=["source", "what", "ratio", "verdict"]))
+    assert any("no row" in t.get_text() for t in fig.axes[0].texts)
