@@ -18,7 +18,7 @@ FIGURES = {
     "kingma_fig2_lower_bound": ("Kingma & Welling, Figure 2: lower bound against training samples evaluated, AEVB vs wake-sleep (train solid, test dashed)", "kingma2013"),
     "kingma_fig3_marginal_likelihood": ("Kingma & Welling, Figure 3: estimated marginal log-likelihood of AEVB, wake-sleep and Monte Carlo EM (Nz = 3, N_train 1000 and 50000); batch MCEM's test curve also with each iteration counted as one sample per M-step and point (thin)", "marginal_likelihood"),
     "kingma_fig3_estimators": ("Kingma & Welling, Figure 3's models by both estimators: App. D's (the paper's) and importance sampling", "marginal_likelihood"),
-    "burda_vae_iwae": ("Burda et al., Table 1 (one stochastic layer): the VAE (k = 1) and IWAE (k = 50) on dynamically and statically binarized MNIST, test bound against passes, their NLL as lines", "burda2015"),
+    "burda_vae_iwae": ("Burda et al., Table 1 (one stochastic layer): the test NLL of each VAE (k = 1) and IWAE (k = 50) run, by importance sampling with ±1 standard error, beside their published NLL (×); each row names its binarization, the title the passes trained", "burda2015"),
     "kingma_fig4_manifold_mnist": ("Kingma & Welling, Figure 4(b): learned MNIST manifold, Nz = 2", "kingma2013"),
     "kingma_fig4_manifold_frey": ("Kingma & Welling, Figure 4(a): learned Frey Face manifold, Nz = 2", "kingma2013"),
     "kingma_fig5_samples": ("Kingma & Welling, Figure 5: random MNIST samples for Nz = 2, 5, 10, 20", "kingma2013"),

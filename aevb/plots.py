@@ -102,3 +102,32 @@ def scorecard_differences(judged, clip=10.0, title=None):
               fontsize=SMALL, frameon=False, handletextpad=0.3, columnspacing=1.2)
     fig.tight_layout()
     return fig
+
+
+# ---- Burda et al.: test NLL of each model, ± its standard error, beside theirs -------------------------------
+
+def nll_beside_published(table, title="", model="model", ours="test NLL (ours)", se="± se",
+                         theirs="test NLL (theirs)"):
+    """One row per model of `table` (a DataFrame: the model's name, our test NLL, its standard error and the
+    published NLL, None where none is published): ours as a point with ±1 standard error, theirs as a
+    cross on the same row. Lower is better."""
+    import matplotlib.pyplot as plt
+    rows = table.reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(8.5, 0.62 * len(rows) + 1.6))
+    y = list(range(len(rows)))
+    ax.errorbar(rows[ours], y, xerr=rows[se].fillna(0), fmt="o", color="tab:blue", ms=7, capsize=4, lw=1.5,
+                label="ours, ± 1 standard error")
+    published = rows[theirs].notna()
+    if published.any():
+        ax.plot(rows[theirs][published], [y[i] for i in rows.index[published]], "X", color="k", ms=9,
+                label="Burda et al., Table 1")
+    ax.set_yticks(y, [short_label(m, width=34) for m in rows[model]], fontsize=SMALL)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.tick_params(axis="x", labelsize=FONT)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_xlabel("test NLL, negative log-likelihood in nats (lower is better)", fontsize=FONT)
+    ax.set_title(title, fontsize=FONT + 1)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.55 / (0.62 * len(rows) + 0.3)), ncol=2, fontsize=FONT,
+              frameon=False)
+    fig.tight_layout()
+    return fig

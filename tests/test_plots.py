@@ -90,3 +90,27 @@ def test_scorecard_legend_entries_are_unique_and_name_only_verdicts_drawn():
 def test_scorecard_without_rows_says_so():
     fig = plots.scorecard_differences(judged([]).reindex(columns=["source", "what", "ratio", "verdict"]))
     assert any("no row" in t.get_text() for t in fig.axes[0].texts)
+
+
+# ---- Burda et al.'s NLL ------------------------------------------------------------------------------------
+
+BURDA = pd.DataFrame([
+    {"model": "IWAE (k = 50), dynamic", "test NLL (ours)": 101.3, "± se": 0.9, "test NLL (theirs)": 84.78},
+    {"model": "VAE (k = 1), dynamic", "test NLL (ours)": 102.8, "± se": 0.8, "test NLL (theirs)": 86.76},
+    {"model": "VAE (k = 1), dynamic, output bias from 0", "test NLL (ours)": 107.0, "± se": 1.0,
+     "test NLL (theirs)": None}])
+
+
+def test_burda_draws_each_models_nll_with_its_standard_error_beside_theirs():
+    fig = plots.nll_beside_published(BURDA, title="test NLL")
+    ax = fig.axes[0]
+    assert not figure_has_data(fig)
+    labels = legend_labels(fig)
+    assert len(labels) == len(set(labels)) == 2 and any("Burda" in label for label in labels)
+    assert [t.get_text().replace("\n", " ") for t in ax.get_yticklabels()] == list(BURDA.model)
+    low, high = ax.get_xlim()
+    assert low <= 84.78 and high >= 107.0 + 1.0  # theirs and ours with its error bar
+    (bars,) = [c for c in ax.containers if hasattr(c, "has_xerr") and c.has_xerr]
+    segments = bars.lines[2][0].get_segments()
+    assert [round(s[1][0] - s[0][0], 6) for s in segments] == [1.8, 1.6, 2.0]  # ± 1 standard error
+    assert "NLL" in ax.get_xlabel() and "lower is better" in ax.get_xlabel()
