@@ -131,3 +131,33 @@ def nll_beside_published(table, title="", model="model", ours="test NLL (ours)",
               frameon=False)
     fig.tight_layout()
     return fig
+
+
+# ---- curves of a bound against training samples, with a published value -----------------------------------
+
+def bound_curves(curves, hue_order=None, published=None, title="", ylabel="test lower bound (nats)", below=40.0):
+    """`curves` (a DataFrame: `samples`, `bound` and `change`, one line per change) against training samples
+    on a log axis, with `published` = (samples, value, label) as a black point. The y axis spans `below`
+    nats under the lowest curve's best value up to the best one; the x axis starts where a curve enters that
+    span, so the early steep fall does not take most of the axis."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    fig, ax = plt.subplots(figsize=(8.5, 4.2))
+    sns.lineplot(curves, x="samples", y="bound", hue="change", hue_order=hue_order, ax=ax, marker="o", ms=4)
+    best = curves.groupby("change")["bound"].max()
+    top = max(best.max(), published[1] if published else -math.inf)
+    low = best.min() - below
+    if published:
+        ax.plot(published[0], published[1], "ko", ms=8, label=published[2])
+    shown = curves[curves.bound >= low].samples
+    first = min(shown.min(), published[0] if published else math.inf)
+    last = max(curves.samples.max(), published[0] if published else 0)
+    ax.set(xscale="log", xlim=(first / 1.5, last * 1.5), ylim=(low, top + 0.1 * (top - low)))
+    ax.set_xlabel("training samples evaluated", fontsize=FONT)
+    ax.set_ylabel(ylabel, fontsize=FONT)
+    ax.set_title(title, fontsize=FONT + 1)
+    ax.tick_params(labelsize=FONT)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=FONT, title=None)
+    fig.tight_layout()
+    return fig

@@ -114,3 +114,19 @@ def test_burda_draws_each_models_nll_with_its_standard_error_beside_theirs():
     segments = bars.lines[2][0].get_segments()
     assert [round(s[1][0] - s[0][0], 6) for s in segments] == [1.8, 1.6, 2.0]  # ± 1 standard error
     assert "NLL" in ax.get_xlabel() and "lower is better" in ax.get_xlabel()
+
+
+# ---- curves of a bound against samples ------------------------------------------------------------------------
+
+def test_bound_curves_spend_the_axis_on_the_curves_not_on_the_early_fall():
+    samples = [1e4, 3e4, 1e5, 3e5, 1e6, 3e6]
+    curves = pd.DataFrame({"samples": samples, "bound": [-540, -400, -250, -150, -125, -114], "change": "none"})
+    fig = plots.bound_curves(curves, published=(3e6, -115.8, "theirs"), title="one curve", below=40)
+    ax = fig.axes[0]
+    low, high = ax.get_ylim()
+    assert low == pytest.approx(-154) and high > -114
+    left, right = ax.get_xlim()
+    assert left > 1e5 and right >= 3e6  # starts where the curve enters the y range, not at 10^4
+    labels = legend_labels(fig)
+    assert labels == ["none", "theirs"]
+    assert not figure_has_data(fig)
