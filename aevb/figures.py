@@ -9,11 +9,11 @@ from aevb.files import atomic_write, atomic_write_text
 
 # Every figure `make paper` produces: file stem -> (what it reproduces, notebook that makes it).
 FIGURES = {
-    "report_fig1_aevb_samples": ("Replication report, Figure 1: random samples from AEVB (Nz = 20)", "replication_report"),
-    "report_fig2_wake_sleep_samples": ("Replication report, Figure 2: random samples from wake-sleep (Nz = 20), here the true algorithm", "replication_report"),
+    "report_fig1_aevb_samples": ("Replication report, Figure 1 (its random samples): AEVB's decoder means for 100 random z ~ N(0, I) (Nz = 20)", "replication_report"),
+    "report_fig2_wake_sleep_samples": ("Replication report, Figure 2 (its random samples): wake-sleep's decoder means for the same 100 z ~ N(0, I) (Nz = 20), here the true algorithm", "replication_report"),
     "report_fig3_performance_vs_latent_dim": ("Replication report, Figure 3: final loss (-ELBO) against latent dimension", "replication_report"),
     "report_fig4_training_loss": ("Replication report, Figure 4: training loss of AEVB and wake-sleep (Nz = 20) per epoch", "replication_report"),
-    "report_fig5_samples_by_latent_dim": ("Replication report, Figure 5: random samples for each latent dimension", "replication_report"),
+    "report_fig5_samples_by_latent_dim": ("Replication report, Figure 5 (its random samples): AEVB's decoder means for 64 random z ~ N(0, I) at each latent dimension", "replication_report"),
     "report_table1": ("Replication report, Table 1: test loss, BCE and KL of wake-sleep and AEVB (Nz = 20) beside the published values", "replication_report"),
     "kingma_fig2_lower_bound": ("Kingma & Welling, Figure 2: lower bound against training samples evaluated, AEVB vs wake-sleep (train solid, test dashed)", "kingma2013"),
     "kingma_fig3_marginal_likelihood": ("Kingma & Welling, Figure 3: estimated marginal log-likelihood of AEVB, wake-sleep and Monte Carlo EM (Nz = 3, N_train 1000 and 50000); batch MCEM's test curve also with each iteration counted as one sample per M-step and point (thin)", "marginal_likelihood"),

@@ -161,3 +161,32 @@ def bound_curves(curves, hue_order=None, published=None, title="", ylabel="test 
     ax.legend(loc="best", fontsize=FONT, title=None)
     fig.tight_layout()
     return fig
+
+
+# ---- a table of our means over seeds beside published values ---------------------------------------------------
+
+def table_of_means(table, seeds, published, title="", note=""):
+    """A table drawn as a figure: a row per metric (`table`'s index), a column per name of `seeds` ({name:
+    number of seeds}) with its '<name> (ours, mean of n)' and '<name> (ours, sd)' columns written as
+    aevb.findings.plus_minus writes them (no ± for one seed, never 'nan'), its header saying how many seeds,
+    then the `published` columns as they are, to two decimals; `note` in italics below."""
+    import matplotlib.pyplot as plt
+    from aevb.findings import count, plus_minus
+    fig, ax = plt.subplots(figsize=(11, 1.6))
+    ax.axis("off")
+    mean = {name: next(c for c in table.columns if c.startswith(f"{name} (ours, mean")) for name in seeds}
+    headers = [f"{name}\n(ours, {count(n, 'seed')})" for name, n in seeds.items()]
+    headers += [c.replace(" (", "\n(", 1) for c in published]  # two-line headers keep the table narrow
+    cells = [[plus_minus(table.loc[m, mean[name]], table.loc[m, f"{name} (ours, sd)"], n, unit=None)
+              for name, n in seeds.items()] + [f"{table.loc[m, c]:.2f}" for c in published] for m in table.index]
+    drawn = ax.table(cellText=cells, rowLabels=list(table.index), colLabels=headers, loc="center", cellLoc="center")
+    drawn.auto_set_font_size(False)  # else matplotlib shrinks the text to fit its cells
+    drawn.set_fontsize(SMALL)
+    drawn.scale(1, 1.7)
+    for (r, _), cell in drawn.get_celld().items():
+        if r == 0:
+            cell.set_height(cell.get_height() * 1.6)  # room for the two-line headers
+    ax.set_title(title, pad=24, fontsize=FONT + 1)
+    if note:
+        fig.text(0.5, -0.08, note, ha="center", fontsize=SMALL, style="italic")
+    return fig

@@ -1,5 +1,7 @@
 """aevb.plots on constructed data: each figure has data in every panel, text large enough to read where a
 code host shows it, legends whose entries are unique, and axes that show what their caption says."""
+import math
+
 import matplotlib
 import pandas as pd
 import pytest
@@ -130,3 +132,16 @@ def test_bound_curves_spend_the_axis_on_the_curves_not_on_the_early_fall():
     labels = legend_labels(fig)
     assert labels == ["none", "theirs"]
     assert not figure_has_data(fig)
+
+
+# ---- a table of means over seeds ---------------------------------------------------------------------------------
+
+def test_table_of_means_writes_one_seed_without_nan_and_the_seed_count_in_its_header():
+    table = pd.DataFrame({"AEVB (ours, mean of 1)": {"loss": 100.991}, "AEVB (ours, sd)": {"loss": math.nan},
+                          "WS (ours, mean of 3)": {"loss": 108.82}, "WS (ours, sd)": {"loss": 0.5},
+                          "AEVB (report)": {"loss": 101.11}})
+    fig = plots.table_of_means(table, {"AEVB": 1, "WS": 3}, ["AEVB (report)"], title="Test set")
+    shown = [cell.get_text().get_text() for cell in fig.axes[0].tables[0].get_celld().values()]
+    assert "100.99" in shown and "108.82 ± 0.50" in shown and "101.11" in shown
+    assert "AEVB\n(ours, 1 seed)" in shown and "WS\n(ours, 3 seeds)" in shown
+    assert not any("nan" in text.lower() or "1 seeds" in text for text in shown)
