@@ -22,6 +22,33 @@ def short_label(text, width=62, lines=3):
     return textwrap.fill(text, width=width, max_lines=lines, placeholder=" …")
 
 
+def unique_legend(fig, axes, ncol=3, extra=(), fontsize=FONT, **kw):
+    """One legend for the whole figure, under its panels, each label once (the first handle drawn with it),
+    in the order the panels drew them, then the `extra` handles (proxies: Line2D with a label). Call it
+    after tight_layout. Returns the legend."""
+    handles = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            if not label.startswith("_"):
+                handles.setdefault(label, handle)
+    for handle in extra:
+        handles.setdefault(handle.get_label(), handle)
+    return fig.legend(list(handles.values()), list(handles), loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                      ncol=ncol, fontsize=fontsize, frameon=False, **kw)
+
+
+def key_legend(fig, colors=None, styles=None, widths=None, ncol=4, fontsize=FONT):
+    """A figure legend that explains each visual channel once instead of every line: `colors` {label:
+    color} (drawn as solid lines), `styles` {label: linestyle} and `widths` {label: (linewidth, alpha)}
+    (drawn in grey). For panels whose lines are every combination of a few of each."""
+    from matplotlib.lines import Line2D
+    handles = [Line2D([], [], color=c, lw=2, label=label) for label, c in (colors or {}).items()]
+    handles += [Line2D([], [], color="0.3", ls=ls, lw=1.5, label=label) for label, ls in (styles or {}).items()]
+    handles += [Line2D([], [], color="0.3", lw=lw, alpha=alpha, label=label) for label, (lw, alpha) in (widths or {}).items()]
+    return fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=ncol, fontsize=fontsize,
+                      frameon=False)
+
+
 # ---- the scorecard: every published value against ours, in tolerances ----------------------------------
 
 SCORECARD_COLORS = {"reproduced": "tab:green", "not reproduced": "tab:red", "not run at this scale": "tab:gray"}

@@ -21,7 +21,7 @@ import pandas as pd
 
 import aevb.grid
 from aevb import paths
-from aevb.findings import direction, plus_minus  # noqa: F401 (direction: which way is better, written once there)
+from aevb.findings import direction, listing, plus_minus  # noqa: F401 (direction: which way is better, written once there)
 from aevb.runs import load_summary
 
 # scorecard.csv's columns, in order (scripts/build_html.py reads them by name)
@@ -35,6 +35,8 @@ LOG_LIKELIHOOD_COLUMNS = ["run", "protocol", "algorithm", "Nz", "samples", "poin
                           "test_log_px_appd", "test_log_px_appd_se"]
 VERDICT_COLORS = {"reproduced": "#d9f2d9", "not reproduced": "#f8d7d7", "not run at this scale": "#eeeeee",
                   "out of scope": "#eeeeee"}
+# A metric estimated on the first points of a split: the config key that says how many (scorecard rows say it)
+POINTS = {"train_log_px_appd": "log_px_points", "test_log_px_appd": "log_px_points", "-test_log_px_is": "is_points"}
 NOT_JUDGED = ((), (), False, "")  # a claim's (values, runs used, holds, detail) when its runs are missing
 
 
@@ -268,6 +270,10 @@ def score(row, finished, published, grid=None):
     if not used:
         return {**out, "verdict": "not run at this scale", "note": "no such run in this profile; " + row["note"]}
     trained = min(finished[run]["metrics"]["samples"] for run in used)
+    points = sorted({finished[run]["config"].get(POINTS[row["metric"]]) for run in used} - {None, 0}) \
+        if row["metric"] in POINTS else []
+    if points:  # how many points our estimate averages: the runs' config says, per profile
+        out["what"] = f"{row['what']}; ours on the first {listing(f'{p:,}' for p in points)} points"
     ours = statistics.mean(values)
     out.update(ours=ours, ours_sd=statistics.stdev(values) if len(values) > 1 else math.nan, n_runs=len(values),
                samples_trained=trained, runs=" ".join(sorted({run.name for run in used})))

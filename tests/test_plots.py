@@ -145,3 +145,20 @@ def test_table_of_means_writes_one_seed_without_nan_and_the_seed_count_in_its_he
     assert "100.99" in shown and "108.82 ± 0.50" in shown and "101.11" in shown
     assert "AEVB\n(ours, 1 seed)" in shown and "WS\n(ours, 3 seeds)" in shown
     assert not any("nan" in text.lower() or "1 seeds" in text for text in shown)
+
+
+# ---- one legend for several panels ---------------------------------------------------------------------------
+
+def test_unique_legend_names_each_label_once_and_key_legend_explains_each_channel_once():
+    fig, axes = plt.subplots(1, 2)
+    for ax in axes:
+        ax.plot([1, 2], [1, 2], label="AEVB, train")
+        ax.plot([1, 2], [2, 1], label="AEVB, test")
+    plots.unique_legend(fig, axes, extra=[matplotlib.lines.Line2D([], [], marker="o", label="theirs")])
+    assert legend_labels(fig) == ["AEVB, train", "AEVB, test", "theirs"]
+    fig2 = plt.figure()
+    legend = plots.key_legend(fig2, colors={"AEVB": "C0"}, styles={"train": "-", "test": "--"},
+                              widths={"App. D": (1.5, 1.0)})
+    assert [t.get_text() for t in legend.get_texts()] == ["AEVB", "train", "test", "App. D"]
+    assert min(t.get_fontsize() for t in legend.get_texts()) >= 9
+    assert math.isclose(legend.get_texts()[0].get_fontsize(), plots.FONT)

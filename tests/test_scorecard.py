@@ -487,3 +487,16 @@ def test_judged_differences_keep_the_sign_in_units_of_the_tolerance():
     small = scorecard.judged_differences(card, verdicts=("not run at this scale",))
     assert dict(zip(small.id, small.ratio)) == {"small": 5.0}
 
+
+@pytest.mark.parametrize("row_id, key", [("kingma_fig3_n1000_aevb_test", "log_px_points"),
+                                         ("burda_vae_1layer", "is_points")])
+def test_a_value_estimated_on_the_first_points_says_how_many_from_the_runs_config(tmp_path, row_id, key):
+    """Figure 3's rows say on how many points theirs was estimated; ours is the runs' config's number, per
+    profile, never typed (the default profile's 100 is not the paper's 1000)."""
+    row = PUBLISHED[row_id]
+    metric = row["metric"].lstrip("-")
+    for run in scorecard.selected_runs(row):
+        write_run(tmp_path, run, 1000, {1000: {metric: -150.0}}, {metric: -150.0, f"{metric}_se": 0.1})
+        config = run.folder(tmp_path) / "config.json"
+        config.write_text(json.dumps({**json.loads(config.read_text()), key: 123}))
+    assert score(row_id, tmp_path)["what"] == f"{row['what']}; ours on the first 123 points"
