@@ -123,7 +123,7 @@ plan: | setup
 # and published numbers it reads. Its outputs are declared (aevb/figures.py: FIGURES, CSV_TABLES and its
 # findings file) as one grouped target, so a deleted figure re-executes the notebook that makes it.
 FIGURE_NOTEBOOKS := $(shell $(GRID) notebooks)
-FIGURE_CODE := aevb/figures.py aevb/findings.py aevb/runs.py aevb/grid.py aevb/scorecard.py aevb/estimators.py \
+FIGURE_CODE := aevb/figures.py aevb/plots.py aevb/findings.py aevb/runs.py aevb/grid.py aevb/scorecard.py aevb/estimators.py \
 	aevb/data.py aevb/catalog.py aevb/latent.py aevb/paths.py aevb/files.py aevb/experiment.py aevb/released.py \
 	vae_core/__init__.py vae_core/model.py vae_core/algorithms.py vae_core/training.py published_numbers.csv
 # (The stamp in $(BUILD)/done/ is written only when the notebook succeeded and wrote every output it declares.)

@@ -23,7 +23,7 @@ import pandas as pd
 import aevb.grid
 from aevb import paths
 # direction: which way is better, written once there
-from aevb.findings import direction, plus_minus  # noqa: F401
+from aevb.findings import direction, listing, plus_minus  # noqa: F401
 from aevb.runs import load_summary
 
 # scorecard.csv's columns, in order (scripts/build_html.py reads them by name)
@@ -44,6 +44,10 @@ VERDICT_COLORS = {
     "reproduced": "#d9f2d9", "not reproduced": "#f8d7d7", "not run at this scale": "#eeeeee",
     "out of scope": "#eeeeee"
 }
+# A metric estimated on the first points of a split: the config key that says how many (scorecard
+# rows say it)
+POINTS = {"train_log_px_appd": "log_px_points", "test_log_px_appd": "log_px_points",
+          "-test_log_px_is": "is_points"}
 # a claim's (values, runs used, holds, detail) when its runs are missing
 NOT_JUDGED = ((), (), False, "")
 
@@ -309,6 +313,12 @@ def score(row, finished, published, grid=None):
             "note": "no such run in this profile; " + row["note"]
         }
     trained = min(finished[run]["metrics"]["samples"] for run in used)
+    points = []
+    if row["metric"] in POINTS:
+        points = sorted({finished[run]["config"].get(POINTS[row["metric"]]) for run in used}
+                        - {None, 0})
+    if points:  # how many points our estimate averages: the runs' config says, per profile
+        out["what"] = f"{row['what']}; ours on the first {listing(f'{p:,}' for p in points)} points"
     ours = statistics.mean(values)
     out.update(ours=ours, ours_sd=statistics.stdev(values) if len(values) > 1 else math.nan,
                n_runs=len(values), samples_trained=trained,
@@ -435,11 +445,12 @@ def styled(card):
 
 
 def judged_differences(card, verdicts=("reproduced", "not reproduced")):
-    """The rows with a published value and a direction (not a KL) that were judged at their scale
-    (or have one of `verdicts`), with `ratio`: how much better ours is (`better_by`, positive: ours
-    is better) in units of the row's tolerance, so that bounds, losses and percentages share one
-    axis."""
-    judged = card[card.verdict.isin(list(verdicts)) & card.better_by.notna()]
-    tolerance = pd.Series([tolerance_of(row) for _, row in judged.iterrows()], index=judged.index,
-                          dtype=float)
-    return judged.assign(ratio=judged.better_by / tolerance)
+    """The rows with a published value, a tolerance and a direction (not a KL) that were judged at
+    their scale (or have one of `verdicts`), with `ratio`: the row's difference in units of its
+    tolerance (`in_tolerances`), signed by `better_by` (positive: ours is better), so that bounds,
+    losses and percentages share one axis."""
+    judged = card[card.verdict.isin(list(verdicts)) & card.better_by.notna()
+                  & card.in_tolerances.notna()]
+    # +1: ours is better
+    better = judged.better_by.astype(float).map(lambda b: math.copysign(1.0, b) if b else 0.0)
+    return judged.assign(ratio=better * judged.in_tolerances.astype(float).abs())

@@ -281,9 +281,9 @@ MUTANTS = {
         ("aevb/scorecard.py", 'out["better_by"] = direction(row["metric"]) * out["difference"]',
          'out["better_by"] = out["difference"]')
     ]),
-    "judged-ratio-unsigned": ("judged_differences' signed ratio (its size alone)",
-                              [("aevb/scorecard.py", "ratio=judged.better_by / tolerance",
-                                "ratio=judged.better_by.abs() / tolerance")]),
+    "judged-ratio-unsigned": ("judged_differences' signed ratio (its size alone)", [
+        ("aevb/scorecard.py", "ratio=better * judged.in_tolerances.astype(float).abs()",
+         "ratio=judged.in_tolerances.astype(float).abs()")]),
     # ---- the findings' words (aevb/findings.py)
     "compare-ignores-orientation": ("compare's side for a loss (lower is ahead)", [
         ("aevb/findings.py",

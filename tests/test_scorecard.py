@@ -470,18 +470,20 @@ def test_claim_3_holds_only_above_its_threshold(tmp_path, gap, verdict):
 
 
 def test_judged_differences_keep_the_sign_in_units_of_the_tolerance():
-    """judged_differences: the judged rows with a direction, `ratio` = better_by / tolerance, its sign kept
-    (positive: ours is better); rows not judged at their scale or without a direction (a KL) left out."""
+    """judged_differences: the judged rows with a direction, `ratio` = the row's `in_tolerances` signed by
+    better_by (positive: ours is better, a loss's lower value too); rows not judged at their scale or without
+    a direction (a KL) left out."""
     import pandas as pd
-    card = pd.DataFrame([
-        {"id": "ahead", "verdict": "reproduced", "better_by": 1.0, "tolerance": "2.0"},
-        {"id": "behind", "verdict": "not reproduced", "better_by": -3.0, "tolerance": "1.5"},
-        {"id": "far_ahead", "verdict": "not reproduced", "better_by": 6.0, "tolerance": "2.0"},
-        {"id": "kl", "verdict": "reproduced", "better_by": math.nan, "tolerance": "1.0"},
-        {"id": "small", "verdict": "not run at this scale", "better_by": 5.0, "tolerance": "1.0"},
-        {"id": "minutes", "verdict": "n/a (hardware)", "better_by": 2.0, "tolerance": ""}])
+    card = pd.DataFrame([  # in_tolerances = difference / tolerance; better_by = difference, negated for a loss
+        {"id": "ahead", "verdict": "reproduced", "better_by": 1.0, "tolerance": "2.0", "in_tolerances": 0.5},
+        {"id": "behind", "verdict": "not reproduced", "better_by": -3.0, "tolerance": "1.5", "in_tolerances": -2.0},
+        {"id": "far_ahead", "verdict": "not reproduced", "better_by": 6.0, "tolerance": "2.0", "in_tolerances": 3.0},
+        {"id": "loss_ahead", "verdict": "reproduced", "better_by": 0.5, "tolerance": "1.0", "in_tolerances": -0.5},
+        {"id": "kl", "verdict": "reproduced", "better_by": math.nan, "tolerance": "1.0", "in_tolerances": 0.2},
+        {"id": "small", "verdict": "not run at this scale", "better_by": 5.0, "tolerance": "1.0", "in_tolerances": 5.0},
+        {"id": "minutes", "verdict": "n/a (hardware)", "better_by": 2.0, "tolerance": "", "in_tolerances": math.nan}])
     judged = scorecard.judged_differences(card)
-    assert dict(zip(judged.id, judged.ratio)) == {"ahead": 0.5, "behind": -2.0, "far_ahead": 3.0}
+    assert dict(zip(judged.id, judged.ratio)) == {"ahead": 0.5, "behind": -2.0, "far_ahead": 3.0, "loss_ahead": 0.5}
     small = scorecard.judged_differences(card, verdicts=("not run at this scale",))
     assert dict(zip(small.id, small.ratio)) == {"small": 5.0}
 
@@ -492,3 +494,17 @@ def test_ours_cell_reads_a_scorecard_csv_row_of_text():
     assert scorecard.ours_cell({"ours": "-95.123", "ours_sd": "", "n_runs": "1"}) == "-95.12"
     assert scorecard.ours_cell({"ours": "", "n_runs": ""}) == ""
     assert math.isnan(scorecard.number_or_nan(None)) and scorecard.number_or_nan("2.5") == 2.5
+
+
+@pytest.mark.parametrize("row_id, key", [("kingma_fig3_n1000_aevb_test", "log_px_points"),
+                                         ("burda_vae_1layer", "is_points")])
+def test_a_value_estimated_on_the_first_points_says_how_many_from_the_runs_config(tmp_path, row_id, key):
+    """Figure 3's rows say on how many points theirs was estimated; ours is the runs' config's number, per
+    profile, never typed (the default profile's 100 is not the paper's 1000)."""
+    row = PUBLISHED[row_id]
+    metric = row["metric"].lstrip("-")
+    for run in scorecard.selected_runs(row):
+        write_run(tmp_path, run, 1000, {1000: {metric: -150.0}}, {metric: -150.0, f"{metric}_se": 0.1})
+        config = run.folder(tmp_path) / "config.json"
+        config.write_text(json.dumps({**json.loads(config.read_text()), key: 123}))
+    assert score(row_id, tmp_path)["what"] == f"{row['what']}; ours on the first 123 points"
