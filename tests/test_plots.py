@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from aevb import plots  # noqa: E402
-from aevb.figures import figure_has_data  # noqa: E402
+from aevb.figures import empty_panels  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -68,7 +68,7 @@ def test_scorecard_clips_outliers_so_the_tolerance_band_keeps_its_width_and_writ
     assert high - low <= 2 * 10 * 1.2  # and at least a tenth of it: not squeezed by the -47
     written = [t.get_text() for t in ax.texts]
     assert written == ["−47.2", "−15.3"]  # the clipped values, each written beside its arrow
-    assert not figure_has_data(fig)
+    assert not empty_panels(fig)
 
 
 def test_scorecard_groups_rows_under_their_source_with_whole_labels_at_a_readable_size():
@@ -106,7 +106,7 @@ BURDA = pd.DataFrame([
 def test_burda_draws_each_models_nll_with_its_standard_error_beside_theirs():
     fig = plots.nll_beside_published(BURDA, title="test NLL")
     ax = fig.axes[0]
-    assert not figure_has_data(fig)
+    assert not empty_panels(fig)
     labels = legend_labels(fig)
     assert len(labels) == len(set(labels)) == 2 and any("Burda" in label for label in labels)
     assert [t.get_text().replace("\n", " ") for t in ax.get_yticklabels()] == list(BURDA.model)
@@ -131,7 +131,7 @@ def test_bound_curves_spend_the_axis_on_the_curves_not_on_the_early_fall():
     assert left > 1e5 and right >= 3e6  # starts where the curve enters the y range, not at 10^4
     labels = legend_labels(fig)
     assert labels == ["none", "theirs"]
-    assert not figure_has_data(fig)
+    assert not empty_panels(fig)
 
 
 # ---- a table of means over seeds ---------------------------------------------------------------------------------
