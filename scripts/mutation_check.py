@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-COPIED = ("Makefile", "pyproject.toml", "requirements.txt", "published_numbers.csv", "vae_core",
-          "aevb", "notebooks", "scripts", "tests", "bench")
+COPIED = ("Makefile", "pyproject.toml", "requirements.txt", "environment.yml",
+          "published_numbers.csv", "vae_core", "aevb", "notebooks", "scripts", "tests", "bench")
 # The fast tier's files, those that pin the behaviours first (pytest runs each file once).
 FIRST = ("tests/test_wiring.py", "tests/test_behaviours.py", "tests/test_refusals.py",
          "tests/test_scorecard.py", "tests/test_findings.py", "tests/test_estimators.py",
