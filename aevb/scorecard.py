@@ -405,16 +405,12 @@ def number_or_nan(text):
         return math.nan
 
 
-def ours_cell(row):
-    """A scorecard.csv row's value (its cells are text) as 'mean ± sd (n runs)', or 'value'."""
+def ours_cell(row, counted=True):
+    """A scorecard.csv row's value (its cells are text) as 'mean ± sd (n runs)', or 'value';
+    counted=False: without '(n runs)', for a table that has a column of its own for n."""
     n_runs = number_or_nan(row["n_runs"])
     return plus_minus(number_or_nan(row["ours"]), number_or_nan(row.get("ours_sd")), n_runs,
-                      unit="run" if n_runs > 1 else None)
-
-
-def ours_text(row):
-    """A scorecard row's value as 'mean ± sd (n runs)', or 'value (1 run)'."""
-    return plus_minus(row["ours"], row["ours_sd"], row["n_runs"])
+                      unit="run" if counted and n_runs > 1 else None)
 
 
 def verdict_css(selector="td.{verdict}"):

@@ -35,8 +35,7 @@ from pathlib import Path
 from aevb import findings, grid, paths
 from aevb.figures import FIGURES
 from aevb.files import atomic_write, atomic_write_text
-from aevb.findings import plus_minus
-from aevb.scorecard import VERDICTS, number_or_nan, verdicts_by_paper
+from aevb.scorecard import VERDICTS, number_or_nan, ours_cell, verdicts_by_paper
 
 BEGIN = "<!-- RESULTS:BEGIN (written by make results from scorecard.csv; do not edit) -->"
 END = "<!-- RESULTS:END -->"
@@ -301,8 +300,7 @@ def main(argv=None):
               "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for row in card:
         n = number_or_nan(row["n_runs"])
-        ours = plus_minus(number_or_nan(row["ours"]), number_or_nan(row.get("ours_sd")), n,
-                          unit=None)
+        ours = ours_cell(row, counted=False)
         published = f"{float(row['published']):.6g}" if row["published"] else ""
         tolerance = f"{float(row['tolerance']):g}" if row.get("tolerance") else ""
         units = number_or_nan(row.get("in_tolerances"))

@@ -493,6 +493,7 @@ def test_ours_cell_reads_a_scorecard_csv_row_of_text():
     assert scorecard.ours_cell({"ours": "-95.123", "ours_sd": "0.4", "n_runs": "3"}) == "-95.12 ± 0.40 (3 runs)"
     assert scorecard.ours_cell({"ours": "-95.123", "ours_sd": "", "n_runs": "1"}) == "-95.12"
     assert scorecard.ours_cell({"ours": "", "n_runs": ""}) == ""
+    assert scorecard.ours_cell({"ours": "-95.123", "ours_sd": "0.4", "n_runs": "3"}, counted=False) == "-95.12 ± 0.40"
     assert math.isnan(scorecard.number_or_nan(None)) and scorecard.number_or_nan("2.5") == 2.5
 
 
