@@ -18,6 +18,7 @@ nothing is left to say: every output is in). bench/overhead.py measures what the
 import argparse
 import ast
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -36,8 +37,14 @@ KERNEL = "aevb"
 # machine, several kernels starting at once have taken longer, failing a run before it began.
 KERNEL_START_TIMEOUT = 600
 # CurveZMQ keys for the kernel's sockets where its kernelspec supports them ("auto": ipykernel's
-# does)
-KERNEL_CONFIG = Config({"KernelManager": {"transport_encryption": "auto"}})
+# does). On POSIX the sockets are Unix domain sockets named after the kernel's connection file:
+# over TCP the manager picks free ports, closes them and the kernel binds them seconds later, and
+# under make -j N another kernel's client could take one of those ports in between (the kernel then
+# dies before replying to kernel_info: seen once in 600 notebooks under make -j4).
+KERNEL_CONFIG = Config({"KernelManager": {
+    "transport_encryption": "auto", "transport": "ipc" if os.name == "posix" else "tcp"}})
+# A kernel that dies before it has run a cell is started again, once: nothing was computed yet.
+KERNEL_START_ATTEMPTS = 2
 
 
 def literal(text):
@@ -103,15 +110,22 @@ def main(argv=None):
     if wrong:
         sys.exit(f"{args.notebook}: " + "; ".join(wrong))
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        papermill.execute_notebook(str(args.notebook), str(args.output), parameters=params,
-                                   kernel_name=args.kernel, cwd=str(paths.ROOT), log_output=True,
-                                   progress_bar=False, stdout_file=sys.stdout,
-                                   stderr_file=sys.stderr, start_timeout=KERNEL_START_TIMEOUT,
-                                   config=KERNEL_CONFIG, shutdown_kernel="immediate")
-    except papermill.PapermillExecutionError as e:
-        sys.exit(f"{args.notebook} failed in cell {e.exec_count} ({e.ename}: {e.evalue}); "
-                 f"the executed notebook with the traceback is {args.output}")
+    for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
+        try:
+            papermill.execute_notebook(
+                str(args.notebook), str(args.output), parameters=params, kernel_name=args.kernel,
+                cwd=str(paths.ROOT), log_output=True, progress_bar=False, stdout_file=sys.stdout,
+                stderr_file=sys.stderr, start_timeout=KERNEL_START_TIMEOUT, config=KERNEL_CONFIG,
+                shutdown_kernel="immediate")
+            return
+        except papermill.PapermillExecutionError as e:
+            sys.exit(f"{args.notebook} failed in cell {e.exec_count} ({e.ename}: {e.evalue}); "
+                     f"the executed notebook with the traceback is {args.output}")
+        except RuntimeError as e:
+            if "before replying to kernel_info" not in str(e) or attempt == KERNEL_START_ATTEMPTS:
+                raise
+            print(f"{args.notebook}: the kernel died before it started ({e}); starting another",
+                  file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

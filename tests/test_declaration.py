@@ -139,3 +139,58 @@ def test_an_algorithms_option_is_refused_for_another(bad, message):
         RunConfig(**bad)
     options = RunConfig(algorithm=bad["algorithm"] if "algorithm" in bad else "aevb").options()
     assert set(options) <= set(vc.ALGORITHMS[bad.get("algorithm", "aevb")].options)
+
+
+def test_a_kernel_that_dies_before_it_starts_is_started_again_once(tmp_path, monkeypatch, capsys):
+    script = load_run_notebook_script()
+    calls = []
+
+    def dies(*args, **kwargs):
+        calls.append(kwargs["config"])
+        raise RuntimeError("Kernel died before replying to kernel_info")
+    monkeypatch.setattr(script.papermill, "execute_notebook", dies)
+    with pytest.raises(RuntimeError, match="kernel_info"):
+        script.main([str(NOTEBOOK), str(tmp_path / "out.ipynb")])
+    assert len(calls) == script.KERNEL_START_ATTEMPTS == 2
+    assert "the kernel died before it started" in capsys.readouterr().err
+
+    calls.clear()
+    outcomes = iter([RuntimeError("Kernel died before replying to kernel_info"), None])
+
+    def dies_once(*args, **kwargs):
+        calls.append(1)
+        if (outcome := next(outcomes)) is not None:
+            raise outcome
+    monkeypatch.setattr(script.papermill, "execute_notebook", dies_once)
+    script.main([str(NOTEBOOK), str(tmp_path / "out.ipynb")])
+    assert len(calls) == 2
+
+    calls.clear()
+
+    def other(*args, **kwargs):
+        calls.append(1)
+        raise RuntimeError("something else")  # not a kernel's start: no second try
+    monkeypatch.setattr(script.papermill, "execute_notebook", other)
+    with pytest.raises(RuntimeError, match="something else"):
+        script.main([str(NOTEBOOK), str(tmp_path / "out.ipynb")])
+    assert len(calls) == 1
+
+
+def test_the_kernel_talks_over_unix_sockets(tmp_path):
+    """Over TCP, ports picked and released before the kernel binds them can be taken by another
+    kernel's client under make -j N; a Unix socket named after the connection file cannot."""
+    import nbformat
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "aevb", "display_name": "aevb",
+                                                           "language": "python"}})
+    nb.cells = [nbformat.v4.new_code_cell(
+        "import json, ipykernel.connect as c\n"
+        "info = json.load(open(c.get_connection_file()))\n"
+        "print(info['transport'], 'curve_secretkey' in info)")]
+    nbformat.write(nb, tmp_path / "in.ipynb")
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "run_notebook.py"), str(tmp_path / "in.ipynb"),
+                             str(tmp_path / "out.ipynb")], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = nbformat.read(tmp_path / "out.ipynb", 4).cells[0].outputs[0]["text"].split()
+    assert out == ["ipc", "True"]  # and still encrypted with CurveZMQ
