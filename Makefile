@@ -116,7 +116,7 @@ plan: | setup
 	+@$$(test -x $(PY) && echo $(PY) || echo $(PYTHON)) -m aevb.progress --build $(BUILD) --started $(MAKE_STARTED) \
 		plan --profile $(PROFILE) \
 		--runs $(RUNS) --figures $(FIGURES) --jobs $(JOBS) --threads $(THREADS) --goals "$(MAKECMDGOALS)" \
-		--python $(PY) --figure-code "$(FIGURE_CODE)" $(if $(GRID_FILE),--grid $(GRID_FILE)) \
+		--python $(PY) --figure-code "$(FIGURE_CODE) $(PAPER_SCALE_RUNS)" $(if $(GRID_FILE),--grid $(GRID_FILE)) \
 		$(if $(findstring n,$(firstword -$(MAKEFLAGS))),--dry-run)
 
 # ---- figures: each notebook (the grid's NOTEBOOK_RUNS) depends on the runs it reads and on the code
@@ -125,12 +125,16 @@ plan: | setup
 FIGURE_NOTEBOOKS := $(shell $(GRID) notebooks)
 FIGURE_CODE := aevb/figures.py aevb/plots.py aevb/findings.py aevb/runs.py aevb/grid.py aevb/scorecard.py aevb/estimators.py \
 	aevb/data.py aevb/catalog.py aevb/latent.py aevb/paths.py aevb/files.py aevb/experiment.py aevb/released.py \
-	vae_core/__init__.py vae_core/model.py vae_core/algorithms.py vae_core/training.py published_numbers.csv
+	aevb/paper_scale.py vae_core/__init__.py vae_core/model.py vae_core/algorithms.py vae_core/training.py \
+	published_numbers.csv
+# the published paper-scale runs (aevb/paper_scale.py), which judge the rows at 10^8: a run published
+# reruns the notebooks that read the scorecard
+PAPER_SCALE_RUNS := $(wildcard results/paper-scale/*/*/*.json results/paper-scale/*/*/history.csv)
 # (The stamp in $(BUILD)/done/ is written only when the notebook succeeded and wrote every output it declares.)
 outputs = $(BUILD)/done/$1 $(addprefix $(FIGURES)/,$(shell $(PYTHON) -m aevb.figures outputs $1))
 FIGURE_OUTPUTS := $(foreach n,$(FIGURE_NOTEBOOKS),$(call outputs,$n))
 define figure_rule
-$(call outputs,$1) &: notebooks/$1.ipynb $(FIGURE_CODE) $(call reads,$1) | setup plan
+$(call outputs,$1) &: notebooks/$1.ipynb $(FIGURE_CODE) $(PAPER_SCALE_RUNS) $(call reads,$1) | setup plan
 	@$$(STEP) run notebooks/$1.ipynb --log $(NB)/$1.log --notebook $(NB)/$1.ipynb -- \
 		$$(RUN_NOTEBOOK) notebooks/$1.ipynb $(NB)/$1.ipynb -p runs_dir $(RUNS) -p figures_dir $(FIGURES) -p profile $(PROFILE)
 	@$(PYTHON) -m aevb.figures check $1 $(FIGURES)

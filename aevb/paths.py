@@ -6,6 +6,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # every number the papers publish, and how we judge it
 PUBLISHED_NUMBERS = ROOT / "published_numbers.csv"
 NOTEBOOKS = ROOT / "notebooks"
+# finished paper-scale runs (10^8 samples), committed as data without their models: config, history,
+# metrics and provenance.json (aevb.published_runs); the scorecard judges the rows at that scale on
+# them wherever a profile's own runs trained too few samples
+PAPER_SCALE = ROOT / "results" / "paper-scale"
 
 
 def data_dir():

@@ -21,6 +21,7 @@ import statistics
 import pandas as pd
 
 import aevb.grid
+import aevb.paper_scale
 from aevb import paths
 # direction: which way is better, written once there
 from aevb.findings import direction, listing, plus_minus  # noqa: F401
@@ -281,10 +282,25 @@ CLAIMS = {"adam_vs_kingma": adam_vs_kingma, "ws_minus_aevb_loss": ws_minus_aevb_
 
 # ---- the scorecard -------------------------------------------------------------------------------
 
-def score(row, finished, published, grid=None):
+def score(row, finished, published, grid=None, paper_scale=None):
     """One scorecard row (a dict of COLUMNS) for a published row, judged on `finished` (see
     finished_runs); `published` is every published row (claim 1 reads Kingma & Welling's bounds from
-    it)."""
+    it). A row that `finished` cannot judge at its scale is judged on the published paper-scale runs
+    (`paper_scale`: aevb.paper_scale.load's) that trained at least half its samples, where they
+    can; its note then says where they came from."""
+    out = judged(row, finished, published, grid)
+    if out["verdict"] == "not run at this scale" and paper_scale:
+        at_scale = {run: s for run, s in paper_scale.items()
+                    if s["metrics"]["samples"] >= 0.5 * int(row["samples"])}
+        again = judged(row, at_scale, published, grid) if at_scale else out
+        if again["verdict"] != "not run at this scale":
+            used = [at_scale[run] for run in at_scale if run.name in again["runs"].split()]
+            return {**again, "note": f"{again['note']}; {aevb.paper_scale.described(used)}"}
+    return out
+
+
+def judged(row, finished, published, grid=None):
+    """score's row on `finished` alone."""
     samples = int(row["samples"])
     out = {
         "source": row["source"], "what": row["what"], "published": row["published"],
@@ -350,13 +366,15 @@ def score(row, finished, published, grid=None):
     return out
 
 
-def build(runs_dir, published=None, grid=None):
+def build(runs_dir, published=None, grid=None, paper_scale=paths.PAPER_SCALE):
     """The scorecard: one row per published row, in its order, with COLUMNS (what scorecard.csv
     holds). `published`: published_numbers()' dict (None: published_numbers.csv); `grid`: a grid
-    module (None: aevb.grid)."""
+    module (None: aevb.grid); `paper_scale`: the folder of published paper-scale runs that judge
+    the rows runs_dir's runs cannot (None: none)."""
     published = published_numbers() if published is None else published
     finished = finished_runs(runs_dir, grid)
-    rows = [score(row, finished, published, grid) for row in published.values()]
+    at_scale = aevb.paper_scale.load(paper_scale, grid) if paper_scale else {}
+    rows = [score(row, finished, published, grid, at_scale) for row in published.values()]
     return pd.DataFrame(rows, columns=COLUMNS).astype({"samples_trained": "Int64"})
 
 

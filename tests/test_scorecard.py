@@ -509,3 +509,46 @@ def test_a_value_estimated_on_the_first_points_says_how_many_from_the_runs_confi
         config = run.folder(tmp_path) / "config.json"
         config.write_text(json.dumps({**json.loads(config.read_text()), key: 123}))
     assert score(row_id, tmp_path)["what"] == f"{row['what']}; ours on the first 123 points"
+
+
+def test_a_row_at_paper_scale_is_judged_on_the_published_paper_scale_runs(tmp_path):
+    """The default profile's seeds trained 3x10^6 samples: the 10^8 row is not run at this scale, until
+    results/paper-scale holds a run that trained 10^8 (one seed); then that run judges it, and the note says
+    where it came from. A published run too short for the row judges nothing."""
+    from aevb import paper_scale
+    row_id = "kingma_fig2_mnist_aevb_z20_test_1e8"
+    published = PUBLISHED[row_id]["published"]
+    seeds = grid.runs(dataset="mnist", algorithm="aevb", latent_dim=20, protocol="kingma")
+    bounds = {"test_elbo": -110.0, "train_elbo": -108.0}
+    for run in seeds:
+        write_run(tmp_path / "runs", run, 3_000_000, {3_000_000: bounds}, bounds)
+    trained = tmp_path / "trained"  # as make runs PROFILE=paper leaves it
+    final = {"test_elbo": published + 1.5, "train_elbo": -97.0}
+    write_run(trained, seeds[0], 100_000_000, {3_000_000: bounds, 100_000_000: final},
+              {**final, "torch_version": "2.14.1", "device": "cpu"})
+    card = by_id(scorecard.build(tmp_path / "runs", paper_scale=tmp_path / "published"))
+    assert card[row_id]["verdict"] == "not run at this scale"  # nothing published yet
+
+    with pytest.raises(FileNotFoundError, match="no finished run"):
+        paper_scale.publish(tmp_path / "runs", seeds[1].name + "_missing", tmp_path / "published")
+    folder = paper_scale.publish(trained, seeds[0].name, tmp_path / "published")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "history.csv", "metrics.json",
+                                                          "provenance.json"]  # no model, no checkpoint
+    provenance = json.loads((folder / "provenance.json").read_text())
+    assert provenance["samples"] == 100_000_000 and provenance["precision"] == "float32"
+    assert provenance["machine"] and provenance["training_hours"] == pytest.approx(6000 / 3600, abs=0.01)
+
+    card = by_id(scorecard.build(tmp_path / "runs", paper_scale=tmp_path / "published"))
+    row = card[row_id]
+    assert row["verdict"] == "reproduced" and row["n_runs"] == 1 and row["samples_trained"] == 100_000_000
+    assert row["ours"] == pytest.approx(published + 1.5) and row["runs"] == seeds[0].name
+    assert "as published in results/paper-scale" in row["note"] and provenance["machine"] in row["note"]
+    # the 3x10^6 rows are still judged on the profile's own three seeds
+    row_3e6 = card["kingma_fig2_mnist_aevb_z20_test_3e6"]
+    assert row_3e6["n_runs"] == 3 and row_3e6["ours"] == pytest.approx(-110.0)
+    assert "paper-scale" not in row_3e6["note"]
+    # a published run too short for the row (here: half of 10^8 less one) judges nothing
+    metrics = folder / "metrics.json"
+    metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "samples": 49_999_999}))
+    card = by_id(scorecard.build(tmp_path / "runs", paper_scale=tmp_path / "published"))
+    assert card[row_id]["verdict"] == "not run at this scale"
