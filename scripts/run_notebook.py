@@ -20,6 +20,7 @@ import ast
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 # jsonschema, which papermill imports through nbformat, compiles a grammar for the "iri" string
@@ -37,12 +38,19 @@ KERNEL = "aevb"
 # machine, several kernels starting at once have taken longer, failing a run before it began.
 KERNEL_START_TIMEOUT = 600
 # CurveZMQ keys for the kernel's sockets where its kernelspec supports them ("auto": ipykernel's
-# does). On POSIX the sockets are Unix domain sockets named after the kernel's connection file:
+# does). On POSIX the sockets are Unix domain sockets in a folder of this process's own (`ipc`):
 # over TCP the manager picks free ports, closes them and the kernel binds them seconds later, and
 # under make -j N another kernel's client could take one of those ports in between (the kernel then
-# dies before replying to kernel_info: seen once in 600 notebooks under make -j4).
-KERNEL_CONFIG = Config({"KernelManager": {
-    "transport_encryption": "auto", "transport": "ipc" if os.name == "posix" else "tcp"}})
+# dies before replying to kernel_info: seen once in 600 notebooks under make -j4). The folder must
+# be named: jupyter_client's default for IPC is "kernel-ipc-1".. in the working directory, which
+# kernels started at once share.
+KERNEL_CONFIG = {"transport_encryption": "auto"}
+
+
+def kernel_config(folder):
+    """The kernel manager's settings, its sockets in `folder` where Unix sockets exist."""
+    ipc = dict(transport="ipc", ip=str(Path(folder) / "kernel")) if os.name == "posix" else {}
+    return Config({"KernelManager": {**KERNEL_CONFIG, **ipc}})
 # A kernel that dies before it has run a cell is started again, once: nothing was computed yet.
 KERNEL_START_ATTEMPTS = 2
 
@@ -112,11 +120,15 @@ def main(argv=None):
     args.output.parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
         try:
-            papermill.execute_notebook(
-                str(args.notebook), str(args.output), parameters=params, kernel_name=args.kernel,
-                cwd=str(paths.ROOT), log_output=True, progress_bar=False, stdout_file=sys.stdout,
-                stderr_file=sys.stderr, start_timeout=KERNEL_START_TIMEOUT, config=KERNEL_CONFIG,
-                shutdown_kernel="immediate")
+            # a short path: a Unix socket's name has at most 107 bytes
+            with tempfile.TemporaryDirectory(prefix="aevb-", dir="/tmp" if os.name == "posix"
+                                             else None) as sockets:
+                papermill.execute_notebook(
+                    str(args.notebook), str(args.output), parameters=params,
+                    kernel_name=args.kernel, cwd=str(paths.ROOT), log_output=True,
+                    progress_bar=False, stdout_file=sys.stdout, stderr_file=sys.stderr,
+                    start_timeout=KERNEL_START_TIMEOUT, config=kernel_config(sockets),
+                    shutdown_kernel="immediate")
             return
         except papermill.PapermillExecutionError as e:
             sys.exit(f"{args.notebook} failed in cell {e.exec_count} ({e.ename}: {e.evalue}); "

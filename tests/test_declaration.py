@@ -6,6 +6,7 @@ import dataclasses
 import importlib.util
 import inspect
 import json
+from pathlib import Path
 
 import papermill
 import pytest
@@ -185,7 +186,7 @@ def test_the_kernel_talks_over_unix_sockets(tmp_path):
     nb.cells = [nbformat.v4.new_code_cell(
         "import json, ipykernel.connect as c\n"
         "info = json.load(open(c.get_connection_file()))\n"
-        "print(info['transport'], 'curve_secretkey' in info)")]
+        "print(info['transport'], 'curve_secretkey' in info, info['ip'])")]
     nbformat.write(nb, tmp_path / "in.ipynb")
     import subprocess
     import sys
@@ -193,4 +194,30 @@ def test_the_kernel_talks_over_unix_sockets(tmp_path):
                              str(tmp_path / "out.ipynb")], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     out = nbformat.read(tmp_path / "out.ipynb", 4).cells[0].outputs[0]["text"].split()
-    assert out == ["ipc", "True"]  # and still encrypted with CurveZMQ
+    assert out[:2] == ["ipc", "True"]  # and still encrypted with CurveZMQ
+    # in a folder of its own, named absolutely (jupyter_client's default is relative: kernel-ipc-1.. in the
+    # working directory, shared by kernels started at once), and removed afterwards
+    assert Path(out[2]).is_absolute() and Path(out[2]).parent != ROOT and not Path(out[2]).parent.exists()
+    assert not list(ROOT.glob("kernel-ipc*")) and not list(tmp_path.glob("kernel-ipc*"))
+
+
+def test_kernels_started_at_once_each_get_their_own_sockets(tmp_path):
+    """Six notebooks at once, as make -j6 starts them: each finishes and prints its own value."""
+    import subprocess
+    import sys
+
+    import nbformat
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "aevb", "display_name": "aevb",
+                                                           "language": "python"}})
+    parameters = nbformat.v4.new_code_cell("value = 0")
+    parameters.metadata["tags"] = ["parameters"]
+    nb.cells = [parameters, nbformat.v4.new_code_cell("print(value)")]
+    nbformat.write(nb, tmp_path / "in.ipynb")
+    script = str(ROOT / "scripts" / "run_notebook.py")
+    started = [subprocess.Popen([sys.executable, script, str(tmp_path / "in.ipynb"), str(tmp_path / f"out{i}.ipynb"),
+                                 "-p", "value", str(i)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               for i in range(6)]
+    for i, process in enumerate(started):
+        output, _ = process.communicate(timeout=300)
+        assert process.returncode == 0, output
+        assert nbformat.read(tmp_path / f"out{i}.ipynb", 4).cells[-1].outputs[0]["text"].strip() == str(i)
