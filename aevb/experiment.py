@@ -82,7 +82,8 @@ class RunConfig:
         choice("init", self.init, ["normal", "glorot"])
         choice("lr_schedule", self.lr_schedule, list(vc.LR_SCHEDULES))
         choice("optimizer", self.optimizer, ["adam", "adagrad", "adam_iwae"])
-        choice("recognition", self.recognition, list(vc.RECOGNITION))
+        choice("recognition", self.recognition,
+               [*vc.RECOGNITION, *(["released"] if self.algorithm in released.RECOGNITION else [])])
         choice("output_bias", self.output_bias,
                ["init", "data_mean"] if self.dataset == "mnist" else ["init"])
         choice("minibatches", self.minibatches,
@@ -350,7 +351,7 @@ def train_run(config, run_dir, replace_stale=False, progress="lines", threads=0)
         c = config
         torch.manual_seed(c.seed)
         model = vc.VAE(train_x.shape[1], c.latent_dim, c.hidden, c.activation, likelihood,
-                       c.init_std, c.init, c.recognition)
+                       c.init_std, c.init, released.recognition(c.recognition, c.algorithm))
         if c.output_bias == "data_mean":
             released.init_output_bias(model, train_x)
         batch_size = c.batch_size or len(train_x)  # 0: the whole training set (batch MCEM)

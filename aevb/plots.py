@@ -345,3 +345,44 @@ def table_of_means(table, seeds, published, title="", note=""):
     if note:
         fig.text(0.5, -0.08, note, ha="center", fontsize=SMALL, style="italic")
     return fig
+
+
+# ---- the central answer: AEVB minus wake-sleep per Nz and protocol ------------------------------
+
+
+def aevb_minus_ws(table, labels=None, title="AEVB minus wake-sleep: test lower bound"):
+    """One panel per dataset of `table` (aevb.scorecard.aevb_minus_ws's: protocol, dataset, Nz, n,
+    gap, gap_sd): the mean gap per Nz, a line per protocol, bars of ±1 sd over the seed pairs where
+    there are several, each point labelled with its n; zero drawn (above it AEVB's bound is higher).
+    `labels`: {protocol: legend text}. Nz on a log axis."""
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(table["dataset"]))
+    fig, axes = plt.subplots(1, max(len(datasets), 1), figsize=(5.2 * max(len(datasets), 1), 4.4),
+                             squeeze=False)
+    markers = "osD^v"
+    for ax, dataset in zip(axes[0], datasets):
+        rows = table[table["dataset"] == dataset]
+        for i, (protocol, group) in enumerate(rows.groupby("protocol", sort=False)):
+            group = group.sort_values("Nz")
+            ax.errorbar(group["Nz"], group["gap"], yerr=group["gap_sd"].fillna(0),
+                        marker=markers[i % 5], ms=7, capsize=4, lw=1.5,
+                        label=(labels or {}).get(protocol, protocol))
+            for nz, gap, n in zip(group["Nz"], group["gap"], group["n"]):
+                ax.annotate(f"n={n}", (nz, gap), textcoords="offset points", xytext=(6, 4),
+                            fontsize=SMALL - 1, color="0.35")
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xscale("log")
+        ticks = sorted(set(rows["Nz"]))
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
+        ax.tick_params(labelsize=FONT)
+        ax.grid(alpha=0.3)
+        ax.set_xlabel("Nz, latent dimensions", fontsize=FONT)
+        ax.set_ylabel("AEVB minus wake-sleep (nats; > 0: AEVB higher)", fontsize=FONT)
+        ax.set_title({"mnist": "MNIST", "frey": "Frey Face"}.get(dataset, dataset),
+                     fontsize=FONT + 1)
+        ax.legend(fontsize=FONT, frameon=False)
+    fig.suptitle(title, fontsize=FONT + 1)
+    fig.tight_layout()
+    return fig

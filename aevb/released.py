@@ -54,3 +54,19 @@ def init_output_bias(model, train_x):
             "init_output_bias is for a Bernoulli decoder (its output is the pixels' logits)")
     mean = train_x.double().mean(0).clamp(0.001, 0.999)
     model.decoder[-1].bias.copy_(torch.log(mean / (1 - mean)))
+
+
+# ---- anglepy: each algorithm's model as the released code of the paper's time trains it ---------
+# The first commit of dpkingma/anglepy that holds both algorithms (55f25be, 2014-04-28; nothing
+# older holds `step_wakesleep`): wzoptim.py's `step_va` trains models/MLEM.py's DLVM, whose
+# `init_w` starts the log-variance layer and the output biases at zero ("anglepy-va");
+# `step_wakesleep` trains models/MLBN_Inverse.py as its recognition model, log-variance
+# 0.1 * W h + b from zero, tanh ("anglepy"). A protocol's recognition="released" is the
+# algorithm's own.
+RECOGNITION = {"aevb": "anglepy-va", "wake_sleep": "anglepy"}
+
+
+def recognition(value, algorithm):
+    """vae_core's recognition setting for a protocol's `value`: 'released' is the algorithm's in
+    anglepy (RECOGNITION), any other value itself."""
+    return RECOGNITION[algorithm] if value == "released" else value

@@ -44,13 +44,18 @@ END = "<!-- RESULTS:END -->"
 MAKE_CALL = "the make call that trained its runs"
 # pixels: a published figure wider than this is scaled down (legible on a code host's page)
 PUBLISHED_WIDTH = 1000
+# the finding that answers the project's question (notebooks/scorecard.ipynb): first in RESULTS.md
+# and in README.md's results block
+ANSWER = "answer"
 # an adaptive palette: line plots and grey image grids stay legible at a fifth less size than 256
 PUBLISHED_COLOURS = 64
 PROVENANCE = "provenance.json"
 # The figures that carry the papers' main claims, shown in README.md's results block (with their
-# width there): Kingma & Welling's Figure 2 with their values beside ours, the scorecard's
-# ours-against-theirs, and the replication report's samples of AEVB and of the true wake-sleep.
+# width there): the answer (AEVB minus wake-sleep per Nz and protocol), Kingma & Welling's Figure 2
+# with their values beside ours, the scorecard's ours-against-theirs, and the replication report's
+# samples of AEVB and of the true wake-sleep.
 README_FIGURES = {
+    "aevb_minus_wake_sleep": ("100%", "the answer, AEVB minus wake-sleep per Nz and protocol"),
     "kingma_fig2_lower_bound": ("100%", "Kingma & Welling's Figure 2, their bounds beside ours"),
     "scorecard_differences": ("80%", "every published value against ours, in tolerances"),
     "report_fig1_aevb_samples": ("45%", "samples of AEVB"),
@@ -190,10 +195,11 @@ def verdict_table(by_paper):
     return lines
 
 
-def summary_block(by_paper, prov, results_name, figures_link=None, figures_record=None):
-    """README.md's results block: the verdicts, what the build cost, and, with `figures_link` (the
-    published figures' folder, relative to the README) and their provenance, the figures of
-    README_FIGURES."""
+def summary_block(by_paper, prov, results_name, figures_link=None, figures_record=None,
+                  answer=None):
+    """README.md's results block: the answer (the scorecard's finding `answer`, where given), the
+    verdicts, what the build cost, and, with `figures_link` (the published figures' folder,
+    relative to the README) and their provenance, the figures of README_FIGURES."""
     total = Counter()
     for counts in by_paper.values():
         total.update(counts)
@@ -216,7 +222,7 @@ def summary_block(by_paper, prov, results_name, figures_link=None, figures_recor
             f"{figures_record['commit']}, {figures_record['date']}; `provenance.json` says more)."
         ]
     return "\n".join([
-        BEGIN, "",
+        BEGIN, "", *([one_line(answer["text"]), ""] if answer else []),
         f"**Verdicts** ({prov['profile']} profile, commit {prov['commit']}, {prov['date']},"
         f" on {prov['device']}): {counts}. {cost}", "", *verdict_table(by_paper), *images, "",
         f"The headline findings, each beside its figure, every row and its provenance: "
@@ -333,7 +339,7 @@ def main(argv=None):
         block = summary_block(
             by_paper, prov,
             out.name if out.parent.resolve() == readme.parent.resolve() else str(out), figures_link,
-            record)
+            record, answer=next((f for f in found if f["key"] == ANSWER), None))
         new = before + block + after
         if new != text:
             atomic_write_text(readme, new)

@@ -162,3 +162,26 @@ def test_unique_legend_names_each_label_once_and_key_legend_explains_each_channe
     assert [t.get_text() for t in legend.get_texts()] == ["AEVB", "train", "test", "App. D"]
     assert min(t.get_fontsize() for t in legend.get_texts()) >= 9
     assert math.isclose(legend.get_texts()[0].get_fontsize(), plots.FONT)
+
+
+# ---- aevb_minus_ws: the answer -----------------------------------------------------------------------------
+
+def test_the_answer_draws_each_protocols_gaps_with_their_sd_and_n_per_dataset():
+    table = pd.DataFrame([
+        dict(protocol="kingma", dataset="mnist", Nz=3, n=3, gap=4.5, gap_sd=0.5),
+        dict(protocol="kingma", dataset="mnist", Nz=20, n=3, gap=5.1, gap_sd=0.2),
+        dict(protocol="report", dataset="mnist", Nz=20, n=1, gap=8.0, gap_sd=math.nan),
+        dict(protocol="kingma", dataset="frey", Nz=10, n=1, gap=-2.0, gap_sd=math.nan)])
+    fig = plots.aevb_minus_ws(table, {"kingma": "as released", "report": "the report's"})
+    assert len(fig.axes) == 2 and not empty_panels(fig)
+    mnist, frey = fig.axes
+    assert mnist.get_title() == "MNIST" and frey.get_title() == "Frey Face" and mnist.get_xscale() == "log"
+    points = sorted((tuple(x), tuple(y)) for line in mnist.lines if len(x := line.get_xdata()) and len(
+        y := line.get_ydata()) and line.get_marker() not in (None, "None", ""))
+    assert ((3, 20), (4.5, 5.1)) in points and ((20,), (8.0,)) in points
+    # the error bars are the seeds' sd: kingma's at Nz = 20 spans 5.1 ± 0.2
+    spans = [seg for coll in mnist.collections for seg in coll.get_segments()]
+    assert any(math.isclose(s[0][1], 4.9) and math.isclose(s[1][1], 5.3) for s in spans)
+    words = [t.get_text() for t in texts(fig)]
+    assert "n=3" in words and "n=1" in words and {"as released", "the report's"} <= set(legend_labels(fig))
+    assert all(t.get_fontsize() >= plots.SMALL - 1 for t in texts(fig))

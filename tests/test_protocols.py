@@ -15,8 +15,8 @@ from conftest import small_model
 # ---- pixel scale: grey level / 256 where Kingma & Welling's data had it, / 255 elsewhere ------------------
 
 KINGMAS_DATA = {("mnist", "kingma"), ("frey", "kingma"), ("mnist", "fig3n1000"), ("mnist", "fig3n50000"),
-                ("mnist", "fig3n1000-online"), ("mnist", "fig3n1000-encoder"), ("mnist", "ws-anglepy-lr0.02"),
-                ("mnist", "ws-anglepy"),                 ("frey", "ws-anglepy"), *[("mnist", v) for v in grid.KINGMA_VARIANTS]}
+                ("mnist", "fig3n1000-online"), ("mnist", "fig3n1000-encoder"), ("mnist", "kingma-paper"),
+                ("mnist", "kingma-paper-lr0.02"), ("frey", "kingma-paper"), *[("mnist", v) for v in grid.KINGMA_VARIANTS]}
 
 
 @pytest.mark.parametrize("key", sorted(grid.PROTOCOLS))

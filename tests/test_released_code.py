@@ -269,19 +269,41 @@ def test_minibatches_with_replacement_draw_each_point_uniformly(monkeypatch):
         RunConfig(algorithm="mcem", minibatches="with_replacement")
 
 
-def test_the_wake_sleep_protocols_with_anglepys_recognition_model():
-    mnist, rule, frey = (grid.PROTOCOLS[k] for k in (("mnist", "ws-anglepy-lr0.02"), ("mnist", "ws-anglepy"),
-                                                     ("frey", "ws-anglepy")))
-    for p in (mnist, rule, frey):
-        assert p["recognition"] == "anglepy" and p["minibatches"] == "with_replacement" and p["optimizer"] == "adagrad"
-    assert mnist["lr"] == 0.02 and not mnist["lr_choices"]
-    # the released model differs from the kingma protocol in those two settings alone (and the fixed step)
-    assert {k: v for k, v in rule.items() if grid.PROTOCOLS["mnist", "kingma"].get(k) != v} == grid.ANGLEPY_WS
-    for profile in ("default", "paper"):  # three seeds at step 0.02 where the cause of the gap is stated
-        assert [r.seed for r in grid.runs(protocol="ws-anglepy-lr0.02", profile=profile)] == [1, 2, 3]
-        assert [(r.latent_dim, r.seed) for r in grid.runs(protocol="ws-anglepy", dataset="mnist", profile=profile)] \
-            == [(200, 1)]
-    for protocol in ("ws-anglepy-lr0.02", "ws-anglepy"):
-        assert all(r.params(p)["samples"] == 3_000_000 for p in ("default", "paper")
-                   for r in grid.runs(protocol=protocol, dataset="mnist", profile=p))
-    assert {r.latent_dim for r in grid.runs(protocol="ws-anglepy", dataset="frey")} == {10, 20}
+def test_the_anglepy_aevb_model_starts_its_log_variance_layer_and_output_biases_at_zero():
+    """models/MLEM.py, `DLVM.init_w` (what wzoptim.py's `step_va` trains): q_logvar_w, q_logvar_b, out_b and
+    out_logvar_b are zeros; every other parameter N(0, 0.01); no scale on the log-variance."""
+    for likelihood in ("bernoulli", "gaussian"):
+        torch.manual_seed(0)
+        model = vc.VAE(12, 3, hidden=(8,), likelihood=likelihood, recognition="anglepy-va")
+        out, dec = model.encoder[-1], model.decoder[-1]
+        assert torch.all(out.weight[3:] == 0) and torch.all(out.bias[3:] == 0)
+        assert torch.all(dec.bias == 0) and dec.bias.numel() == (12 if likelihood == "bernoulli" else 24)
+        assert 0.005 < out.weight[:3].std() < 0.02 and 0.005 < dec.weight.std() < 0.02
+        assert torch.all(model.row_scale == 1)
+        torch.manual_seed(0)  # the same draws as the paper's model elsewhere
+        paper = vc.VAE(12, 3, hidden=(8,), likelihood=likelihood)
+        assert torch.equal(paper.encoder[0].weight, model.encoder[0].weight)
+        assert torch.equal(paper.encoder[-1].weight[:3], out.weight[:3])
+
+
+def test_kingma_runs_each_algorithms_released_model_and_kingma_paper_the_papers_text():
+    for dataset in ("mnist", "frey"):
+        kingma, text = grid.PROTOCOLS[dataset, "kingma"], grid.PROTOCOLS[dataset, "kingma-paper"]
+        assert kingma["recognition"] == "released" and kingma["minibatches"] == "with_replacement"
+        # they differ in those two settings alone
+        assert {k: v for k, v in kingma.items() if text.get(k) != v} == grid.RELEASED
+        assert RunConfig(**text).recognition == "paper" and RunConfig(**text).minibatches == "epochs"
+    assert released.recognition("released", "aevb") == "anglepy-va"
+    assert released.recognition("released", "wake_sleep") == "anglepy"
+    assert released.recognition("paper", "aevb") == "paper"
+    for algorithm in ("iwae", "mcem"):  # anglepy of that time has no model of theirs to follow
+        with pytest.raises(ValueError, match="recognition='released' is not allowed"):
+            RunConfig(algorithm=algorithm, recognition="released", minibatches="epochs")
+    # recognition model x step at Nz = 200, three seeds each, in every profile
+    for profile in grid.PROFILES:
+        for protocol in ("kingma", "kingma-lr0.02", "kingma-paper", "kingma-paper-lr0.02"):
+            assert [r.seed for r in grid.runs(protocol=protocol, algorithm="wake_sleep", latent_dim=200,
+                                              profile=profile)] == [1, 2, 3], (profile, protocol)
+    assert grid.PROTOCOLS["mnist", "kingma-paper-lr0.02"]["lr"] == 0.02
+    assert not grid.PROTOCOLS["mnist", "kingma-paper-lr0.02"]["lr_choices"]
+    assert {r.latent_dim for r in grid.runs(protocol="kingma-paper", dataset="frey")} == {10, 20}

@@ -552,3 +552,34 @@ def test_a_row_at_paper_scale_is_judged_on_the_published_paper_scale_runs(tmp_pa
     metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "samples": 49_999_999}))
     card = by_id(scorecard.build(tmp_path / "runs", paper_scale=tmp_path / "published"))
     assert card[row_id]["verdict"] == "not run at this scale"
+
+
+def test_the_answer_pairs_seeds_and_moves_with_one_seeds_number(tmp_path):
+    """AEVB minus wake-sleep per (protocol, dataset, Nz): seed-paired differences of the final test bound, their
+    mean and sd; a seed without its partner is left out; changing one seed's bound moves the mean and the sd."""
+    runs = {}
+    for algorithm, values in (("aevb", (-100.0, -101.0, -99.0)), ("wake_sleep", (-105.0, -104.0, -106.0))):
+        for run, value in zip(grid.runs(dataset="mnist", algorithm=algorithm, latent_dim=20, protocol="kingma"),
+                              values):
+            write_run(tmp_path, run, 3_000_000, {3_000_000: {"test_elbo": value}}, {"test_elbo": value})
+            runs[algorithm, run.seed] = run
+    [ws3] = [r for r in grid.runs(dataset="mnist", algorithm="wake_sleep", latent_dim=3, protocol="kingma")
+             if r.seed == 1]
+    write_run(tmp_path, ws3, 3_000_000, {3_000_000: {"test_elbo": -120.0}}, {"test_elbo": -120.0})  # no AEVB partner
+    answer = scorecard.aevb_minus_ws(tmp_path)
+    [row] = answer.to_dict("records")
+    assert (row["protocol"], row["dataset"], row["Nz"], row["n"], row["seeds"]) == ("kingma", "mnist", 20, 3, "1 2 3")
+    assert row["gap"] == pytest.approx((5 + 3 + 7) / 3) and row["gap_sd"] == pytest.approx(2.0)
+    assert scorecard.gap_text(row) == "+5.0 ± 2.0 (n = 3)"
+    # one seed's number changes: the answer's mean and sd move with it
+    folder = runs["aevb", 3].folder(tmp_path)
+    for name in ("config.json", "history.csv", "metrics.json"):
+        (folder / name).unlink()
+    folder.rmdir()
+    write_run(tmp_path, runs["aevb", 3], 3_000_000, {3_000_000: {"test_elbo": -96.0}}, {"test_elbo": -96.0})
+    [moved] = scorecard.aevb_minus_ws(tmp_path).to_dict("records")
+    assert moved["gap"] == pytest.approx((5 + 3 + 10) / 3) and moved["gap_sd"] == pytest.approx(3.605551, rel=1e-5)
+    # a single pair has no sd
+    [one] = scorecard.aevb_minus_ws(tmp_path, protocols=("kingma",)).query("n == 3").to_dict("records")
+    assert one["n"] == 3
+    assert scorecard.gap_text({"gap": -1.25, "gap_sd": math.nan, "n": 1}) == "-1.2 (n = 1)"

@@ -169,8 +169,9 @@ def check_model(c, rec, final):
     assert {k: config[k] for k in expected} == expected
     torch.manual_seed(c.seed)  # the initialization is the seed's
     model = vc.VAE(DIMS[c.dataset], c.latent_dim, c.hidden, c.activation, config["likelihood"], c.init_std, c.init,
-                   c.recognition)
-    assert config["recognition"] == c.recognition
+                   released.recognition(c.recognition, c.algorithm))
+    assert config["recognition"] == released.RECOGNITION.get(c.algorithm, c.recognition) if \
+        c.recognition == "released" else config["recognition"] == c.recognition
     if c.output_bias == "data_mean":  # Burda et al.'s start: the logit of the trained-on points' mean
         with torch.no_grad():
             released.init_output_bias(model, final["train_x"])
@@ -364,18 +365,27 @@ KINGMA = dict(optimizer="adagrad", lr_choices=[0.01, 0.02, 0.1], weight_prior=Tr
 BURDA = dict(optimizer="adam", lr=1e-3, adam_eps=1e-4 / 20, batch_size=20, hidden=[200, 200], latent_dim=50,
              init="glorot", lr_schedule="burda", weight_prior=False, warmup_steps=0, pixel_scale=255,
              output_bias="data_mean")  # yburda/iwae datasets.py get_train_bias_np; 400 images held out
-ANGLEPY_WS = dict(recognition="anglepy", minibatches="with_replacement")  # MLBN_Inverse, wzoptim.py step_wakesleep
+# anglepy 55f25be (2014-04-28), wzoptim.py: `step_va` trains models/MLEM.py's DLVM (log-variance layer and output
+# biases from zero), `step_wakesleep` models/MLBN_Inverse.py as q (log-variance 0.1 W h + b from zero); both draw
+# minibatches with np.random.randint. What trains, per algorithm:
+RELEASED = dict(recognition={"aevb": "anglepy-va", "wake_sleep": "anglepy"}, minibatches="with_replacement")
+PAPER_TEXT = dict(recognition="paper", minibatches="epochs")
 PAPERS = {
     ("mnist", "report"): dict(optimizer="adam", lr=1e-3, adam_eps=1e-8, batch_size=100, hidden=[500], pixel_scale=255,
                               binarize="none", weight_prior=False, warmup_steps=0, lr_schedule="constant"),
-    ("mnist", "kingma"): dict(KINGMA, hidden=[500], binarize="none", train_size=50_000),
-    ("frey", "kingma"): dict(KINGMA, hidden=[200], binarize="none"),
-    ("mnist", "kingma-nowarmup-60k"): dict(KINGMA, hidden=[500], warmup_steps=0, train_size=60_000),
-    ("mnist", "kingma-60k"): dict(KINGMA, hidden=[500], train_size=60_000),
-    ("mnist", "kingma-trial5e5"): dict(KINGMA, hidden=[500], train_size=50_000, lr_trial_samples=500_000),
+    ("mnist", "kingma"): dict(KINGMA, hidden=[500], binarize="none", train_size=50_000, **RELEASED),
+    ("frey", "kingma"): dict(KINGMA, hidden=[200], binarize="none", **RELEASED),
+    ("mnist", "kingma-paper"): dict(KINGMA, hidden=[500], binarize="none", train_size=50_000, **PAPER_TEXT),
+    ("mnist", "kingma-paper-lr0.02"): dict({k: v for k, v in KINGMA.items() if k != "lr_choices"}, lr=0.02,
+                                           hidden=[500], binarize="none", train_size=50_000, **PAPER_TEXT),
+    ("frey", "kingma-paper"): dict(KINGMA, hidden=[200], binarize="none", **PAPER_TEXT),
+    ("mnist", "kingma-nowarmup-60k"): dict(KINGMA, hidden=[500], warmup_steps=0, train_size=60_000, **RELEASED),
+    ("mnist", "kingma-60k"): dict(KINGMA, hidden=[500], train_size=60_000, **RELEASED),
+    ("mnist", "kingma-trial5e5"): dict(KINGMA, hidden=[500], train_size=50_000, lr_trial_samples=500_000,
+                                       **RELEASED),
     ("mnist", "kingma-lr0.02"): dict({k: v for k, v in KINGMA.items() if k != "lr_choices"}, lr=0.02, hidden=[500],
-                                     train_size=50_000),
-    ("mnist", "kingma-binary"): dict(KINGMA, hidden=[500], binarize="dynamic", train_size=50_000),
+                                     train_size=50_000, **RELEASED),
+    ("mnist", "kingma-binary"): dict(KINGMA, hidden=[500], binarize="dynamic", train_size=50_000, **RELEASED),
     **{("mnist", p): dict({k: v for k, v in KINGMA.items() if k != "lr_choices"}, lr=0.02, hidden=[100], latent_dim=3,
                           train_size=n) for p, n in (("fig3n1000", 1000), ("fig3n50000", 50_000),
                                                       ("fig3n1000-online", 1000))},
@@ -387,10 +397,6 @@ PAPERS = {
     ("mnist", "burda-static"): dict(BURDA, binarize="static", train_size=50_000),
     ("mnist", "fig3n1000-encoder"): dict({k: v for k, v in KINGMA.items() if k != "lr_choices"}, lr=0.02,
                                          hidden=[100], latent_dim=3, train_size=1000),
-    ("mnist", "ws-anglepy-lr0.02"): dict({k: v for k, v in KINGMA.items() if k != "lr_choices"}, lr=0.02, hidden=[500],
-                                         train_size=50_000, **ANGLEPY_WS),
-    ("mnist", "ws-anglepy"): dict(KINGMA, hidden=[500], binarize="none", train_size=50_000, **ANGLEPY_WS),
-    ("frey", "ws-anglepy"): dict(KINGMA, hidden=[200], binarize="none", **ANGLEPY_WS),
 }
 
 
@@ -426,6 +432,8 @@ def check_papers_settings(run, rec):
         paper = dict(paper, n_samples=None)
     if run.algorithm == "iwae":
         paper = dict(paper, n_samples=50)
+    if isinstance(paper.get("recognition"), dict):  # each algorithm's own model
+        paper = dict(paper, recognition=paper["recognition"][run.algorithm])
     wrong = {k: (trained[k], v) for k, v in paper.items() if k in trained and trained[k] != v}
     assert not wrong, (run.name, wrong)
 

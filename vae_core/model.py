@@ -9,7 +9,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 LOG_2PI = math.log(2 * math.pi)
-RECOGNITION = ("paper", "anglepy")  # the encoder's output layer: plain, or as anglepy's wake-sleep
+# how the encoder's output layer starts and scales: the paper's (every parameter N(0, 0.01)), as
+# anglepy's wake-sleep recognition model, or as anglepy's AEVB model (below, in VAE.__init__)
+RECOGNITION = ("paper", "anglepy", "anglepy-va")
 INITS = ("normal", "glorot")
 LIKELIHOODS = ("bernoulli", "gaussian")
 # where each chain's step size starts; adaptation tunes it within ~30 transitions
@@ -66,8 +68,14 @@ class VAE(nn.Module):
         self.register_buffer("row_scale", torch.ones(2 * z_dim, 1), persistent=False)
         if recognition == "anglepy":
             self.row_scale[z_dim:] = 0.1
+        if recognition in ("anglepy", "anglepy-va"):
             nn.init.zeros_(self.encoder[-1].weight[z_dim:])
             nn.init.zeros_(self.encoder[-1].bias[z_dim:])
+        # anglepy's AEVB model (models/MLEM.py, `DLVM.init_w`, which wzoptim.py's `step_va` trains):
+        # the log-variance layer from zero, no scale, and the decoder's output biases (`out_b`,
+        # `out_logvar_b`) from zero; every other parameter N(0, 0.01)
+        if recognition == "anglepy-va":
+            nn.init.zeros_(self.decoder[-1].bias)
 
     def encode(self, x):  # (z_loc, z_logvar)
         out = self.encoder[-1]
