@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from aevb import grid, paths
+from aevb.declared import DATASETS
 
 INTERACTIVE = "interactive"  # runs/interactive/: train.ipynb's own runs, outside every profile
 
@@ -29,7 +30,7 @@ resolve = paths.resolve
 
 def is_name(text):
     """'<dataset>/<run>', a run's name below its profile's folder (not a path to a folder)."""
-    return bool(re.fullmatch(r"(mnist|frey)/[^/]+", str(text)))
+    return bool(re.fullmatch(rf"({'|'.join(DATASETS)})/[^/]+", str(text)))
 
 
 def finished(folder):

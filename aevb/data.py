@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from aevb import paths
+from aevb.declared import FREY_N_TEST, dataset  # each dataset declared once
 
 # Every file the project reads, relative to the data folder, with its SHA256. For Larochelle's
 # binarized MNIST the hash is of the uncompressed .amat text, so a copy compressed by any gzip
@@ -37,7 +38,6 @@ DATA_FILES = {
 GET_DATA_HINT = (
     "Run `make data` (it copies from $VAE_DATA_SOURCE when set, otherwise downloads), "
     "or set VAE_DATA_DIR to a folder that already holds the files (layout in docs/data.md).")
-FREY_N_TEST = 200  # Frey Face: a fixed random 200 of the 1965 frames are the test set
 # A grey level g in 0..255 becomes g / pixel_scale. 255 maps onto [0, 1] (torchvision's ToTensor,
 # the replication report, Burda et al.'s loaders); Kingma & Welling's data had 256 (anglepy's
 # data/freyface.py divides by 256, and its data/mnist.py reads mnist.pkl.gz, which stores g / 256):
@@ -173,12 +173,12 @@ def load_frey(data_dir=None, split="all", pixel_scale=255):
     raise ValueError(f"split={split!r}: expected 'all', 'train' or 'test'")
 
 
-def load(dataset, split, binarize="none", data_dir=None, pixel_scale=255):
+def load(name, split, binarize="none", data_dir=None, pixel_scale=255):
     """(x, labels or None) of a dataset's split: what a run trains or is evaluated on."""
-    if dataset == "mnist":
+    if binarize not in dataset(name).binarize:
+        raise ValueError(f"binarize={binarize!r}: {dataset(name).title} has "
+                         + ("grey levels only ('none')" if dataset(name).binarize == ("none",)
+                            else f"{list(dataset(name).binarize)}"))
+    if name == "mnist":
         return load_mnist(data_dir, split, binarize, pixel_scale)
-    if dataset == "frey":
-        if binarize != "none":
-            raise ValueError(f"binarize={binarize!r}: Frey Face has grey levels only ('none')")
-        return load_frey(data_dir, split, pixel_scale), None
-    raise ValueError(f"dataset={dataset!r}: expected 'mnist' or 'frey'")
+    return load_frey(data_dir, split, pixel_scale), None

@@ -13,7 +13,7 @@ import torch
 
 import vae_core as vc
 from vae_core import select_device  # the device's one owner: vae_core.training
-from aevb import data, estimators, paths, released
+from aevb import data, declared, estimators, paths, released
 from aevb.runs import Checkpoint, code_hash, load_run, prepare_run, run_lock, save_run
 
 
@@ -72,9 +72,9 @@ class RunConfig:
     def __post_init__(self):
         """Refuse a bad value before any work, naming the parameter, its value and what is
         allowed."""
-        choice("dataset", self.dataset, ["mnist", "frey"])
-        choice("binarize", self.binarize,
-               ["none"] if self.dataset == "frey" else ["none", "dynamic", "static"])
+        choice("dataset", self.dataset, list(declared.DATASETS))
+        its = declared.dataset(self.dataset)
+        choice("binarize", self.binarize, list(its.binarize))
         choice("pixel_scale", self.pixel_scale,
                [255] if self.binarize == "static" else list(data.PIXEL_SCALES))
         choice("algorithm", self.algorithm, list(vc.ALGORITHMS))
@@ -84,8 +84,9 @@ class RunConfig:
         choice("optimizer", self.optimizer, ["adam", "adagrad", "adam_iwae"])
         choice("recognition", self.recognition,
                [*vc.RECOGNITION, *(["released"] if self.algorithm in released.RECOGNITION else [])])
+        # the logit of the training mean: a Bernoulli decoder's (Burda et al.'s code)
         choice("output_bias", self.output_bias,
-               ["init", "data_mean"] if self.dataset == "mnist" else ["init"])
+               ["init", "data_mean"] if its.likelihood == "bernoulli" else ["init"])
         choice("minibatches", self.minibatches,
                ["epochs"] if self.algorithm == "mcem" else list(vc.MINIBATCHES))
         choice("appd_start", self.appd_start, ["encoder", "prior"])
@@ -272,7 +273,7 @@ def load_data(config):
     `train_data[:-n_validation]`)."""
     train_x, _ = data.load(config.dataset, "train", config.binarize, pixel_scale=config.pixel_scale)
     test_x, _ = data.load(config.dataset, "test", config.binarize, pixel_scale=config.pixel_scale)
-    likelihood = "bernoulli" if config.dataset == "mnist" else "gaussian"
+    likelihood = declared.dataset(config.dataset).likelihood
     train_x = train_x[:config.train_size or None]
     if not config.validation_size < len(train_x):
         raise ValueError(

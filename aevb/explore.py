@@ -11,14 +11,17 @@ import io
 
 import torch
 
-from aevb import catalog, figures, grid, latent, paths
+import vae_core as vc
+
+from aevb import catalog, declared, figures, grid, latent, paths
 
 KEYS = ("dataset", "protocol", "algorithm", "latent_dim", "seed")
 LABEL = {
     "dataset": "dataset", "protocol": "protocol", "algorithm": "algorithm", "latent_dim": "Nz",
     "seed": "seed"
 }
-ENCODERS = ("aevb", "wake_sleep", "iwae")  # the algorithms that train a recognition model
+# the algorithms that train a recognition model: those with a bound to evaluate
+ENCODERS = tuple(name for name, cls in vc.ALGORITHMS.items() if cls.has_bound)
 
 
 def sources(runs_dir=None, profile=None, root=None):
@@ -247,7 +250,7 @@ class Explorer:
         latent.latent_scatter(
             self.run, self.x, self.labels, ax=ax,
             title="z among the test points' codes (click, drag)",
-            label_name="digit" if self.run["config"]["dataset"] == "mnist" else "label")
+            label_name=declared.dataset(self.run["config"]["dataset"]).label_name)
         # the sliders' range: a fixed map
         ax.set(xlim=(-self.reach, self.reach), ylim=(-self.reach, self.reach))
         ax.set_aspect("equal", adjustable="box")

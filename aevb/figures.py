@@ -5,6 +5,7 @@ the tests read them.
 """
 from pathlib import Path
 
+from aevb.declared import DATASETS
 from aevb.files import atomic_write, atomic_write_text
 
 # Every figure `make paper` produces: file stem -> (what it reproduces, notebook that makes it).
@@ -121,7 +122,7 @@ CSV_TABLES = {
         "bounds, test KL",
         "kingma2013"),
 }
-IMAGE_SHAPE = {"mnist": (28, 28), "frey": (28, 20)}  # Frey Face: 28 rows of 20 pixels
+IMAGE_SHAPE = {name: d.image_shape for name, d in DATASETS.items()}  # (rows, columns)
 
 
 def notebooks():

@@ -8,6 +8,8 @@ save_figure's 90 dpi."""
 import math
 import textwrap
 
+from aevb.declared import DATASETS
+
 FONT = 11  # points: titles, axis labels, ticks and legends
 SMALL = 10  # points: row labels and annotations, the smallest text drawn
 
@@ -380,7 +382,7 @@ def aevb_minus_ws(table, labels=None, title="AEVB minus wake-sleep: test lower b
         ax.grid(alpha=0.3)
         ax.set_xlabel("Nz, latent dimensions", fontsize=FONT)
         ax.set_ylabel("AEVB minus wake-sleep (nats; > 0: AEVB higher)", fontsize=FONT)
-        ax.set_title({"mnist": "MNIST", "frey": "Frey Face"}.get(dataset, dataset),
+        ax.set_title(DATASETS[dataset].title if dataset in DATASETS else dataset,
                      fontsize=FONT + 1)
         ax.legend(fontsize=FONT, frameon=False)
     fig.suptitle(title, fontsize=FONT + 1)

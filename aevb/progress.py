@@ -35,11 +35,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from aevb import grid, paths
+from aevb.declared import MCEM_LEAPFROG, algorithm, dataset
 from aevb.files import exclusive_lock
 
 # Sizes the budgets leave implicit (aevb/data.py): the training and test points of each data set
-TRAIN_POINTS = {"mnist": 60_000, "mnist-static": 50_000, "frey": 1765}
-TEST_POINTS = {"mnist": 10_000, "frey": 200}
 # vae_core.train's eval_size: the training bound is on the first 10,000 points
 EVAL_TRAIN_POINTS = 10_000
 # Gradient evaluations of one HMC chain of the estimators (aevb/estimators.py): App. D's 100 burn-in
@@ -47,7 +46,6 @@ EVAL_TRAIN_POINTS = 10_000
 # MCEM proposal's 4 chains of 100 + 25 transitions of 10 leapfrog steps
 APPD_GRADIENTS = (100 + 50) * (4 + 1)
 HMC_PROPOSAL_GRADIENTS = (100 + 25) * (10 + 1)  # its chains run side by side
-MCEM_LEAPFROG = 10  # vae_core.MCEM: one HMC transition of 10 leapfrog steps per minibatch
 
 
 def forward_flops(sizes):
@@ -58,22 +56,25 @@ def forward_flops(sizes):
 
 def network_flops(p):
     """(encoder, decoder): forward floating-point operations per datapoint of the run's model."""
-    frey = p["dataset"] == "frey"
-    x_dim, z_dim, hidden = (560 if frey else 784), p["latent_dim"], list(p["hidden"])
+    declared = dataset(p["dataset"])
+    x_dim, z_dim, hidden = declared.x_dim, p["latent_dim"], list(p["hidden"])
+    # a Gaussian decoder's output: its mean and its log-variance
+    x_out = x_dim if declared.likelihood == "bernoulli" else 2 * x_dim
     return (forward_flops([x_dim, *hidden, 2 * z_dim]),
-            forward_flops([z_dim, *hidden[::-1], 2 * x_dim if frey else x_dim]))
+            forward_flops([z_dim, *hidden[::-1], x_out]))
 
 
 def training_flops_per_sample(params):
-    """Floating-point operations of one training sample (forward and backward: about 3 forward
-    passes)."""
+    """Floating-point operations of one training sample: the algorithm's forward passes of the
+    encoder and of the decoder (aevb/declared.py), the decoder's once per posterior sample k, and
+    MCEM's M-step updates."""
     p = {**NOTEBOOK_DEFAULTS, **params}
     encoder, decoder = network_flops(p)
-    k = p["n_samples"]
-    return {"aevb": 3 * (encoder + k * decoder), "iwae": 3 * (encoder + k * decoder),
-            # wake: q forward, p forward+backward; sleep: the reverse
-            "wake_sleep": 4 * (encoder + decoder),
-            "mcem": 3 * decoder * (MCEM_LEAPFROG + 1 + p["mcem_updates"])}[p["algorithm"]]
+    declared = algorithm(p["algorithm"])
+    mcem = p["algorithm"] == "mcem"
+    k = 1 if mcem else p["n_samples"]  # MCEM's chains: one sample per datapoint
+    m_steps = 3 * decoder * p["mcem_updates"] if mcem else 0
+    return declared.encoder_passes * encoder + declared.decoder_passes * k * decoder + m_steps
 
 
 def run_cost(params):
@@ -83,9 +84,8 @@ def run_cost(params):
     fixed cost on top of its arithmetic, which dominates where batches are small)."""
     p = {**NOTEBOOK_DEFAULTS, **params}
     encoder, decoder = network_flops(p)
-    n_train = p["train_size"] or TRAIN_POINTS["mnist-static" if p["binarize"] ==
-                                              "static" else p["dataset"]]
-    n_test = p["test_size"] or TEST_POINTS[p["dataset"]]
+    n_train = p["train_size"] or dataset(p["dataset"]).train_points[p["binarize"]]
+    n_test = p["test_size"] or dataset(p["dataset"]).test_points
     batch = p["batch_size"] or n_train  # 0: the whole training set (batch MCEM)
     algorithm = p["algorithm"]
     # with Kingma's step-size trial

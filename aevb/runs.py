@@ -22,7 +22,7 @@ from aevb.files import atomic_save, atomic_write_text, exclusive_lock
 # The files whose code decides what a run computes. Their hash is in every run's config.
 TRAINING_CODE = ("vae_core/__init__.py", "vae_core/model.py", "vae_core/algorithms.py",
                  "vae_core/training.py", "aevb/released.py", "aevb/data.py", "aevb/estimators.py",
-                 "aevb/experiment.py", "aevb/runs.py")
+                 "aevb/experiment.py", "aevb/runs.py", "aevb/declared.py")
 
 
 def code_hash(files=TRAINING_CODE, root=paths.ROOT):

@@ -222,7 +222,7 @@ def test_make_prints_the_plan_and_a_progress_line_per_step(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     # besides setup's and data's lines (make data: "data ready ..."), the plan, then one line per step
     lines = [line for line in result.stdout.splitlines() if "fetch_data.py" not in line
-             and not line.startswith(("data ready", "Installed kernelspec"))]
+             and not line.startswith(("data ready", "Installed kernelspec", "git filter nbstripout set"))]
     assert lines[0].startswith("Plan: 2 run(s) to train, 0 finished run(s) reused") and "Estimated time here" in lines[0]
     steps = sorted(lines[1:])
     assert len(steps) == 2 and [s.split(" (")[0] for s in steps] == ["1 of 2 done", "2 of 2 done"], lines

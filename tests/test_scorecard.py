@@ -284,7 +284,8 @@ def test_the_notebook_writes_what_build_computes(runs_dir, scorecard_notebook):
     assert "background-color: #f8d7d7" in executed  # the table
     said = {f["key"]: f["text"] for f in json.loads((figures_dir / "findings" / "scorecard.json").read_text())}
     assert 'Claim 2, wake-sleep is "still comparable" with AEVB: reproduced.**' in said["claim2"]
-    assert "Claim 3, AEVB's samples look better than wake-sleep's: reproduced.**" in said["claim3"]
+    assert "Claim 3, judged by test log p(x) (AEVB's samples look better): reproduced.**" in said["claim3"]
+    assert said["answer"].startswith("**AEVB against the true wake-sleep")  # the answer, first
     assert "AEVB's test log p(x) leads wake-sleep's by 10.0 nats" in said["claim3"]  # -90 against -100
     assert 'finding-scorecard-claim2' in executed  # the findings are shown, with their anchors
 
