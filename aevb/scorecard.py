@@ -125,6 +125,13 @@ def tolerance_of(row):
     return float(row["tolerance"]) if row["tolerance"] else math.nan
 
 
+def margin(difference, tolerance):
+    """How far inside its tolerance a difference lies, in nats: >= 0 within it, < 0 beyond. The one
+    rule of 'within the tolerance' (exactly at it counts as within), which the verdicts use and a
+    finding's {margin:within/beyond/within} field reads."""
+    return float(tolerance) - abs(difference)
+
+
 def on_the_edge(difference, tolerance):
     """Whether a difference lies within EDGE of its tolerance from the tolerance (either side)."""
     return abs(abs(difference) - tolerance) <= EDGE * tolerance
@@ -395,7 +402,7 @@ def judged(row, finished, published, grid=None):
     elif trained < 0.5 * samples:  # a 3x10^6-sample run cannot judge a 10^8-sample number
         out["verdict"] = "not run at this scale"
     elif holds is None:
-        within = abs(out["difference"]) <= tolerance_of(row)
+        within = margin(out["difference"], tolerance_of(row)) >= 0
         out["verdict"] = "reproduced" if within else "not reproduced"
         if on_the_edge(out["difference"], tolerance_of(row)):
             out["note"] = (f"{out['note']}; on the edge: {abs(out['difference']):.2f} against "

@@ -357,6 +357,8 @@ def test_a_value_is_reproduced_within_its_tolerance_and_at_it_and_not_beyond_it_
     assert row["in_tolerances"] == pytest.approx(offset / 2.0)
     # within 10% of the tolerance from it (1.8 to 2.2 nats away), either side, the verdict says it is on the edge
     assert ("on the edge" in row["note"]) == (1.8 <= abs(offset) <= 2.2), (offset, row["note"])
+    # the one rule a finding's {margin:within/beyond/within} reads agrees with the verdict, at the edge too
+    assert (scorecard.margin(row["difference"], row["tolerance"]) >= 0) == (verdict == "reproduced")
 
 
 def test_seeds_with_different_budgets_are_judged_at_the_smallest(tmp_path):
