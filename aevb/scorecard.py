@@ -331,6 +331,23 @@ def gap_text(row):
     return f"{row['gap']:+.1f}{sd} (n = {row['n']})"
 
 
+def gap_span(rows):
+    """A protocol's rows of aevb_minus_ws in a few words, for a finding: '+5.1 ± 0.4 (Nz 20, n 3)'
+    for one row, '+4.5 to +98.4 (Nz 3-200, n 1-3)' for several (the smallest and largest mean gap,
+    the Nz and the seed pairs they span); the table and the figure give each row."""
+    rows = list(rows.to_dict("records") if hasattr(rows, "to_dict") else rows)
+    if not rows:
+        return "not run"
+    def span(values):
+        lo, hi = min(values), max(values)
+        return f"{lo}" if lo == hi else f"{lo}-{hi}"
+    nz, n = span([r["Nz"] for r in rows]), span([r["n"] for r in rows])
+    if len(rows) == 1:
+        return f"{gap_text(rows[0]).rsplit(' (', 1)[0]} (Nz {nz}, n {n})"
+    gaps = [r["gap"] for r in rows]
+    return f"{min(gaps):+.1f} to {max(gaps):+.1f} (Nz {nz}, n {n})"
+
+
 # ---- the scorecard -------------------------------------------------------------------------------
 
 def score(row, finished, published, grid=None, paper_scale=None):

@@ -285,7 +285,7 @@ def test_the_notebook_writes_what_build_computes(runs_dir, scorecard_notebook):
     said = {f["key"]: f["text"] for f in json.loads((figures_dir / "findings" / "scorecard.json").read_text())}
     assert 'Claim 2, wake-sleep is "still comparable" with AEVB: reproduced.**' in said["claim2"]
     assert "Claim 3, judged by test log p(x) (AEVB's samples look better): reproduced.**" in said["claim3"]
-    assert said["answer"].startswith("**AEVB against the true wake-sleep")  # the answer, first
+    assert said["answer"].startswith("**AEVB's test bound beats the true wake-sleep's in")  # the answer, first
     assert "AEVB's test log p(x) leads wake-sleep's by 10.0 nats" in said["claim3"]  # -90 against -100
     assert 'finding-scorecard-claim2' in executed  # the findings are shown, with their anchors
 
@@ -586,3 +586,8 @@ def test_the_answer_pairs_seeds_and_moves_with_one_seeds_number(tmp_path):
     [one] = scorecard.aevb_minus_ws(tmp_path, protocols=("kingma",)).query("n == 3").to_dict("records")
     assert one["n"] == 3
     assert scorecard.gap_text({"gap": -1.25, "gap_sd": math.nan, "n": 1}) == "-1.2 (n = 1)"
+    # a protocol's rows in a few words, for the answer's finding
+    rows = [{"Nz": 3, "gap": 4.5, "gap_sd": 0.3, "n": 3}, {"Nz": 200, "gap": 98.4, "gap_sd": math.nan, "n": 1},
+            {"Nz": 20, "gap": -0.5, "gap_sd": 1.0, "n": 3}]
+    assert scorecard.gap_span(rows) == "-0.5 to +98.4 (Nz 3-200, n 1-3)"
+    assert scorecard.gap_span(rows[:1]) == "+4.5 ± 0.3 (Nz 3, n 3)" and scorecard.gap_span([]) == "not run"
