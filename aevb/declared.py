@@ -4,7 +4,10 @@ Python's standard library only, so that make's plan and its list of outputs can 
 project's environment exists (aevb/progress.py, aevb/figures.py). How an algorithm trains, its
 options and whether it has a bound to evaluate are vae_core's (vae_core.ALGORITHMS); a test holds
 the two lists to the same names."""
+import ast
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -70,3 +73,18 @@ def algorithm(name):
         raise ValueError(f"algorithm={name!r} is not declared in aevb/declared.py (ALGORITHMS: "
                          f"{list(ALGORITHMS)}): its label, colour and cost go there")
     return ALGORITHMS[name]
+
+
+# A run's parameters are declared once, in notebooks/train.ipynb's parameters cell: `name: type =
+# default  # what it means`, one a line (papermill's form). aevb.experiment.RunConfig checks them;
+# make's plan reads their defaults here, before the project's environment exists.
+TRAIN_NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "train.ipynb"
+
+
+def run_parameters(notebook=TRAIN_NOTEBOOK):
+    """{name: default} of the training notebook's parameters cell, in its order."""
+    cells = json.loads(Path(notebook).read_text())["cells"]
+    [cell] = [c for c in cells if "parameters" in c["metadata"].get("tags", [])]
+    tree = ast.parse("".join(cell["source"]))
+    return {node.target.id: ast.literal_eval(node.value) for node in tree.body
+            if isinstance(node, ast.AnnAssign)}

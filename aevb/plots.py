@@ -388,3 +388,65 @@ def aevb_minus_ws(table, labels=None, title="AEVB minus wake-sleep: test lower b
     fig.suptitle(title, fontsize=FONT + 1)
     fig.tight_layout()
     return fig
+
+
+def lower_bound_panels(runs, published, panels, colors, labels, title=""):
+    """Kingma & Welling's Figure 2 as they drew it: a row per dataset, a panel per Nz, each
+    algorithm's train (solid) and test (dashed) lower bound against training samples evaluated
+    (log axis), their published values as markers (filled: train, open: test); the spare panel
+    holds the legend. `runs`: {(dataset, algorithm, Nz): a run with a 'history' of rows with
+    samples, train_elbo and test_elbo}; `published`: {(dataset, Nz, algorithm): {samples: (test,
+    train)}}; `panels`: {dataset: [Nz, ...]}; `colors`, `labels`: {algorithm: ...}, whose order is
+    the legend's. The y axis shows the range that tells the algorithms apart: the published values
+    and the second half of each curve (early bounds are far below the rest)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    rows = list(panels)
+    # the last row has a spare panel at its end for the legend
+    n_cols = max([len(panels[d]) for d in rows[:-1]] + [len(panels[rows[-1]]) + 1])
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(3.4 * n_cols, 3.5 * len(rows)),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, dataset in enumerate(rows):
+        for j, nz in enumerate(panels[dataset]):
+            ax, values = axes[i, j], []
+            ax.axis("on")
+            for algorithm in colors:
+                if (dataset, algorithm, nz) not in runs:
+                    continue
+                history = runs[dataset, algorithm, nz]["history"]
+                samples = [row["samples"] for row in history]
+                for split, style in (("train", "-"), ("test", "--")):
+                    elbo = [row[f"{split}_elbo"] for row in history]
+                    ax.plot(samples, elbo, style, color=colors[algorithm])
+                    values += elbo[-len(elbo) // 2:]
+                for n, (test, train) in published.get((dataset, nz, algorithm), {}).items():
+                    ax.plot(n, train, "o", color=colors[algorithm], ms=7)
+                    ax.plot(n, test, "o", mfc="white", mec=colors[algorithm], mew=1.5, ms=7)
+                    values += [test, train]
+            if values:
+                lo, hi = min(values), max(values)
+                pad = 0.1 * (hi - lo) + 1
+                ax.set_ylim(lo - 2 * pad, hi + pad)
+            ax.set_xscale("log")
+            ax.set_xlim(right=3e8)  # Kingma & Welling's axis ends near 2.5 x 10^8
+            name = DATASETS[dataset].title if dataset in DATASETS else dataset
+            ax.set_title(f"{name}, Nz = {nz}", fontsize=FONT)
+            ax.grid(alpha=0.3)
+            if j == 0:
+                ax.set_ylabel("lower bound (nats)", fontsize=FONT)
+            if i == len(rows) - 1:
+                ax.set_xlabel("training samples evaluated", fontsize=FONT)
+    handles = [Line2D([], [], color=colors[a], lw=2, label=f"{labels[a]} (ours)")
+               for a in colors] + [
+        Line2D([], [], color="k", ls="-", label="train"),
+        Line2D([], [], color="k", ls="--", label="test"),
+        Line2D([], [], color="gray", marker="o", ls="", label="Kingma & Welling, train"),
+        Line2D([], [], color="gray", marker="o", mfc="white", mew=1.5, ls="",
+               label="Kingma & Welling, test")]
+    axes[-1, -1].legend(handles=handles, loc="center", fontsize=FONT, frameon=False)
+    fig.suptitle(title, fontsize=FONT)
+    fig.tight_layout()
+    return fig

@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from aevb import grid, paths
-from aevb.declared import MCEM_LEAPFROG, algorithm, dataset
+from aevb.declared import MCEM_LEAPFROG, algorithm, dataset, run_parameters
 from aevb.files import exclusive_lock
 
 # Sizes the budgets leave implicit (aevb/data.py): the training and test points of each data set
@@ -115,12 +115,8 @@ def run_cost(params):
     return {"flops": flops, "steps": steps, "gradients": gradients}
 
 
-# The training notebook's defaults for what the grid's budgets leave out (notebooks/train.ipynb's
-# parameters cell; tests check that these agree with it)
-NOTEBOOK_DEFAULTS = dict(binarize="none", hidden=[500], n_samples=1, mcem_updates=1, batch_size=100,
-                         train_size=0, test_size=0, eval_points=20, log_px_points=0, log_px_k=1000,
-                         is_points=0, is_k=5000, refit_samples=0, appd_points=0, lr_choices=[],
-                         lr_trial_samples=50_000)
+# The training notebook's defaults for what the grid's budgets leave out (its parameters cell)
+NOTEBOOK_DEFAULTS = run_parameters()
 
 
 def step_seconds(cost, rates):

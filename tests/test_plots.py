@@ -185,3 +185,28 @@ def test_the_answer_draws_each_protocols_gaps_with_their_sd_and_n_per_dataset():
     words = [t.get_text() for t in texts(fig)]
     assert "n=3" in words and "n=1" in words and {"as released", "the report's"} <= set(legend_labels(fig))
     assert all(t.get_fontsize() >= plots.SMALL - 1 for t in texts(fig))
+
+
+# ---- lower_bound_panels: Kingma & Welling's Figure 2 ---------------------------------------------------------
+
+def test_figure_2_draws_a_panel_per_dataset_and_nz_with_both_algorithms_theirs_as_markers_and_a_legend_panel():
+    def run(end):
+        return {"history": [{"samples": n, "train_elbo": end - 50 / n ** 0.3, "test_elbo": end - 1 - 50 / n ** 0.3}
+                            for n in (10 ** 4, 10 ** 5, 10 ** 6, 3 * 10 ** 6)]}
+    runs = {("mnist", "aevb", 3): run(-130), ("mnist", "wake_sleep", 3): run(-135), ("mnist", "aevb", 20): run(-100),
+            ("mnist", "wake_sleep", 20): run(-106), ("frey", "aevb", 2): run(1200), ("frey", "wake_sleep", 2): run(900)}
+    published = {("mnist", 20, "aevb"): {3 * 10 ** 6: (-101.0, -100.5)}}
+    fig = plots.lower_bound_panels(runs, published, {"mnist": [3, 20], "frey": [2]},
+                                   {"aevb": "tab:blue", "wake_sleep": "tab:orange"},
+                                   {"aevb": "AEVB", "wake_sleep": "wake-sleep"}, title="Figure 2")
+    drawn = [ax for ax in fig.axes if ax.axison]
+    assert [ax.get_title() for ax in drawn] == ["MNIST, Nz = 3", "MNIST, Nz = 20", "Frey Face, Nz = 2"]
+    assert not empty_panels(fig)
+    mnist20 = drawn[1]
+    assert len([line for line in mnist20.lines if line.get_linestyle() in ("-", "--")]) == 4  # 2 algorithms x 2 splits
+    markers = [(tuple(line.get_xdata()), tuple(line.get_ydata())) for line in mnist20.lines if line.get_marker() == "o"]
+    assert ((3 * 10 ** 6,), (-100.5,)) in markers and ((3 * 10 ** 6,), (-101.0,)) in markers  # train, test
+    lo, hi = mnist20.get_ylim()
+    assert lo < -106 and hi > -100 and lo > -160  # the range that tells the two apart, not the early fall
+    assert {"AEVB (ours)", "wake-sleep (ours)", "Kingma & Welling, test"} <= set(legend_labels(fig))
+    assert all(t.get_fontsize() >= plots.SMALL for t in texts(fig))

@@ -177,3 +177,21 @@ def test_the_linter_refuses_a_line_of_101_characters(tmp_path):
     config = ["--config", str(ROOT / "pyproject.toml")]
     assert "E501" in ruff(*config, str(tmp_path / "long.py")).stdout
     assert ruff(*config, str(tmp_path / "short.py")).returncode == 0
+
+
+CELL_LINES = 35  # "about 30": a code cell reads at a glance; longer drawing goes to aevb/plots.py
+
+
+def test_every_notebook_code_cell_is_short():
+    """Every code cell of every notebook has at most CELL_LINES lines (a cell tagged `parameters` is the
+    notebook's list of parameters, one a line, and is exempt): prose goes between cells, a figure is one call
+    of aevb.plots, a finding one call of say."""
+    import json
+    long = []
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            lines = "".join(cell["source"]).splitlines()
+            if (cell["cell_type"] == "code" and "parameters" not in cell["metadata"].get("tags", [])
+                    and len(lines) > CELL_LINES):
+                long.append((path.name, cell.get("id"), len(lines)))
+    assert not long, long
