@@ -359,7 +359,8 @@ def aevb_minus_ws(table, labels=None, title="AEVB minus wake-sleep: test lower b
     `labels`: {protocol: legend text}. Nz on a log axis."""
     import matplotlib.pyplot as plt
 
-    datasets = list(dict.fromkeys(table["dataset"]))
+    present = list(dict.fromkeys(table["dataset"]))  # in aevb/declared.py's order: MNIST first
+    datasets = [d for d in DATASETS if d in present] + [d for d in present if d not in DATASETS]
     fig, axes = plt.subplots(1, max(len(datasets), 1), figsize=(5.2 * max(len(datasets), 1), 4.4),
                              squeeze=False)
     markers = "osD^v"

@@ -168,10 +168,10 @@ def test_unique_legend_names_each_label_once_and_key_legend_explains_each_channe
 
 def test_the_answer_draws_each_protocols_gaps_with_their_sd_and_n_per_dataset():
     table = pd.DataFrame([
+        dict(protocol="kingma", dataset="frey", Nz=10, n=1, gap=-2.0, gap_sd=math.nan),  # Frey first: drawn second
         dict(protocol="kingma", dataset="mnist", Nz=3, n=3, gap=4.5, gap_sd=0.5),
         dict(protocol="kingma", dataset="mnist", Nz=20, n=3, gap=5.1, gap_sd=0.2),
-        dict(protocol="report", dataset="mnist", Nz=20, n=1, gap=8.0, gap_sd=math.nan),
-        dict(protocol="kingma", dataset="frey", Nz=10, n=1, gap=-2.0, gap_sd=math.nan)])
+        dict(protocol="report", dataset="mnist", Nz=20, n=1, gap=8.0, gap_sd=math.nan)])
     fig = plots.aevb_minus_ws(table, {"kingma": "as released", "report": "the report's"})
     assert len(fig.axes) == 2 and not empty_panels(fig)
     mnist, frey = fig.axes
