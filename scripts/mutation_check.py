@@ -109,8 +109,8 @@ MUTANTS = {
          "SMOKE_ADAGRAD = dict(lr_trial_samples=1000)")
     ]),
     "scorecard-tolerance-strict": ("the scorecard's 'within the tolerance' (<=) made strict", [
-        ("aevb/scorecard.py", "abs(out[\"difference\"]) <= tolerance_of(row)",
-         "abs(out[\"difference\"]) < tolerance_of(row)")
+        ("aevb/scorecard.py", "margin(out[\"difference\"], tolerance_of(row)) >= 0",
+         "margin(out[\"difference\"], tolerance_of(row)) > 0")
     ]),
     "scorecard-largest-budget": (
         "the scorecard's smallest budget of the seeds (max instead of min)",
