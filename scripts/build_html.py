@@ -423,7 +423,7 @@ def main():
         if stem in durations:
             link = f'<a href="{stem}.html">{link}</a>'
         value = lambda key: f"{metrics[key]:.2f}" if key in metrics else "–"  # MCEM has no ELBO
-        lr = metrics.get("lr", config["lr"])  # a step size chosen by the run is in its metrics
+        lr = metrics.get("lr")  # the step it trained with (chosen by the rule or given)
         rows.append([
             html.escape(config["dataset"]), link,
             html.escape(config["protocol"]), f"{config['latent_dim']}",
