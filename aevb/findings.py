@@ -197,6 +197,13 @@ def _side(diff, higher_is_better):
     return "ahead of" if diff * (1 if higher_is_better else -1) > 0 else "behind"
 
 
+def margin(difference, tolerance):
+    """How far inside its tolerance a difference lies, in nats: >= 0 within it, < 0 beyond. The one
+    rule of 'within the tolerance' (exactly at it counts as within): the scorecard's verdicts,
+    `compare` and a finding's {margin:within/beyond/within} field all read it."""
+    return float(tolerance) - abs(difference)
+
+
 def compare(ours, published, tolerance, higher_is_better=True, digits=1, of="theirs"):
     """How `ours` stands against `published` given a tolerance, as words ending in `of`: 'within the
     2-nat tolerance of theirs (0.4 nats ahead)', '3.1 nats behind theirs', '5.0 nats ahead of
@@ -208,7 +215,7 @@ def compare(ours, published, tolerance, higher_is_better=True, digits=1, of="the
     diff = ours - published
     shown = round(abs(diff), digits)
     side = _side(diff, higher_is_better)
-    if tolerance is not None and not missing(tolerance) and abs(diff) <= tolerance:
+    if tolerance is not None and not missing(tolerance) and margin(diff, tolerance) >= 0:
         inside = f"{shown:.{digits}f} nats {side.removesuffix(' of')}" if shown else "level"
         return f"within the {tolerance:g}-nat tolerance of {of} ({inside})"
     if not shown:

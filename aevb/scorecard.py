@@ -24,7 +24,7 @@ import aevb.grid
 import aevb.paper_scale
 from aevb import paths
 # direction: which way is better, written once there
-from aevb.findings import direction, listing, plus_minus  # noqa: F401
+from aevb.findings import direction, listing, margin, plus_minus  # noqa: F401
 from aevb.runs import load_summary
 
 # scorecard.csv's columns, in order (scripts/build_html.py reads them by name)
@@ -123,13 +123,6 @@ def tolerance_of(row):
     the published value): from the figure's reading error and the spread of seeds; NaN for a row
     without one (compute time, out of scope)."""
     return float(row["tolerance"]) if row["tolerance"] else math.nan
-
-
-def margin(difference, tolerance):
-    """How far inside its tolerance a difference lies, in nats: >= 0 within it, < 0 beyond. The one
-    rule of 'within the tolerance' (exactly at it counts as within), which the verdicts use and a
-    finding's {margin:within/beyond/within} field reads."""
-    return float(tolerance) - abs(difference)
 
 
 def on_the_edge(difference, tolerance):
