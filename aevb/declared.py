@@ -1,5 +1,6 @@
 """Each dataset and each algorithm declared once, for everything that is not training: what the
-loaders, a run's checks, the cost estimates, the figures and the findings need to know of it.
+loaders, a run's checks, the cost estimates, the figures and the findings need to know of it; and
+where a run's parameters are declared (run_parameters).
 Python's standard library only, so that make's plan and its list of outputs can read it before the
 project's environment exists (aevb/progress.py, aevb/figures.py). How an algorithm trains, its
 options and whether it has a bound to evaluate are vae_core's (vae_core.ALGORITHMS); a test holds
@@ -76,8 +77,9 @@ def algorithm(name):
 
 
 # A run's parameters are declared once, in notebooks/train.ipynb's parameters cell: `name: type =
-# default  # what it means`, one a line (papermill's form). aevb.experiment.RunConfig checks them;
-# make's plan reads their defaults here, before the project's environment exists.
+# default  # what it means`, one a line (papermill's form). aevb.experiment.RunConfig still states
+# the same names and defaults to check them (tests/test_experiment.py holds the two together);
+# make's plan reads the defaults here, before the project's environment exists.
 TRAIN_NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "train.ipynb"
 
 
