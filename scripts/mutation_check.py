@@ -291,8 +291,8 @@ MUTANTS = {
          'return "ahead of" if diff > 0 else "behind"')
     ]),
     "compare-tolerance-strict": ("compare's 'within the tolerance' at the tolerance itself", [
-        ("aevb/findings.py", "not missing(tolerance) and abs(diff) <= tolerance:",
-         "not missing(tolerance) and abs(diff) < tolerance:")
+        ("aevb/findings.py", "not missing(tolerance) and margin(diff, tolerance) >= 0:",
+         "not missing(tolerance) and margin(diff, tolerance) > 0:")
     ]),
     "versus-ignores-orientation": ("versus's orientation (a loss's lower value ahead)", [
         ("aevb/findings.py", "diff = (a - b) * (1 if higher_is_better else -1)", "diff = a - b")
