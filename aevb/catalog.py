@@ -194,3 +194,51 @@ def notebook_folders(notebook, profile, runs_dir="", figures_dir=""):
             f"{figures_root}"
         )
     return runs_root, figures_root
+
+
+def grid_runs(runs_folder, profile="default", seed=1, **filters):
+    """One seed of each run of the grid that matches `filters` (aevb.grid.runs'), loaded from
+    `runs_folder` (a profile's runs folder): a dict keyed (dataset, algorithm, Nz)."""
+    from aevb.runs import load_run
+    return {(r.dataset, r.algorithm, r.latent_dim): load_run(r.folder(runs_folder))
+            for r in grid.runs(seed=seed, profile=profile, **filters)}
+
+
+def protocol_summary(runs):
+    """One line saying how these runs trained, read from their configs and metrics (the step size
+    is the one they trained with, the rule's choice where the rule chose it); a field on which the
+    runs differ lists each of its values."""
+    from aevb.experiment import DEFAULTS  # a run's config records only what differs from them
+    configs = [{**DEFAULTS, **r["config"], "lr": r["metrics"]["lr"]}
+               for r in runs]
+    if not configs:
+        raise ValueError("protocol_summary needs at least one run")
+
+    def values(key):
+        return "/".join(sorted({str(c[key]) for c in configs}))
+    samples = "/".join(f"{s:,}" for s in sorted({c["samples"] for c in configs}))
+    pixels = f", binarize {values('binarize')}" if configs[0]["dataset"] == "mnist" else ""
+    return (f"{values('protocol')} protocol: {values('optimizer')} lr {values('lr')}, hidden "
+            f"{values('hidden')}, weight prior {values('weight_prior')}{pixels}, recognition model "
+            f"{values('recognition')}, minibatches {values('minibatches')}, {samples} training "
+            "samples")
+
+
+def test_bound_course(run):
+    """A run's test bound over its training, in a row: where it peaked, where it ended, and how far
+    below its peak it ended (negative: it fell), beside the configuration that explains it."""
+    from aevb.experiment import DEFAULTS
+    history = run["history"]
+    if not history:
+        raise ValueError(f"{run.get('name', 'this run')} has no history")
+    peak = max(history, key=lambda h: h["test_elbo"])
+    end = history[-1]
+    c = {**DEFAULTS, **run["config"]}
+    return {"dataset": c["dataset"], "Nz": c["latent_dim"], "protocol": c["protocol"],
+            "seed": c["seed"], "recognition model": c["recognition"],
+            "minibatches": c["minibatches"], "lr": run["metrics"]["lr"],
+            "samples": run["metrics"]["samples"],
+            "peak test bound": peak["test_elbo"], "at samples": int(peak["samples"]),
+            "final test bound": end["test_elbo"],
+            "fall from the peak": end["test_elbo"] - peak["test_elbo"],
+            "final test KL": end["test_kl"]}

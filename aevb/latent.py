@@ -10,6 +10,8 @@ a run as aevb.catalog.load (or aevb.runs.load_run) returns it.
     interpolations    decoder means along the straight line between two points' posterior means
     prior_samples     decoder means at z ~ N(0, I) (Figure 5), for one model or several side by side
 
+and, as numbers, how a recognition model sees data and the model's own dreams (recognition_stats).
+
 Each figure function returns a matplotlib Figure (draw it with plt.show(), save it with
 aevb.figures.save_figure); the arrays behind it come from the functions without a figure
 (manifold_means, latent_means, reconstruct, interpolation_path, prior_means).
@@ -229,3 +231,28 @@ def prior_samples(models, n=100, nrow=10, seed=0, title=None):
     fig.suptitle(title or "decoder means at z ~ N(0, I)")
     fig.tight_layout()
     return fig
+
+
+@torch.no_grad()
+def recognition_stats(model, x, seed=0):
+    """How a recognition model q(z|x) sees the data `x` and the generative model's dreams
+    (z ~ p(z), x ~ p(x|z), as many as x, drawn with `seed`), as a dict of numbers: the KL to the
+    prior on x split into its part from the means, 0.5 |mu|^2, and from the variances,
+    0.5 (s^2 - 1 - log s^2); the RMS posterior mean on x and on dreams; the mean pixel of each; and
+    the sleep loss -log q(z|x) on dreams beside the prior's entropy, its value for a q that learned
+    nothing."""
+    from vae_core import log_normal
+    model = with_encoder(model)
+    x = x.to(_device(model))
+    mu, logvar = model.encode(x)
+    torch.manual_seed(seed)
+    z = torch.randn(len(x), model.z_dim).to(x.device)
+    dreams = model.sample_x(z)
+    dream_mu, dream_logvar = model.encode(dreams)
+    return {"KL from the means": 0.5 * mu.pow(2).sum(-1).mean().item(),
+            "KL from the variances": 0.5 * (logvar.exp() - 1 - logvar).sum(-1).mean().item(),
+            "RMS mean, data": mu.pow(2).mean().sqrt().item(),
+            "RMS mean, dreams": dream_mu.pow(2).mean().sqrt().item(),
+            "mean pixel, dreams": dreams.mean().item(), "mean pixel, data": x.mean().item(),
+            "sleep loss on dreams": -log_normal(z, dream_mu, dream_logvar).mean().item(),
+            "prior's entropy": 0.5 * model.z_dim * math.log(2 * math.pi * math.e)}

@@ -318,10 +318,15 @@ def aevb_minus_ws(runs_dir, grid=None, protocols=ANSWER_PROTOCOLS):
     return pd.DataFrame(rows, columns=ANSWER_COLUMNS)
 
 
+def gap_mean_sd(row):
+    """'+4.5 ± 0.3', or '+4.5' for one seed pair: one row of aevb_minus_ws's mean gap."""
+    sd = f" ± {row['gap_sd']:.1f}" if row["n"] > 1 else ""
+    return f"{row['gap']:+.1f}{sd}"
+
+
 def gap_text(row):
     """'+4.5 ± 0.3 (n = 3)', or '+4.5 (n = 1)': one row of aevb_minus_ws."""
-    sd = f" ± {row['gap_sd']:.1f}" if row["n"] > 1 else ""
-    return f"{row['gap']:+.1f}{sd} (n = {row['n']})"
+    return f"{gap_mean_sd(row)} (n = {row['n']})"
 
 
 def gap_span(rows):
@@ -336,7 +341,7 @@ def gap_span(rows):
         return f"{lo}" if lo == hi else f"{lo}-{hi}"
     nz, n = span([r["Nz"] for r in rows]), span([r["n"] for r in rows])
     if len(rows) == 1:
-        return f"{gap_text(rows[0]).rsplit(' (', 1)[0]} (Nz {nz}, n {n})"
+        return f"{gap_mean_sd(rows[0])} (Nz {nz}, n {n})"
     gaps = [r["gap"] for r in rows]
     return f"{min(gaps):+.1f} to {max(gaps):+.1f} (Nz {nz}, n {n})"
 

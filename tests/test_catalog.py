@@ -171,3 +171,51 @@ def test_every_figure_notebook_derives_its_folders_from_its_profile():
         code = "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
         assert f'notebook_folders("{notebook}", profile, runs_dir, figures_dir)' in code, notebook
         assert "paths.ROOT / figures_dir" not in code and "paths.ROOT / runs_dir" not in code, notebook
+
+
+def test_grid_runs_load_one_seed_of_the_matching_runs_keyed_by_dataset_algorithm_and_nz(tmp_path):
+    wanted = grid.runs(seed=1, profile="smoke", protocol="report", latent_dim=2)
+    assert wanted, "the smoke profile's report runs include Nz = 2"
+    for r in wanted:
+        finished_run(r.folder(tmp_path), algorithm=r.algorithm)
+    loaded = catalog.grid_runs(tmp_path, "smoke", protocol="report", latent_dim=2)
+    assert sorted(loaded) == sorted((r.dataset, r.algorithm, 2) for r in wanted)
+    assert all(run["name"] == r.name for r in wanted for run in [loaded[r.dataset, r.algorithm, 2]])
+    with pytest.raises(FileNotFoundError):  # a run of the grid that is not finished there
+        catalog.grid_runs(tmp_path, "smoke", protocol="report", latent_dim=3)
+
+
+def course_run(folder, test_bounds, **config):
+    """A finished run whose history's test bound is `test_bounds`, one row per 100 samples."""
+    model = vc.VAE(784, 2, hidden=(4,))
+    history = [{"samples": 100 * (i + 1), "epoch": i + 1.0, "wall_time": 0.1, "train_elbo": b, "test_elbo": b,
+                "test_recon": b + 3.0, "test_kl": 3.0 + i} for i, b in enumerate(test_bounds)]
+    config = {"dataset": "mnist", "algorithm": "wake_sleep", "latent_dim": 2, "protocol": "kingma", "seed": 2,
+              "code_hash": code_hash(), **config}
+    save_run(folder, config, history, model, extra_metrics={"lr": config.get("lr") or 0.02})
+    return catalog.load(folder)
+
+
+def test_a_protocol_summary_reads_how_runs_trained_and_lists_where_they_differ(tmp_path):
+    a = course_run(tmp_path / "mnist/a", [-150.0], optimizer="adagrad", weight_prior=True, recognition="anglepy",
+                   minibatches="replacement", samples=100)
+    b = course_run(tmp_path / "mnist/b", [-150.0], optimizer="adagrad", weight_prior=True, recognition="paper",
+                   lr=0.01, samples=100)
+    assert catalog.protocol_summary([a]) == (
+        "kingma protocol: adagrad lr 0.02, hidden [500], weight prior True, binarize none, recognition model "
+        "anglepy, minibatches replacement, 100 training samples")
+    assert ("lr 0.01/0.02" in catalog.protocol_summary([a, b])
+            and "recognition model anglepy/paper, minibatches epochs/replacement" in catalog.protocol_summary([a, b]))
+    with pytest.raises(ValueError, match="at least one run"):
+        catalog.protocol_summary([])
+
+
+def test_a_test_bound_course_is_its_peak_its_end_and_its_fall(tmp_path):
+    run = course_run(tmp_path / "mnist/c", [-160.0, -120.0, -130.5], recognition="anglepy", minibatches="replacement")
+    row = catalog.test_bound_course(run)
+    assert row["peak test bound"] == -120.0 and row["at samples"] == 200
+    assert row["final test bound"] == -130.5 and row["fall from the peak"] == -10.5 and row["final test KL"] == 5.0
+    assert (row["Nz"], row["seed"], row["lr"], row["samples"], row["recognition model"], row["minibatches"]) == (
+        2, 2, 0.02, 300, "anglepy", "replacement")
+    rising = catalog.test_bound_course(course_run(tmp_path / "mnist/d", [-160.0, -120.0]))
+    assert rising["fall from the peak"] == 0.0 and rising["minibatches"] == "epochs"  # the default, not recorded

@@ -1,4 +1,6 @@
 """The latent-space views (aevb.latent) on a small model: the arrays they draw, and figures that show them."""
+import math
+
 import matplotlib
 import pytest
 import torch
@@ -151,3 +153,27 @@ def test_empty_panels_names_the_panels_that_show_nothing():
     empty.plot([0, 1], [float("nan"), float("nan")])  # no finite point: still empty
     assert empty_panels(fig) == ["no runs"]
     plt.close(fig)
+
+
+def test_recognition_stats_split_the_kl_and_see_a_q_that_is_the_prior_as_the_prior():
+    m, x = model(z_dim=3), torch.rand(400, 784)
+    stats = latent.recognition_stats(m, x)
+    with torch.no_grad():
+        mu, logvar = m.encode(x)
+        kl = vc.kl_to_standard_normal(mu, logvar).mean().item()
+    assert stats["KL from the means"] + stats["KL from the variances"] == pytest.approx(kl, rel=1e-5)
+    assert stats["KL from the means"] == pytest.approx(0.5 * mu.pow(2).sum(-1).mean().item(), rel=1e-6)
+    assert stats["RMS mean, data"] == pytest.approx(mu.pow(2).mean().sqrt().item(), rel=1e-6)
+    assert stats["mean pixel, data"] == pytest.approx(x.mean().item(), rel=1e-6)
+    assert stats["prior's entropy"] == pytest.approx(1.5 * math.log(2 * math.pi * math.e))
+    assert latent.recognition_stats(m, x) == stats  # the dreams are seeded
+    # a recognition model that outputs the prior, N(0, I), whatever it sees: no KL, means at zero,
+    # and a sleep loss on dreams that is the prior's entropy (up to its Monte Carlo error over 400 dreams)
+    torch.nn.init.zeros_(m.encoder[-1].weight), torch.nn.init.zeros_(m.encoder[-1].bias)
+    prior = latent.recognition_stats(m, x)
+    assert prior["KL from the means"] == prior["KL from the variances"] == 0.0
+    assert prior["RMS mean, data"] == prior["RMS mean, dreams"] == 0.0
+    assert prior["sleep loss on dreams"] == pytest.approx(prior["prior's entropy"], abs=0.2)
+    assert 0 < prior["mean pixel, dreams"] < 1  # Bernoulli draws
+    with pytest.raises(ValueError, match="trains no recognition model"):
+        latent.recognition_stats({"name": "mnist/mcem_z2_x_s1", "model": m, "config": {"algorithm": "mcem"}}, x)
