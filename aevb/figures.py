@@ -4,85 +4,127 @@ FIGURES and CSV_TABLES are the one list of what `make paper` draws: the index pa
 the tests read them.
 """
 from pathlib import Path
+from typing import NamedTuple
 
 from aevb.declared import DATASETS
 from aevb.files import atomic_write, atomic_write_text
 
-# Every figure `make paper` produces: file stem -> (what it reproduces, notebook that makes it).
+
+class Figure(NamedTuple):
+    """One figure of the papers (or beyond them), as FIGURES declares it."""
+    caption: str
+    notebook: str  # the notebook that draws it (notebooks/<notebook>.ipynb)
+    paper: str = ""  # a key of PAPERS; "" beyond the papers
+    judges: tuple = ()  # the scorecard's sources (its `source` column) judged beside it
+
+
+# The papers reproduced, as the scorecard's sources name them, with the title the index page gives
+# each.
+PAPERS = {
+    "Andriciuc (2025)": "The replication report (Andriciuc, 2025)",
+    "Kingma & Welling (2013)": "Kingma & Welling (2013), Auto-Encoding Variational Bayes",
+    "Burda, Grosse & Salakhutdinov (2015)":
+        "Burda, Grosse & Salakhutdinov (2015), the VAE and IWAE",
+}
+
+
+# Every figure `make paper` produces, declared once: file stem -> its caption, the notebook that
+# makes it, the paper whose figure it reproduces ("" beyond the papers) and the scorecard's sources
+# whose verdicts the index page sets beside it. The index page, RESULTS.md, make's targets and the
+# tests read it; a paper's figures are shown in this order.
 FIGURES = {
-    "report_fig1_aevb_samples": (
+    "report_fig1_aevb_samples": Figure(
         "Replication report, Figure 1 (its random samples): AEVB's decoder means for 100 "
         "random z ~ N(0, I) (Nz = 20)",
-        "replication_report"),
-    "report_fig2_wake_sleep_samples": (
+        "replication_report",
+        paper="Andriciuc (2025)",
+        judges=("Andriciuc (2025), claim 3",)),
+    "report_fig2_wake_sleep_samples": Figure(
         "Replication report, Figure 2 (its random samples): wake-sleep's decoder means for "
         "the same 100 z ~ N(0, I) (Nz = 20), here the true algorithm",
-        "replication_report"),
-    "report_fig3_performance_vs_latent_dim": (
-        "Replication report, Figure 3: final loss (-ELBO) against latent dimension",
-        "replication_report"),
-    "report_fig4_training_loss": (
-        "Replication report, Figure 4: training loss of AEVB and wake-sleep (Nz = 20) per "
-        "epoch",
-        "replication_report"),
-    "report_fig5_samples_by_latent_dim": (
-        "Replication report, Figure 5 (its random samples): AEVB's decoder means for 64 "
-        "random z ~ N(0, I) at each latent dimension",
-        "replication_report"),
-    "report_table1": (
+        "replication_report",
+        paper="Andriciuc (2025)"),
+    "report_table1": Figure(
         "Replication report, Table 1: test loss, BCE and KL of wake-sleep and AEVB (Nz = 20) "
         "beside the published values",
-        "replication_report"),
-    "kingma_fig2_lower_bound": (
+        "replication_report",
+        paper="Andriciuc (2025)",
+        judges=("Andriciuc (2025), Table 1", "Andriciuc (2025), claim 2")),
+    "report_fig3_performance_vs_latent_dim": Figure(
+        "Replication report, Figure 3: final loss (-ELBO) against latent dimension",
+        "replication_report",
+        paper="Andriciuc (2025)",
+        judges=("Andriciuc (2025), latent sweep",)),
+    "report_fig4_training_loss": Figure(
+        "Replication report, Figure 4: training loss of AEVB and wake-sleep (Nz = 20) per "
+        "epoch",
+        "replication_report",
+        paper="Andriciuc (2025)"),
+    "report_fig5_samples_by_latent_dim": Figure(
+        "Replication report, Figure 5 (its random samples): AEVB's decoder means for 64 "
+        "random z ~ N(0, I) at each latent dimension",
+        "replication_report",
+        paper="Andriciuc (2025)"),
+    "kingma_fig2_lower_bound": Figure(
         "Kingma & Welling, Figure 2: lower bound against training samples evaluated, AEVB vs "
         "wake-sleep (train solid, test dashed)",
-        "kingma2013"),
-    "kingma_fig3_marginal_likelihood": (
+        "kingma2013",
+        paper="Kingma & Welling (2013)",
+        judges=("Kingma & Welling (2013), Figure 2", "Andriciuc (2025), claim 1")),
+    "kingma_fig3_marginal_likelihood": Figure(
         "Kingma & Welling, Figure 3: estimated marginal log-likelihood of AEVB, wake-sleep "
         "and Monte Carlo EM (Nz = 3, N_train 1000 and 50000); batch MCEM's test curve also "
         "with each iteration counted as one sample per M-step and point (thin)",
-        "marginal_likelihood"),
-    "kingma_fig3_estimators": (
+        "marginal_likelihood",
+        paper="Kingma & Welling (2013)",
+        judges=("Kingma & Welling (2013), Figure 3",)),
+    "kingma_fig3_estimators": Figure(
         "Kingma & Welling, Figure 3's models by both estimators: App. D's (the paper's) and "
         "importance sampling",
-        "marginal_likelihood"),
-    "burda_vae_iwae": (
+        "marginal_likelihood",
+        paper="Kingma & Welling (2013)"),
+    "kingma_fig4_manifold_mnist": Figure(
+        "Kingma & Welling, Figure 4(b): learned MNIST manifold, Nz = 2",
+        "kingma2013",
+        paper="Kingma & Welling (2013)"),
+    "kingma_fig4_manifold_frey": Figure(
+        "Kingma & Welling, Figure 4(a): learned Frey Face manifold, Nz = 2",
+        "kingma2013",
+        paper="Kingma & Welling (2013)"),
+    "kingma_fig5_samples": Figure(
+        "Kingma & Welling, Figure 5: random MNIST samples for Nz = 2, 5, 10, 20",
+        "kingma2013",
+        paper="Kingma & Welling (2013)"),
+    "burda_vae_iwae": Figure(
         "Burda et al., Table 1 (one stochastic layer): the test NLL of each VAE (k = 1) and "
         "IWAE (k = 50) run, by importance sampling with ±1 standard error, beside their "
         "published NLL (×); each row names its binarization, the title the passes trained",
-        "burda2015"),
-    "kingma_fig4_manifold_mnist": (
-        "Kingma & Welling, Figure 4(b): learned MNIST manifold, Nz = 2",
-        "kingma2013"),
-    "kingma_fig4_manifold_frey": (
-        "Kingma & Welling, Figure 4(a): learned Frey Face manifold, Nz = 2",
-        "kingma2013"),
-    "kingma_fig5_samples": (
-        "Kingma & Welling, Figure 5: random MNIST samples for Nz = 2, 5, 10, 20",
-        "kingma2013"),
-    "latent_scatter_mnist": (
+        "burda2015",
+        paper="Burda, Grosse & Salakhutdinov (2015)",
+        judges=("Burda, Grosse & Salakhutdinov (2015), Table 1",)),
+    "latent_scatter_mnist": Figure(
         "Beyond the papers: MNIST test codes (Nz = 2, posterior means) coloured by digit",
         "kingma2013"),
-    "reconstructions_mnist": (
+    "reconstructions_mnist": Figure(
         "Beyond the papers: MNIST test digits and their AEVB and wake-sleep reconstructions "
         "(Nz = 20)",
         "kingma2013"),
-    "aevb_minus_wake_sleep": (
+    "aevb_minus_wake_sleep": Figure(
         "The answer: AEVB's final test lower bound minus the true wake-sleep's, seed by seed, per "
         "Nz and protocol (Kingma & Welling's as released and by the paper's text alone, the "
         "report's), the mean over the seed pairs with ±1 sd where there are several and n beside "
         "each point; above zero AEVB's bound is higher",
         "scorecard"),
-    "scorecard_differences": (
+    "scorecard_differences": Figure(
         "Scorecard: how much better our value is than the published one (positive: ours is "
         "better, for bounds and losses alike), in units of each row's tolerance, for every "
         "value run at its published scale, grouped by paper; a value beyond the axis is an "
         "arrow at its edge with its value written",
         "scorecard"),
-    "interpolation_mnist": (
+    "interpolation_mnist": Figure(
         "Beyond the papers: decoded linear interpolations between test codes (Nz = 20)",
         "kingma2013"),
-    "wake_sleep_gap": (
+    "wake_sleep_gap": Figure(
         "Beyond the papers: wake-sleep's test bound at Nz = 20 against training samples under"
         " Kingma & Welling's protocol, and under each one-change variant where the profile "
         "runs them",
@@ -127,7 +169,7 @@ IMAGE_SHAPE = {name: d.image_shape for name, d in DATASETS.items()}  # (rows, co
 
 def notebooks():
     """The figure notebooks, in the order FIGURES and CSV_TABLES first name them."""
-    return list(dict.fromkeys(nb for _, nb in [*FIGURES.values(), *CSV_TABLES.values()]))
+    return list(dict.fromkeys(f[1] for f in [*FIGURES.values(), *CSV_TABLES.values()]))
 
 
 def outputs(notebook):
@@ -135,12 +177,12 @@ def outputs(notebook):
     targets): PNG and PDF of each figure, the CSV of each table, and its findings
     (aevb.findings)."""
     files = [
-        f"{name}.{ext}" for name, (_, nb) in FIGURES.items() if nb == notebook
+        f"{name}.{ext}" for name, figure in FIGURES.items() if figure.notebook == notebook
         for ext in ("png", "pdf")
     ]
     files += [
         f"{name}.csv"
-        for name, (_, nb) in [*CSV_TABLES.items(), *((t, FIGURES[t]) for t in TABLES)]
+        for name, (_, nb) in [*CSV_TABLES.items(), *((t, FIGURES[t][:2]) for t in TABLES)]
         if nb == notebook
     ]
     return files + [f"findings/{notebook}.json"]

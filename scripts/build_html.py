@@ -29,7 +29,7 @@ from nbconvert.filters import markdown2html
 from traitlets.config import Config
 
 from aevb import findings, grid
-from aevb.figures import CSV_TABLES, FIGURES, TABLES, notebooks
+from aevb.figures import CSV_TABLES, FIGURES, PAPERS as PAPER_TITLES, TABLES, notebooks
 from aevb.files import atomic_write_text
 from aevb.findings import count
 from aevb.scorecard import VERDICTS, ours_cell, published_numbers, verdict_css, verdicts_by_paper
@@ -52,37 +52,11 @@ p.finding { background: #f7f7fb; border-left: 3px solid #99a; padding: 0.4em 0.8
 details { margin: 0.5em 0 1.5em; } summary { cursor: pointer; color: #335; }
 section.paper { border-top: 2px solid #ccc; margin-top: 2.5em; }
 """ + verdict_css("td.{verdict}, span.{verdict}")
-# Each paper's figures, in its order, and the scorecard rows (by source) set beside each figure: the
-# published values it reproduces, ours and the verdicts. A figure of FIGURES not named here is
-# "beyond the papers".
-PAPERS = {
-    "Andriciuc (2025)": {
-        "report_fig1_aevb_samples": ["Andriciuc (2025), claim 3"],
-        "report_fig2_wake_sleep_samples": [],
-        "report_table1": ["Andriciuc (2025), Table 1", "Andriciuc (2025), claim 2"],
-        "report_fig3_performance_vs_latent_dim": ["Andriciuc (2025), latent sweep"],
-        "report_fig4_training_loss": [],
-        "report_fig5_samples_by_latent_dim": [],
-    },
-    "Kingma & Welling (2013)": {
-        "kingma_fig2_lower_bound": [
-            "Kingma & Welling (2013), Figure 2", "Andriciuc (2025), claim 1"
-        ],
-        "kingma_fig3_marginal_likelihood": ["Kingma & Welling (2013), Figure 3"],
-        "kingma_fig3_estimators": [],
-        "kingma_fig4_manifold_mnist": [],
-        "kingma_fig4_manifold_frey": [],
-        "kingma_fig5_samples": [],
-    },
-    "Burda, Grosse & Salakhutdinov (2015)": {
-        "burda_vae_iwae": ["Burda, Grosse & Salakhutdinov (2015), Table 1"]
-    },
-}
-TITLES = {
-    "Andriciuc (2025)": "The replication report (Andriciuc, 2025)",
-    "Kingma & Welling (2013)": "Kingma & Welling (2013), Auto-Encoding Variational Bayes",
-    "Burda, Grosse & Salakhutdinov (2015)": "Burda, Grosse & Salakhutdinov (2015), the VAE and IWAE"
-}
+# Each paper's figures, in their order, and the scorecard rows (by source) set beside each figure:
+# the published values it reproduces, ours and the verdicts, as aevb.figures.FIGURES declares them.
+# A figure of no paper is "beyond the papers".
+PAPERS = {paper: {name: list(f.judges) for name, f in FIGURES.items() if f.paper == paper}
+          for paper in PAPER_TITLES}
 
 
 def number(text, digits=2):
@@ -209,7 +183,7 @@ def beside(card, sources):
 
 
 def figure_html(figures_dir, name):
-    caption, notebook = FIGURES[name]
+    caption, notebook = FIGURES[name][:2]
     png = figures_dir / f"{name}.png"
     if not png.exists():
         sys.exit(f"{png} is missing: notebooks/{notebook}.ipynb should have made it")
@@ -233,7 +207,8 @@ def papers_section(figures_dir, card, rendered):
     for paper, figures in PAPERS.items():
         counts = by_paper.get(paper, Counter())
         parts += [
-            f"<section class='paper' id='{paper_id(paper)}'><h2>{html.escape(TITLES[paper])}</h2>",
+            f"<section class='paper' id='{paper_id(paper)}'>"
+            f"<h2>{html.escape(PAPER_TITLES[paper])}</h2>",
             "<p>Verdicts: " + ", ".join(f"{n} {html.escape(v)}"
                                         for v in VERDICTS if (n := counts.get(v))) + ".</p>"
         ]
