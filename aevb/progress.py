@@ -187,6 +187,17 @@ def contention(jobs, threads, cpus=None):
     return max(1.0, jobs * threads / (cpus or os.cpu_count() or 1))
 
 
+def named_notebooks(goals, grid_module=None):
+    """The figure notebooks that make's goals name by one of their targets (the stamp
+    $(BUILD)/done/<notebook>, or a file it writes below the figures folder), in make's order."""
+    from aevb import figures
+    g = grid_module or grid
+    def names(goal, notebook):
+        return goal.endswith(f"/done/{notebook}") or any(
+            goal.endswith(f"/{f}") for f in figures.outputs(notebook))
+    return [nb for nb in g.NOTEBOOK_RUNS if any(names(goal, nb) for goal in goals)]
+
+
 def make_plan(profile, runs_dir, figures_dir, build_dir, jobs, threads, rates, goals=("paper", ),
               figure_code=(), grid_module=None):
     """The steps of this make call, with their estimated seconds: {"steps": [...], "reused": [...],
@@ -194,10 +205,15 @@ def make_plan(profile, runs_dir, figures_dir, build_dir, jobs, threads, rates, g
     g = grid_module or grid
     goals = set(goals) or {"paper"}
     all_runs = grid.runs(grid=g, profile=profile)
-    if goals & {"paper", "figures", "html", "results", "runs"}:
+    everything = bool(goals & {"paper", "figures", "html", "results"})
+    notebooks = list(g.NOTEBOOK_RUNS) if everything else named_notebooks(goals, g)
+    if everything or "runs" in goals:
         wanted = all_runs
-    else:  # single runs named by their metrics.json
-        wanted = [r for r in all_runs if any(g.endswith(f"{r.name}/metrics.json") for g in goals)]
+    else:  # single runs named by their metrics.json, and the runs of the figure notebooks named
+        read = {r.name for nb in notebooks for r in grid.notebook_runs(nb, g, profile)}
+        wanted = [r for r in all_runs
+                  if r.name in read
+                  or any(goal.endswith(f"{r.name}/metrics.json") for goal in goals)]
     states = {r.name: run_state(r, profile, runs_dir, g) for r in wanted}
     to_train = {name for name, state in states.items() if state == "train"}
     slow = contention(jobs, threads)
@@ -207,9 +223,9 @@ def make_plan(profile, runs_dir, figures_dir, build_dir, jobs, threads, rates, g
             cost = run_cost(r.params(profile, g))
             steps.append({"name": r.name, "kind": "run", "cost": cost, "deps": [],
                           "estimate_s": step_seconds(cost, rates) * slow if rates else None})
-    if goals & {"paper", "figures", "html", "results"}:
+    if notebooks:
         history = load_history(build_dir)
-        for notebook in g.NOTEBOOK_RUNS:  # in make's order (`python -m aevb.grid notebooks`)
+        for notebook in notebooks:  # in make's order (`python -m aevb.grid notebooks`)
             if figure_state(notebook, to_train, profile, runs_dir, figures_dir, build_dir,
                             figure_code, g) == "run":
                 name = f"notebooks/{notebook}.ipynb"

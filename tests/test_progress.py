@@ -97,6 +97,18 @@ def test_the_plan_estimates_every_step_and_schedules_them_on_the_jobs(tmp_path):
     assert bare["estimate_s"] is None and "No rate measured yet" in progress.plan_text(bare)
 
 
+def test_a_figure_notebook_named_alone_plans_its_runs_and_itself(tmp_path):
+    goals = [f"{tmp_path}/build/done/kingma2013"]
+    plan = progress.make_plan("smoke", tmp_path / "runs", tmp_path / "figures", tmp_path / "build", 2, 1, RATES,
+                              goals=goals, figure_code=[])
+    reads = [r.name for r in grid.notebook_runs("kingma2013", profile="smoke")]
+    assert [s["name"] for s in plan["steps"]] == reads + ["notebooks/kingma2013.ipynb"]
+    by_file = progress.make_plan("smoke", tmp_path / "runs", tmp_path / "figures", tmp_path / "build", 2, 1, RATES,
+                                 goals=["figures/smoke/burda_vae_iwae.png"], figure_code=[])
+    assert by_file["steps"][-1]["name"] == "notebooks/burda2015.ipynb"
+    assert progress.named_notebooks(["setup", "runs/smoke/mnist/aevb_z2_report_s1/metrics.json"]) == []
+
+
 def finish(runs_dir, run, profile="smoke"):
     folder = run.folder(runs_dir)
     folder.mkdir(parents=True)
