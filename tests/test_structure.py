@@ -195,3 +195,24 @@ def test_every_notebook_code_cell_is_short():
                     and len(lines) > CELL_LINES):
                 long.append((path.name, cell.get("id"), len(lines)))
     assert not long, long
+
+
+def markdown_breaks(text):
+    """Where a Markdown file's blocks have been run together into a paragraph (a rewrap): a code fence
+    or a table row that does not start its own line, or fences that do not pair."""
+    import re
+    lines = text.splitlines()
+    fences = [n for n, line in enumerate(lines, 1) if line.lstrip().startswith("```")]
+    broken = [f"line {n}: a code fence inside a line" for n, line in enumerate(lines, 1)
+              if "```" in line.lstrip()[3:] or ("```" in line and not line.lstrip().startswith("```"))]
+    broken += [f"line {n}: a table row inside a line" for n, line in enumerate(lines, 1)
+               if re.search(r"\S\s+\|\s*-{3,}\s*\|", line) and not line.lstrip().startswith("|")]
+    return broken + ([f"{len(fences)} code fences, an odd number"] if len(fences) % 2 else [])
+
+
+def test_the_readme_and_docs_keep_their_code_blocks_and_tables():
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        assert not markdown_breaks(path.read_text()), (path.name, markdown_breaks(path.read_text()))
+    assert markdown_breaks("text ```bash make test ``` more\n| a | b |\n|---|---|\n")  # a rewrapped block is found
+    assert markdown_breaks("See:  | path | what | |---|---| | a | b |\n")
+    assert not markdown_breaks("```bash\nmake test\n```\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
