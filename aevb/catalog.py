@@ -131,9 +131,9 @@ def train_folder(config, run="", profile="default", root=None):
             return own
         return root / INTERACTIVE / profile / run
     values = {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_RECORDED}
-    name = (f"{config.algorithm}_z{config.latent_dim}_{config.protocol}_s{config.seed}"
-            f"-{config_hash(values)[:8]}")
-    return root / INTERACTIVE / config.dataset / name
+    named = grid.Run(config.dataset, config.algorithm, config.latent_dim, config.protocol,
+                     config.seed).name  # the grid's naming of a run, '<dataset>/<run>'
+    return root / INTERACTIVE / f"{named}-{config_hash(values)[:8]}"
 
 
 def notebook_folders(notebook, profile, runs_dir="", figures_dir=""):
