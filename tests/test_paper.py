@@ -98,11 +98,16 @@ def test_index_embeds_every_figure_and_links_every_notebook(paper):
     out, _ = paper
     html_dir = out / "build" / "html"
     page = (html_dir / "index.html").read_text()
-    for name, (caption, notebook) in FIGURES.items():
+    sections = dict(re.findall(r"<section class='paper' id='([^']+)'>(.*?)</section>", page, re.S))
+    for name, figure in FIGURES.items():
         match = re.search(rf'<figure id="{name}"><img src="data:image/png;base64,([^"]+)"', page)
         assert match, name
         assert base64.b64decode(match.group(1)) == (out / "figures" / f"{name}.png").read_bytes()
-        assert f'href="{notebook}.html"' in page
+        assert f'href="{figure.notebook}.html"' in page
+        # in its paper's section, as aevb.figures declares it (beyond the papers: the last section)
+        section = [s for s, body in sections.items() if f'<figure id="{name}">' in body]
+        assert section == [f"paper-{figure.paper.split(' (')[0].split(',')[0].lower().replace(' & ', '-')}"
+                           if figure.paper else "beyond"], (name, section)
     for path in (out / "build" / "notebooks").glob("*.ipynb"):
         assert f'href="{path.stem}.html"' in page, path.stem
         assert (html_dir / f"{path.stem}.html").stat().st_size > 10_000
