@@ -249,6 +249,17 @@ def moves(before, after, digits=1, tie=0.0, what="it"):
     return f"{'raises' if diff > 0 else 'lowers'} {what} by {abs(diff):.{digits}f} nats ({ends})"
 
 
+def below_peak(end, peak, digits=1):
+    """Where a run's curve ends against its own peak, as words: '43.7 nats below its peak', or 'at its
+    peak' where the difference rounds to 0 at `digits` (a curve still rising at its end)."""
+    if missing(end, peak):
+        return "against its peak: cannot be judged (a value is missing)"
+    if end > peak:
+        raise ValueError(f"an end ({end}) above its peak ({peak}): the peak is the highest value")
+    fall = round(peak - end, digits)
+    return "at its peak" if not fall else f"{fall:.{digits}f} nats below its peak"
+
+
 def plus_minus(mean, sd, n, digits=2, unit="run"):
     """'-110.60 ± 1.03 (3 runs)', '-110.60 (1 run)', or '-110.60 ± 1.03' / '-110.60' with unit None:
     the one place a mean over seeds is written ('' for a missing mean)."""

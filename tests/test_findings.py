@@ -8,7 +8,7 @@ import pytest
 
 from aevb import findings
 from aevb.figures import notebooks
-from aevb.findings import (Findings, compare, count, listing, mean_sd, missing, moves, number, orientation,
+from aevb.findings import (Findings, below_peak, compare, count, listing, mean_sd, missing, moves, number, orientation,
                            row_against, samples, versus)
 from conftest import ROOT
 
@@ -74,6 +74,16 @@ def test_moves_raises_lowers_or_leaves_level():
     assert moves(-118.8, -118.82).startswith("leaves it level")
     assert moves(-118.8, -118.9, tie=0.2).startswith("leaves it level")
     assert moves(-118.8, -119.1, tie=0.2).startswith("lowers it by 0.3")
+
+
+def test_below_peak_says_how_far_a_curve_ends_below_its_peak_or_at_it():
+    assert below_peak(-209.8, -166.1) == "43.7 nats below its peak"
+    assert below_peak(-115.1, -115.1) == "at its peak"
+    assert below_peak(-115.12, -115.1) == "at its peak"  # 0.02 rounds to 0 at one digit
+    assert below_peak(-115.12, -115.1, digits=2) == "0.02 nats below its peak"
+    assert "cannot be judged" in below_peak(float("nan"), -115.1)
+    with pytest.raises(ValueError, match="above its peak"):
+        below_peak(-110.0, -115.1)
 
 
 # ---- numbers as text -------------------------------------------------------------------------------------
