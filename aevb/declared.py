@@ -1,6 +1,7 @@
 """Each dataset and each algorithm declared once, for everything that is not training: what the
 loaders, a run's checks, the cost estimates, the figures and the findings need to know of it; and
-where a run's parameters are declared (run_parameters).
+where a run's parameters are declared (`parameters`: the training notebook's parameters cell, from which
+aevb.experiment.RunConfig is made).
 Python's standard library only, so that make's plan and its list of outputs can read it before the
 project's environment exists (aevb/progress.py, aevb/figures.py). How an algorithm trains, its
 options and whether it has a bound to evaluate are vae_core's (vae_core.ALGORITHMS); a test holds
@@ -77,16 +78,62 @@ def algorithm(name):
 
 
 # A run's parameters are declared once, in notebooks/train.ipynb's parameters cell: `name: type =
-# default  # what it means`, one a line (papermill's form). aevb.experiment.RunConfig still states
-# the same names and defaults to check them (tests/test_experiment.py holds the two together);
-# make's plan reads the defaults here, before the project's environment exists.
+# default  # what it means`, one a line (papermill's form); below the line PAGE_MARK the page's own
+# (how it runs the run: threads, which grid run, where, progress), which are not part of a run's
+# config. aevb.experiment.RunConfig is made from this declaration, make's plan reads its defaults
+# here before the project's environment exists, and the run's code hash covers it
+# (aevb.runs.code_hash).
 TRAIN_NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "train.ipynb"
+PAGE_MARK = "# ---- how this page runs it"
+TYPES = {"str": str, "int": int, "float": float, "bool": bool, "list": list}
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    type: type  # str, int, float, bool or list
+    default: object
+    doc: str  # its comment in the parameters cell
+    page: bool  # the page's own (below PAGE_MARK), not part of the run's config
+
+
+def parameters_source(notebook=TRAIN_NOTEBOOK):
+    """The source of the training notebook's parameters cell (the cell tagged `parameters`)."""
+    cells = json.loads(Path(notebook).read_text())["cells"]
+    tagged = [c for c in cells if "parameters" in c["metadata"].get("tags", [])]
+    if len(tagged) != 1:
+        raise ValueError(f"{notebook}: expected one cell tagged 'parameters', found {len(tagged)}")
+    return "".join(tagged[0]["source"])
+
+
+def parameters(notebook=TRAIN_NOTEBOOK):
+    """Every parameter of the training notebook's parameters cell, in its order, as declared there;
+    a line that is not `name: type = literal  # doc` is refused, naming it."""
+    source = parameters_source(notebook)
+    lines = source.splitlines()
+    page_from = next((i + 1 for i, line in enumerate(lines) if line.startswith(PAGE_MARK)), None)
+    if page_from is None:
+        raise ValueError(f"{notebook}: its parameters cell has no line {PAGE_MARK!r} before the "
+                         "page's own parameters")
+    out = []
+    for node in ast.parse(source).body:
+        line = lines[node.lineno - 1]
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                and isinstance(node.annotation, ast.Name) and node.annotation.id in TYPES
+                and node.value is not None and "  # " in line):
+            raise ValueError(
+                f"{notebook}, parameters cell, line {node.lineno}: {line!r} is not "
+                f"`name: type = default  # what it means` with a type of {list(TYPES)}")
+        default = ast.literal_eval(node.value)
+        kind = TYPES[node.annotation.id]
+        if type(default) is not kind and not (kind is float and type(default) is int):
+            raise ValueError(f"{notebook}, parameters cell: {node.target.id}'s default "
+                             f"{default!r} is not of type {kind.__name__}")
+        out.append(Parameter(node.target.id, kind, default, line.split("  # ", 1)[1].strip(),
+                             node.lineno > page_from))
+    return out
 
 
 def run_parameters(notebook=TRAIN_NOTEBOOK):
-    """{name: default} of the training notebook's parameters cell, in its order."""
-    cells = json.loads(Path(notebook).read_text())["cells"]
-    [cell] = [c for c in cells if "parameters" in c["metadata"].get("tags", [])]
-    tree = ast.parse("".join(cell["source"]))
-    return {node.target.id: ast.literal_eval(node.value) for node in tree.body
-            if isinstance(node, ast.AnnAssign)}
+    """{name: default} of a run's parameters (the page's own left out), in their order."""
+    return {p.name: p.default for p in parameters(notebook) if not p.page}

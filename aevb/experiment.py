@@ -1,7 +1,8 @@
-"""One run end to end: a RunConfig that declares every parameter of a run once (its defaults are the
-training notebook's) and checks itself, and train_run(), which loads the data, trains (choosing
-Kingma's step size first where the protocol says so), estimates log p(x) where asked, and writes the
-run folder. notebooks/train.ipynb is a thin page around these two.
+"""One run end to end: RunConfig, every parameter of a run with its default as the training
+notebook's parameters cell declares it (aevb.declared), which checks itself; and train_run(), which
+loads the data, trains (choosing Kingma's step size first where the protocol says so), estimates
+log p(x) where asked, and writes the run folder. notebooks/train.ipynb is a thin page around these
+two.
 """
 import copy
 import dataclasses
@@ -17,51 +18,9 @@ from aevb import data, declared, estimators, paths, released
 from aevb.runs import Checkpoint, code_hash, load_run, prepare_run, run_lock, save_run
 
 
-@dataclasses.dataclass
-class RunConfig:
-    """Every parameter of a run, with its default; notebooks/train.ipynb's parameters cell declares
-    the same names with the same defaults (tests/test_declaration.py holds the two together) and
-    says what each one means."""
-    dataset: str = "mnist"
-    binarize: str = "none"
-    pixel_scale: int = 255
-    algorithm: str = "aevb"
-    mcem_updates: int = 1
-    mcem_step_size_rule: str = "per_chain"
-    latent_dim: int = 2
-    hidden: list = field(default_factory=lambda: [500])
-    activation: str = "tanh"
-    init: str = "normal"
-    init_std: float = 0.01
-    recognition: str = "paper"
-    output_bias: str = "init"
-    samples: int = 300_000
-    batch_size: int = 100
-    n_samples: int = 1
-    optimizer: str = "adam"
-    lr: float = 0.001
-    lr_schedule: str = "constant"
-    minibatches: str = "epochs"
-    adam_eps: float = 1e-8
-    lr_choices: list = field(default_factory=list)
-    lr_trial_samples: int = 50_000
-    weight_prior: bool = False
-    warmup_steps: int = 0
-    train_size: int = 0
-    validation_size: int = 0
-    test_size: int = 0
-    eval_points: int = 20
-    log_px_points: int = 0
-    log_px_k: int = 1000
-    is_points: int = 0
-    is_k: int = 5000
-    refit_samples: int = 0
-    appd_points: int = 0
-    appd_start: str = "encoder"
-    checkpoint_every: int = 600_000
-    protocol: str = "custom"
-    seed: int = 1
-    device: str = "auto"
+class RunChecks:
+    """What RunConfig does beyond holding the values: it is made from a namespace (a notebook's
+    globals) and refuses a bad value before any work."""
 
     @classmethod
     def from_namespace(cls, namespace):
@@ -79,9 +38,9 @@ class RunConfig:
                [255] if self.binarize == "static" else list(data.PIXEL_SCALES))
         choice("algorithm", self.algorithm, list(vc.ALGORITHMS))
         choice("activation", self.activation, sorted(vc.ACTIVATIONS))
-        choice("init", self.init, ["normal", "glorot"])
+        choice("init", self.init, list(vc.INITS))
         choice("lr_schedule", self.lr_schedule, list(vc.LR_SCHEDULES))
-        choice("optimizer", self.optimizer, ["adam", "adagrad", "adam_iwae"])
+        choice("optimizer", self.optimizer, [*vc.OPTIMIZERS, released.ADAM_IWAE])
         choice("recognition", self.recognition,
                [*vc.RECOGNITION, *(["released"] if self.algorithm in released.RECOGNITION else [])])
         # the logit of the training mean: a Bernoulli decoder's (Burda et al.'s code)
@@ -151,6 +110,23 @@ class RunConfig:
             for name, option in ALGORITHM_OPTIONS.items() if option in takes
         }
 
+
+def _field(parameter):
+    if isinstance(parameter.default, list):  # a fresh list for each config
+        return field(default_factory=lambda: copy.deepcopy(parameter.default),
+                     metadata={"doc": parameter.doc})
+    return field(default=parameter.default, metadata={"doc": parameter.doc})
+
+
+# Every parameter of a run with its type and default, as notebooks/train.ipynb's parameters cell
+# declares it (aevb.declared.parameters; the page's own left out), made into a dataclass here, not
+# restated; its checks are RunChecks'. Each field's metadata["doc"] is its line's comment there.
+RunConfig = dataclasses.make_dataclass(
+    "RunConfig", [(p.name, p.type, _field(p)) for p in declared.parameters() if not p.page],
+    bases=(RunChecks,))
+RunConfig.__module__ = __name__  # where pickle and help() find it
+RunConfig.__doc__ = ("Every parameter of a run, with its default: notebooks/train.ipynb's "
+                     "parameters cell says what each one means (each field's metadata['doc']).")
 
 DEFAULTS = {f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
             for f in dataclasses.fields(RunConfig)}
@@ -357,7 +333,7 @@ def train_run(config, run_dir, replace_stale=False, progress="lines", threads=0)
             released.init_output_bias(model, train_x)
         batch_size = c.batch_size or len(train_x)  # 0: the whole training set (batch MCEM)
         # their Adam on the minibatch's summed gradient
-        optimizer = c.optimizer if c.optimizer != "adam_iwae" else (
+        optimizer = c.optimizer if c.optimizer != released.ADAM_IWAE else (
             lambda params, lr: released.IwaeAdam(params, lr=lr, grad_scale=float(batch_size)))
         common = dict(batch_size=batch_size, optimizer=optimizer, weight_prior=c.weight_prior,
                       minibatches=c.minibatches, warmup_steps=c.warmup_steps, seed=c.seed,

@@ -250,8 +250,8 @@ def moves(before, after, digits=1, tie=0.0, what="it"):
 
 
 def below_peak(end, peak, digits=1):
-    """Where a run's curve ends against its own peak, as words: '43.7 nats below its peak', or 'at its
-    peak' where the difference rounds to 0 at `digits` (a curve still rising at its end)."""
+    """Where a run's curve ends against its own peak, as words: '43.7 nats below its peak', or 'at
+    its peak' where the difference rounds to 0 at `digits` (a curve still rising at its end)."""
     if missing(end, peak):
         return "against its peak: cannot be judged (a value is missing)"
     if end > peak:

@@ -7,6 +7,8 @@ import math
 
 import torch
 
+ADAM_IWAE = "adam_iwae"  # the run parameter `optimizer` that trains with IwaeAdam
+
 
 class IwaeAdam(torch.optim.Optimizer):
     """Burda et al.'s Adam as their code runs it (yburda/iwae, optimizers.py:

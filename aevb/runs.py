@@ -16,21 +16,63 @@ import math
 from contextlib import contextmanager
 from pathlib import Path
 
-from aevb import paths
+from aevb import declared, paths
 from aevb.files import atomic_save, atomic_write_text, exclusive_lock
 
-# The files whose code decides what a run computes. Their hash is in every run's config.
-TRAINING_CODE = ("vae_core/__init__.py", "vae_core/model.py", "vae_core/algorithms.py",
-                 "vae_core/training.py", "aevb/released.py", "aevb/data.py", "aevb/estimators.py",
-                 "aevb/experiment.py", "aevb/runs.py", "aevb/declared.py")
+def module_file(module, root=paths.ROOT):
+    """The project file of a dotted module name (aevb.x, vae_core.y, a package), or None."""
+    parts = module.split(".")
+    for path in (Path(*parts).with_suffix(".py"), Path(*parts, "__init__.py")):
+        if (Path(root) / path).exists():
+            return path.as_posix()
+    return None
+
+
+def training_code(entry="aevb/experiment.py", root=paths.ROOT):
+    """The files whose code decides what a run computes: `entry` (the module that trains a run) and
+    every module of the project (aevb, vae_core) it imports, directly or through another, at the top
+    or inside a function; and the training notebook, whose parameters cell declares a run's
+    parameters and their defaults (aevb.declared)."""
+    seen, todo = set(), [entry]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for node in ast.walk(ast.parse((Path(root) / name).read_text())):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                modules = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+            else:
+                continue
+            # a submodule's import runs its packages' __init__ too
+            parents = {".".join(m.split(".")[:i])
+                       for m in modules for i in range(1, m.count(".") + 2)}
+            todo += [f for m in sorted(parents) if m.split(".")[0] in ("aevb", "vae_core")
+                     for f in [module_file(m, root)] if f]
+    notebook = declared.TRAIN_NOTEBOOK.relative_to(paths.ROOT).as_posix()
+    return (*sorted(seen), notebook)
+
+
+TRAINING_CODE = training_code()
+
+
+def code_tree(path):
+    """The syntax tree a file's code hash is made of: a module's code; of a notebook, its parameters
+    cell (its other cells show a run, they do not make it)."""
+    if path.suffix == ".ipynb":
+        return ast.parse(declared.parameters_source(path))
+    return ast.parse(path.read_text())
 
 
 def code_hash(files=TRAINING_CODE, root=paths.ROOT):
-    """A short hash of the code in `files`: their syntax trees without docstrings, so that an edited
-    comment or docstring does not make every run stale, while any change to the code does."""
+    """A short hash of the code in `files` (training_code's): their syntax trees without docstrings
+    or comments, so that an edited comment or docstring does not make every run stale, while any
+    change to the code does."""
     digest = hashlib.sha256()
     for name in files:
-        tree = ast.parse((Path(root) / name).read_text())
+        tree = code_tree(Path(root) / name)
         for node in ast.walk(tree):
             body = getattr(node, "body", None)
             if (isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))

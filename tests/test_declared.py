@@ -1,5 +1,8 @@
 """Each dataset and algorithm is declared once (aevb/declared.py) and read everywhere else: the declarations
 hold what the data and the training code do, and a name that is not declared is refused with where to add it."""
+import dataclasses
+import json
+
 import pytest
 
 import vae_core as vc
@@ -59,3 +62,30 @@ def test_each_figure_declares_its_paper_and_the_scorecards_sources_judged_beside
         "Kingma & Welling (2013), Figure 2", "Andriciuc (2025), claim 1"]
     shown = [name for paper in build_html.PAPERS.values() for name in paper]
     assert shown == [name for name, f in figures.FIGURES.items() if f.paper]
+
+
+def test_a_run_parameter_is_declared_by_one_line_of_the_notebook_and_a_bad_line_is_refused(tmp_path):
+    from aevb import declared
+    source = declared.parameters_source()
+    parameters = declared.parameters()
+    assert [p.name for p in parameters if not p.page] == [f.name for f in dataclasses.fields(RunConfig)]
+    assert {p.name for p in parameters if p.page} == {"threads", "run", "profile", "run_dir", "replace_stale", "progress"}
+    lr = next(p for p in parameters if p.name == "lr")
+    assert (lr.type, lr.default) == (float, 0.001) and lr.doc in source
+    assert dataclasses.fields(RunConfig)[0].metadata["doc"] == parameters[0].doc
+
+    def notebook_with(old, new):
+        nb = json.loads(declared.TRAIN_NOTEBOOK.read_text())
+        [cell] = [c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", [])]
+        cell["source"] = "".join(cell["source"]).replace(old, new)
+        path = tmp_path / "train.ipynb"
+        path.write_text(json.dumps(nb))
+        return path
+    with pytest.raises(ValueError, match="is not `name: type = default"):
+        declared.parameters(notebook_with("seed: int = 1  # seeds", "seed = 1  # seeds"))
+    with pytest.raises(ValueError, match="is not `name: type = default"):
+        declared.parameters(notebook_with("seed: int = 1  # seeds initialization, shuffling and noise", "seed: int = 1"))
+    with pytest.raises(ValueError, match="seed's default '1' is not of type int"):
+        declared.parameters(notebook_with("seed: int = 1", "seed: int = '1'"))
+    with pytest.raises(ValueError, match="no line"):
+        declared.parameters(notebook_with(declared.PAGE_MARK, "# the page"))

@@ -113,6 +113,41 @@ def test_code_hash_follows_the_code_not_its_comments_or_docstrings(tmp_path):
     assert len(runs.code_hash()) == 12  # the project's own training code parses
 
 
+def test_training_code_is_the_trainers_import_closure_and_the_notebooks_parameters(tmp_path):
+    for name, text in {"aevb/__init__.py": "", "aevb/experiment.py": "import json\nfrom aevb import a\n",
+                       "aevb/a.py": "def f():\n    from vae_core.b import g\n    return g\n",
+                       "vae_core/__init__.py": "", "vae_core/b.py": "import aevb.a\ng = 1\n",
+                       "aevb/unused.py": "import aevb.experiment\n"}.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    files = runs.training_code(root=tmp_path)
+    assert files == ("aevb/__init__.py", "aevb/a.py", "aevb/experiment.py", "vae_core/__init__.py", "vae_core/b.py",
+                     "notebooks/train.ipynb")  # a function's import too; a module that imports it is not its code
+    own = runs.training_code()
+    assert {"aevb/experiment.py", "aevb/runs.py", "aevb/declared.py", "aevb/estimators.py", "aevb/released.py",
+            "vae_core/training.py", "notebooks/train.ipynb"} <= set(own)
+    assert not {"aevb/catalog.py", "aevb/figures.py", "aevb/grid.py", "aevb/scorecard.py"} & set(own)
+
+
+def test_the_code_hash_follows_the_notebooks_parameters_not_their_comments_or_other_cells(tmp_path):
+    import shutil
+    notebook = tmp_path / "notebooks" / "train.ipynb"
+    notebook.parent.mkdir()
+    shutil.copy(ROOT / "notebooks" / "train.ipynb", notebook)
+    base = runs.code_hash(["notebooks/train.ipynb"], root=tmp_path)
+
+    def edit(old, new):
+        nb = json.loads(notebook.read_text())
+        for cell in nb["cells"]:
+            cell["source"] = [line.replace(old, new) for line in cell["source"]]
+        notebook.write_text(json.dumps(nb))
+    edit('"mnist" or "frey"', "which dataset")  # a comment
+    edit("## Learning curve", "## Curves")  # another cell's words
+    assert runs.code_hash(["notebooks/train.ipynb"], root=tmp_path) == base
+    edit("init_std: float = 0.01", "init_std: float = 0.02")  # a default
+    assert runs.code_hash(["notebooks/train.ipynb"], root=tmp_path) != base
+
+
 def test_figures_are_written_atomically(tmp_path):
     """A figure is rewritten whole or not at all: a savefig that fails half-way leaves the old file and no
     temporary beside it; one that succeeds replaces it."""
