@@ -1,7 +1,7 @@
 """Each dataset and each algorithm declared once, for everything that is not training: what the
 loaders, a run's checks, the cost estimates, the figures and the findings need to know of it; and
-where a run's parameters are declared (`parameters`: the training notebook's parameters cell, from which
-aevb.experiment.RunConfig is made).
+where a run's parameters are declared (`parameters`: the training notebook's parameters cell,
+from which aevb.experiment.RunConfig is made).
 Python's standard library only, so that make's plan and its list of outputs can read it before the
 project's environment exists (aevb/progress.py, aevb/figures.py). How an algorithm trains, its
 options and whether it has a bound to evaluate are vae_core's (vae_core.ALGORITHMS); a test holds
