@@ -123,10 +123,12 @@ plan: | setup
 # and published numbers it reads. Its outputs are declared (aevb/figures.py: FIGURES, CSV_TABLES and its
 # findings file) as one grouped target, so a deleted figure re-executes the notebook that makes it.
 FIGURE_NOTEBOOKS := $(shell $(GRID) notebooks)
-FIGURE_CODE := aevb/figures.py aevb/plots.py aevb/findings.py aevb/runs.py aevb/grid.py aevb/scorecard.py aevb/estimators.py \
-	aevb/data.py aevb/catalog.py aevb/latent.py aevb/paths.py aevb/files.py aevb/experiment.py aevb/released.py \
-	aevb/paper_scale.py aevb/declared.py vae_core/__init__.py vae_core/model.py vae_core/algorithms.py vae_core/training.py \
-	published_numbers.csv
+# the code they read: every project module a figure notebook imports, directly or through another
+# (aevb/imports.py), and the published numbers
+FIGURE_CODE := $(shell $(PYTHON) -m aevb.imports $(FIGURE_NOTEBOOKS:%=notebooks/%.ipynb)) published_numbers.csv
+ifeq ($(filter aevb/figures.py,$(FIGURE_CODE)),)
+$(error $(PYTHON) -m aevb.imports did not list the figure notebooks' code)
+endif
 # the published paper-scale runs (aevb/paper_scale.py), which judge the rows at 10^8: a run published
 # reruns the notebooks that read the scorecard
 PAPER_SCALE_RUNS := $(wildcard results/paper-scale/*/*/*.json results/paper-scale/*/*/history.csv)
@@ -145,8 +147,8 @@ $(foreach n,$(FIGURE_NOTEBOOKS),$(eval $(call figure_rule,$n)))
 figures: $(FIGURE_OUTPUTS)
 
 html: $(BUILD)/html/index.html
-$(BUILD)/html/index.html: $(call done,$(ALL_RUNS)) $(FIGURE_OUTPUTS) scripts/build_html.py aevb/figures.py \
-		aevb/findings.py | setup
+$(BUILD)/html/index.html: $(call done,$(ALL_RUNS)) $(FIGURE_OUTPUTS) scripts/build_html.py \
+		$(shell $(PYTHON) -m aevb.imports scripts/build_html.py) | setup
 	$(PY) scripts/build_html.py --profile $(PROFILE) --runs $(RUNS) --figures $(FIGURES) \
 		--notebooks $(NB) --html $(BUILD)/html
 
@@ -154,7 +156,7 @@ $(BUILD)/html/index.html: $(call done,$(ALL_RUNS)) $(FIGURE_OUTPUTS) scripts/bui
 # commit, code hash, device, date); the default profile's also refresh README.md's summary block and the
 # committed figures/*.png with figures/provenance.json (their size is stated there).
 results: $(RESULTS)
-$(RESULTS): $(FIGURE_OUTPUTS) scripts/write_results.py | setup
+$(RESULTS): $(FIGURE_OUTPUTS) scripts/write_results.py $(shell $(PYTHON) -m aevb.imports scripts/write_results.py) | setup
 	$(PY) scripts/write_results.py --profile $(PROFILE) --runs $(RUNS) --figures $(FIGURES) --out $@ \
 		$(if $(filter RESULTS.md,$(RESULTS)),--readme README.md) $(if $(PUBLISH_FIGURES),--publish-figures $(PUBLISH_FIGURES)) \
 		--make-started $(MAKE_STARTED) --jobs $(JOBS)

@@ -16,43 +16,15 @@ import math
 from contextlib import contextmanager
 from pathlib import Path
 
-from aevb import declared, paths
+from aevb import declared, imports, paths
 from aevb.files import atomic_save, atomic_write_text, exclusive_lock
-
-def module_file(module, root=paths.ROOT):
-    """The project file of a dotted module name (aevb.x, vae_core.y, a package), or None."""
-    parts = module.split(".")
-    for path in (Path(*parts).with_suffix(".py"), Path(*parts, "__init__.py")):
-        if (Path(root) / path).exists():
-            return path.as_posix()
-    return None
-
 
 def training_code(entry="aevb/experiment.py", root=paths.ROOT):
     """The files whose code decides what a run computes: `entry` (the module that trains a run) and
-    every module of the project (aevb, vae_core) it imports, directly or through another, at the top
-    or inside a function; and the training notebook, whose parameters cell declares a run's
-    parameters and their defaults (aevb.declared)."""
-    seen, todo = set(), [entry]
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        for node in ast.walk(ast.parse((Path(root) / name).read_text())):
-            if isinstance(node, ast.Import):
-                modules = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
-                modules = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
-            else:
-                continue
-            # a submodule's import runs its packages' __init__ too
-            parents = {".".join(m.split(".")[:i])
-                       for m in modules for i in range(1, m.count(".") + 2)}
-            todo += [f for m in sorted(parents) if m.split(".")[0] in ("aevb", "vae_core")
-                     for f in [module_file(m, root)] if f]
+    every module of the project it imports (aevb.imports.closure); and the training notebook, whose
+    parameters cell declares a run's parameters and their defaults (aevb.declared)."""
     notebook = declared.TRAIN_NOTEBOOK.relative_to(paths.ROOT).as_posix()
-    return (*sorted(seen), notebook)
+    return (*sorted(imports.closure([entry], root)), notebook)
 
 
 TRAINING_CODE = training_code()

@@ -1,6 +1,7 @@
 """The code's shape: vae_core knows no file and no other module of the project, no two modules of the
 project import each other in a loop, and each part of vae_core stays readable in one sitting."""
 import ast
+import os
 import subprocess
 import sys
 
@@ -114,11 +115,12 @@ def test_the_training_code_hash_covers_every_part_of_vae_core():
     assert {str(p.relative_to(ROOT)) for p in VAE_CORE.values()} <= set(TRAINING_CODE)
 
 
-def makefile_list(name):
-    """A `NAME := a b \\ c` list of the Makefile, its continued lines joined."""
-    text = (ROOT / "Makefile").read_text().replace("\\\n", " ")
-    line = next(line for line in text.splitlines() if line.startswith(f"{name} :="))
-    return line.split(":=", 1)[1].split()
+def make_variable(name):
+    """A variable of the Makefile as make expands it (its $(shell ...) calls run), split into words."""
+    out = subprocess.run(["make", "-s", "--no-print-directory", "--eval", "print-%: ; @echo $($*)", f"print-{name}"],
+                         cwd=ROOT, capture_output=True, text=True, env={**os.environ, "MAKEFLAGS": ""})
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
 
 
 def test_figure_notebooks_are_rerun_when_any_project_module_they_import_changes(tmp_path):
@@ -139,10 +141,13 @@ def test_figure_notebooks_are_rerun_when_any_project_module_they_import_changes(
             if module not in needed:
                 needed.add(module)
                 todo += graph[module]
-    listed = set(makefile_list("FIGURE_CODE"))
+    listed = set(make_variable("FIGURE_CODE"))
     missing = sorted(str(PROJECT[m].relative_to(ROOT)) for m in needed if str(PROJECT[m].relative_to(ROOT)) not in listed)
     assert not missing, f"Makefile's FIGURE_CODE lacks {missing}"
     assert "published_numbers.csv" in listed and {"aevb/latent.py", "aevb/catalog.py"} <= listed
+    # nothing more than what they import: a module no figure notebook reads does not rerun them
+    assert listed - {"published_numbers.csv"} == {str(PROJECT[m].relative_to(ROOT)) for m in needed} | {
+        "aevb/__init__.py", "vae_core/__init__.py"}
 
 
 def test_every_mutant_of_the_mutation_check_still_applies():
@@ -216,3 +221,23 @@ def test_the_readme_and_docs_keep_their_code_blocks_and_tables():
     assert markdown_breaks("text ```bash make test ``` more\n| a | b |\n|---|---|\n")  # a rewrapped block is found
     assert markdown_breaks("See:  | path | what | |---|---| | a | b |\n")
     assert not markdown_breaks("```bash\nmake test\n```\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
+
+
+def test_aevb_imports_lists_a_files_project_imports_with_the_standard_library_alone(tmp_path):
+    """make runs `python3 -m aevb.imports` before the project's environment exists: stdlib only; a notebook's
+    shell and magic lines are not Python and are left out."""
+    def run(*files):
+        return subprocess.run(["python3", "-E", "-s", "-m", "aevb.imports", *files], cwd=ROOT, capture_output=True,
+                              text=True)
+    out = run("scripts/build_html.py")
+    assert out.returncode == 0, out.stderr
+    listed = out.stdout.split()
+    assert {"aevb/figures.py", "aevb/findings.py", "aevb/paths.py"} <= set(listed)
+    assert "scripts/build_html.py" not in listed and "aevb/experiment.py" not in listed
+    out = run("scripts/no_such_file.py")
+    assert out.returncode != 0 and "no such file: scripts/no_such_file.py" in out.stderr
+    from aevb import imports
+    notebook = tmp_path / "n.ipynb"
+    notebook.write_text('{"cells": [{"cell_type": "code", "source": ["%matplotlib inline\\n", "from aevb import latent\\n"]},'
+                        ' {"cell_type": "markdown", "source": ["import aevb.grid"]}]}')
+    assert imports.imported(imports.source(notebook)) == ["aevb/__init__.py", "aevb/latent.py"]
