@@ -81,13 +81,6 @@ def key_legend(fig, colors=None, styles=None, widths=None, ncol=4, fontsize=FONT
 
 # ---- the scorecard: every published value against ours, in tolerances ----------------------------
 
-SCORECARD_COLORS = {
-    "reproduced": "tab:green",
-    "not reproduced": "tab:red",
-    "not run at this scale": "tab:gray",
-}
-
-
 def scorecard_layout(judged):
     """The rows of the scorecard figure, top to bottom: a header per source (paper and its table or
     figure) followed by its rows. [(y, label, kind, row or None)] with kind 'header' or 'row'; a row
@@ -115,13 +108,15 @@ def scorecard_differences(judged, clip=10.0, title=None):
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
+    from aevb.scorecard import VERDICTS  # each verdict's colour, written there once
+
     layout = scorecard_layout(judged)
     height = (layout[-1][0] + 1.5) * 0.24 + 1.6 if layout else 3.0
     fig, ax = plt.subplots(figsize=(10, height))
     ratios = judged["ratio"].astype(float)
     limit = max(2.0, min(clip, math.ceil(ratios.abs().max() * 1.1))) if len(ratios) else 2.0
     span = limit * 1.12  # room for the arrows at the edge
-    ax.axvspan(-1, 1, color="#d9f2d9", zorder=0, label="±1 tolerance")
+    ax.axvspan(-1, 1, color=VERDICTS["reproduced"].background, zorder=0, label="±1 tolerance")
     ax.axvline(0, color="k", lw=0.8, zorder=1)
     ticks, labels, headers = [], [], []
     for y, label, kind, row in layout:
@@ -131,7 +126,7 @@ def scorecard_differences(judged, clip=10.0, title=None):
             headers.append(len(labels) - 1)
             ax.axhline(y, color="0.75", lw=0.6, zorder=0)
             continue
-        ratio, color = float(row["ratio"]), SCORECARD_COLORS.get(row["verdict"], "tab:gray")
+        ratio, color = float(row["ratio"]), VERDICTS[row["verdict"]].color
         if abs(ratio) <= limit:
             ax.plot(ratio, y, "o", color=color, ms=6, zorder=3)
             continue
@@ -181,9 +176,10 @@ def scorecard_differences(judged, clip=10.0, title=None):
     ax.set_title(
         title or f"Scorecard: {len(judged)} published values against ours", fontsize=FONT + 1
     )
-    shown = [v for v in SCORECARD_COLORS if v in set(judged["verdict"])]
-    handles = [Line2D([], [], ls="", marker="o", color=SCORECARD_COLORS[v], label=v) for v in shown]
-    handles.append(plt.Rectangle((0, 0), 1, 1, color="#d9f2d9", label="±1 tolerance"))
+    shown = [v for v in VERDICTS if v in set(judged["verdict"])]
+    handles = [Line2D([], [], ls="", marker="o", color=VERDICTS[v].color, label=v) for v in shown]
+    band = VERDICTS["reproduced"].background
+    handles.append(plt.Rectangle((0, 0), 1, 1, color=band, label="±1 tolerance"))
     if (ratios.abs() > limit).any():
         handles.append(
             Line2D(

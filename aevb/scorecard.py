@@ -17,6 +17,7 @@ import csv
 import math
 import re
 import statistics
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -41,10 +42,6 @@ LOG_LIKELIHOOD_COLUMNS = [
     "test_log_px_is_se", "test_elbo", "gap", "test_log_px_refit", "test_log_px_refit_se",
     "test_log_px_appd", "test_log_px_appd_se"
 ]
-VERDICT_COLORS = {
-    "reproduced": "#d9f2d9", "not reproduced": "#f8d7d7", "not run at this scale": "#eeeeee",
-    "out of scope": "#eeeeee"
-}
 # A metric estimated on the first points of a split: the config key that says how many (scorecard
 # rows say it)
 POINTS = {"train_log_px_appd": "log_px_points", "test_log_px_appd": "log_px_points",
@@ -55,10 +52,19 @@ NOT_JUDGED = ((), (), False, "")
 
 # ---- the published numbers and the runs ----------------------------------------------------------
 
-# in order
-VERDICTS = [
-    "reproduced", "not reproduced", "not run at this scale", "out of scope", "n/a (hardware)"
-]
+class Verdict(NamedTuple):
+    color: str  # its markers in figures
+    background: str  # its cells in tables and pages
+
+
+# every verdict, in the order tables list them, with its colours (the one place they are written)
+VERDICTS = {
+    "reproduced": Verdict("tab:green", "#d9f2d9"),
+    "not reproduced": Verdict("tab:red", "#f8d7d7"),
+    "not run at this scale": Verdict("tab:gray", "#eeeeee"),
+    "out of scope": Verdict("tab:gray", "#eeeeee"),
+    "n/a (hardware)": Verdict("tab:gray", "white"),
+}
 
 
 def paper_of(source):
@@ -498,10 +504,10 @@ def ours_cell(row, counted=True):
 
 
 def verdict_css(selector="td.{verdict}"):
-    """CSS giving each verdict its colour (VERDICT_COLORS, the one place they are written), for HTML
+    """CSS giving each verdict its colour (VERDICTS, the one place they are written), for HTML
     pages whose verdict cells have the verdict as a class ('not reproduced' -> 'not-reproduced')."""
     return "\n".join(f"{selector.format(verdict=v.replace(' ', '-'))} {{ background: {color}; }}"
-                     for v, color in VERDICT_COLORS.items())
+                     for v, color in ((v, d.background) for v, d in VERDICTS.items()))
 
 
 def styled(card):
@@ -520,7 +526,7 @@ def styled(card):
         "source", "what", "published", "ours", "n_runs", "difference", "tolerance", "protocol",
         "samples_published", "samples_trained", "verdict", "note"
     ]]
-    return (shown.style.map(lambda v: f"background-color: {VERDICT_COLORS.get(v, 'white')}",
+    return (shown.style.map(lambda v: f"background-color: {VERDICTS[v].background}",
                             subset=["verdict"]).hide(axis="index"))
 
 
