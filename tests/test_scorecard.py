@@ -591,3 +591,11 @@ def test_the_answer_pairs_seeds_and_moves_with_one_seeds_number(tmp_path):
             {"Nz": 20, "gap": -0.5, "gap_sd": 1.0, "n": 3}]
     assert scorecard.gap_span(rows) == "-0.5 to +98.4 (Nz 3-200, n 1-3)"
     assert scorecard.gap_span(rows[:1]) == "+4.5 ± 0.3 (Nz 3, n 3)" and scorecard.gap_span([]) == "not run"
+
+
+def test_fewest_samples_of_some_rows_counts_a_row_without_runs_as_none():
+    rows = {"a": {"samples_trained": 3_000_000.0}, "b": {"samples_trained": 1_000_000}, "c": {"samples_trained": float("nan")},
+            "d": {"samples_trained": ""}}
+    assert scorecard.fewest_samples(rows, ["a", "b"]) == 1_000_000
+    assert scorecard.fewest_samples(rows, ["a"]) == 3_000_000 and isinstance(scorecard.fewest_samples(rows, ["a"]), int)
+    assert scorecard.fewest_samples(rows, ["a", "c"]) == 0 and scorecard.fewest_samples(rows, ["d"]) == 0
