@@ -352,7 +352,8 @@ def aevb_minus_ws(table, labels=None, title="AEVB minus wake-sleep: test lower b
     """One panel per dataset of `table` (aevb.scorecard.aevb_minus_ws's: protocol, dataset, Nz, n,
     gap, gap_sd): the mean gap per Nz, a line per protocol, bars of ±1 sd over the seed pairs where
     there are several, each point labelled with its n; zero drawn (above it AEVB's bound is higher).
-    `labels`: {protocol: legend text}. Nz on a log axis."""
+    Rows of protocol 'published' (aevb.scorecard.published_gaps: a paper's own values, n = 0) are
+    grey crosses on a dashed line. `labels`: {protocol: legend text}. Nz on a log axis."""
     import matplotlib.pyplot as plt
 
     present = list(dict.fromkeys(table["dataset"]))  # in aevb/declared.py's order: MNIST first
@@ -364,12 +365,15 @@ def aevb_minus_ws(table, labels=None, title="AEVB minus wake-sleep: test lower b
         rows = table[table["dataset"] == dataset]
         for i, (protocol, group) in enumerate(rows.groupby("protocol", sort=False)):
             group = group.sort_values("Nz")
-            ax.errorbar(group["Nz"], group["gap"], yerr=group["gap_sd"].fillna(0),
-                        marker=markers[i % 5], ms=7, capsize=4, lw=1.5,
+            # a published reading (n = 0: no seeds) is drawn apart: grey crosses, dashed
+            style = (dict(marker="x", ms=8, lw=1, ls="--", color="0.4") if protocol == "published"
+                     else dict(marker=markers[i % 5], ms=7, capsize=4, lw=1.5))
+            ax.errorbar(group["Nz"], group["gap"], yerr=group["gap_sd"].fillna(0), **style,
                         label=(labels or {}).get(protocol, protocol))
             for nz, gap, n in zip(group["Nz"], group["gap"], group["n"]):
-                ax.annotate(f"n={n}", (nz, gap), textcoords="offset points", xytext=(6, 4),
-                            fontsize=SMALL - 1, color="0.35")
+                if n:
+                    ax.annotate(f"n={n}", (nz, gap), textcoords="offset points", xytext=(6, 4),
+                                fontsize=SMALL - 1, color="0.35")
         ax.axhline(0, color="k", lw=0.8)
         ax.set_xscale("log")
         ticks = sorted(set(rows["Nz"]))

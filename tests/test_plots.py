@@ -187,6 +187,20 @@ def test_the_answer_draws_each_protocols_gaps_with_their_sd_and_n_per_dataset():
     assert all(t.get_fontsize() >= plots.SMALL - 1 for t in texts(fig))
 
 
+def test_the_answer_draws_a_papers_own_gap_apart_without_seed_counts():
+    table = pd.DataFrame([
+        dict(protocol="kingma", dataset="mnist", Nz=3, n=1, gap=4.0, gap_sd=math.nan),
+        dict(protocol="kingma", dataset="mnist", Nz=20, n=1, gap=9.0, gap_sd=math.nan),
+        dict(protocol="published", dataset="mnist", Nz=3, n=0, gap=5.2, gap_sd=math.nan),
+        dict(protocol="published", dataset="mnist", Nz=20, n=0, gap=3.3, gap_sd=math.nan)])
+    fig = plots.aevb_minus_ws(table, {"kingma": "as released", "published": "their Figure 2"})
+    [ax] = fig.axes
+    [theirs] = [line for line in ax.lines if line.get_marker() == "x"]
+    assert list(theirs.get_ydata()) == [5.2, 3.3] and theirs.get_linestyle() == "--"
+    assert [t.get_text() for t in texts(fig)].count("n=1") == 2 and "n=0" not in [t.get_text() for t in texts(fig)]
+    assert {"as released", "their Figure 2"} <= set(legend_labels(fig))
+
+
 # ---- lower_bound_panels: Kingma & Welling's Figure 2 ---------------------------------------------------------
 
 def test_figure_2_draws_a_panel_per_dataset_and_nz_with_both_algorithms_theirs_as_markers_and_a_legend_panel():

@@ -599,3 +599,33 @@ def test_fewest_samples_of_some_rows_counts_a_row_without_runs_as_none():
     assert scorecard.fewest_samples(rows, ["a", "b"]) == 1_000_000
     assert scorecard.fewest_samples(rows, ["a"]) == 3_000_000 and isinstance(scorecard.fewest_samples(rows, ["a"]), int)
     assert scorecard.fewest_samples(rows, ["a", "c"]) == 0 and scorecard.fewest_samples(rows, ["d"]) == 0
+
+
+def test_kingma_and_wellings_own_gap_is_read_from_their_figure_2_rows_at_the_nearest_count_they_publish():
+    def theirs(algorithm, nz, samples):
+        return scorecard.lookup(PUBLISHED, "test_elbo", samples, source="Figure 2", dataset="mnist",
+                                algorithm=algorithm, latent_dim=nz)["published"]
+    at_3e6 = scorecard.published_gaps(3_000_000, PUBLISHED).set_index(["dataset", "Nz"])
+    assert list(at_3e6.index) == [("mnist", nz) for nz in (3, 5, 10, 20, 200)]  # Frey Face: read at 10^8 alone
+    assert at_3e6.loc[("mnist", 20), "gap"] == pytest.approx(theirs("aevb", 20, 3e6) - theirs("wake_sleep", 20, 3e6))
+    assert set(at_3e6["protocol"]) == {"published"} and set(at_3e6["n"]) == {0} and set(at_3e6["samples"]) == {3e6}
+    at_1e8 = scorecard.published_gaps(1e8, PUBLISHED).set_index(["dataset", "Nz"])
+    assert at_1e8.loc[("mnist", 20), "gap"] == pytest.approx(theirs("aevb", 20, 1e8) - theirs("wake_sleep", 20, 1e8))
+    # 10^6 takes 3x10^6, within a factor 3; 10^5 is nearer no count they publish
+    assert len(scorecard.published_gaps(1_000_000, PUBLISHED)) == 5 and scorecard.published_gaps(100_000, PUBLISHED).empty
+
+
+def test_the_answer_at_paper_scale_is_read_from_the_published_paper_scale_runs(tmp_path):
+    from aevb import paper_scale
+    trained = tmp_path / "trained"
+    for algorithm, value in (("aevb", -95.0), ("wake_sleep", -99.5)):
+        [run] = [r for r in grid.runs(dataset="mnist", algorithm=algorithm, latent_dim=20, protocol="kingma")
+                 if r.seed == 1]
+        write_run(trained, run, 100_000_000, {100_000_000: {"test_elbo": value}},
+                  {"test_elbo": value, "torch_version": "2.14.1", "device": "cpu"})
+        if algorithm == "aevb":
+            assert scorecard.aevb_minus_ws(tmp_path / "published", protocols=("kingma",)).empty  # none published yet
+        paper_scale.publish(trained, run.name, tmp_path / "published")
+    [row] = scorecard.aevb_minus_ws(tmp_path / "published", protocols=("kingma",)).to_dict("records")
+    assert (row["dataset"], row["Nz"], row["n"], row["samples"]) == ("mnist", 20, 1, 100_000_000)
+    assert row["gap"] == pytest.approx(4.5)
