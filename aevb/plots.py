@@ -358,7 +358,7 @@ def aevb_minus_ws(table, labels=None, title="AEVB minus wake-sleep: test lower b
 
     present = list(dict.fromkeys(table["dataset"]))  # in aevb/declared.py's order: MNIST first
     datasets = [d for d in DATASETS if d in present] + [d for d in present if d not in DATASETS]
-    fig, axes = plt.subplots(1, max(len(datasets), 1), figsize=(5.2 * max(len(datasets), 1), 4.4),
+    fig, axes = plt.subplots(1, max(len(datasets), 1), figsize=(5.2 * max(len(datasets), 1), 5.2),
                              squeeze=False)
     markers = "osD^v"
     for ax, dataset in zip(axes[0], datasets):
@@ -382,12 +382,21 @@ def aevb_minus_ws(table, labels=None, title="AEVB minus wake-sleep: test lower b
         ax.tick_params(labelsize=FONT)
         ax.grid(alpha=0.3)
         ax.set_xlabel("Nz, latent dimensions", fontsize=FONT)
-        ax.set_ylabel("AEVB minus wake-sleep (nats; > 0: AEVB higher)", fontsize=FONT)
+        ax.set_ylabel("AEVB minus wake-sleep, nats", fontsize=FONT)
         ax.set_title(DATASETS[dataset].title if dataset in DATASETS else dataset,
                      fontsize=FONT + 1)
-        ax.legend(fontsize=FONT, frameon=False)
-    fig.suptitle(title, fontsize=FONT + 1)
-    fig.tight_layout()
+    # one legend below the panels for every series of any panel (it would hide a panel's points)
+    entries = {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    rows = math.ceil(len(entries) / 2)
+    if entries:
+        fig.legend(entries.values(), entries.keys(), loc="lower center", ncol=2, fontsize=FONT,
+                   frameon=False)
+    note = "(above zero AEVB's bound is higher)"
+    fig.suptitle(f"{title}\n{note}" if title else note, fontsize=FONT + 1)
+    fig.tight_layout(rect=(0, 0.055 * rows, 1, 1))
     return fig
 
 

@@ -302,7 +302,7 @@ ANSWER_PROTOCOLS = ("kingma", "kingma-paper", "report")
 ANSWER_LABELS = {"kingma": "Kingma & Welling's, as released",
                  "kingma-paper": "Kingma & Welling's, the paper's text alone",
                  "report": "the report's (Adam)",
-                 "kingma at 10^8": "Kingma & Welling's as released, 10^8 samples (published runs)",
+                 "kingma at 10^8": "Kingma & Welling's, as released, at 10^8 (published runs)",
                  "published": "Kingma & Welling's Figure 2 (their values)"}
 ANSWER_COLUMNS = ["protocol", "dataset", "Nz", "n", "gap", "gap_sd", "samples", "seeds"]
 
