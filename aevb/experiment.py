@@ -69,8 +69,13 @@ class RunChecks:
         for value in self.lr_choices:
             positive("lr_choices", value, integer=False)
         for name, option in ALGORITHM_OPTIONS.items():  # each algorithm's own: refused for another
-            if option not in vc.ALGORITHMS[self.algorithm].options and getattr(
-                    self, name) != DEFAULTS[name]:
+            own = vc.ALGORITHMS[self.algorithm].options
+            if option in own and own[option] != DEFAULTS[name] == getattr(self, name):
+                raise ValueError(  # it would train with the parameter's default
+                    f"{self.algorithm}'s own default {option}={own[option]!r} is not the run "
+                    f"parameter's default {name}={DEFAULTS[name]!r}: a run of it states {name} "
+                    f"(a sweep's params in aevb/grid.py)")
+            if option not in own and getattr(self, name) != DEFAULTS[name]:
                 owners = [a for a, step in vc.ALGORITHMS.items() if option in step.options]
                 raise ValueError(
                     f"parameter {name}={getattr(self, name)!r} is not allowed for "

@@ -93,7 +93,7 @@ def test_each_part_of_vae_core_is_readable_in_one_sitting():
     300 lines; their lines are held to 100 characters by the linter (test_the_code_passes_the_linter)."""
     for module, path in VAE_CORE.items():
         assert len(path.read_text().splitlines()) <= 300, f"{module}: split it by concern"
-    assert {"aevb", "wake_sleep", "mcem", "iwae"} == set(vc.ALGORITHMS)
+    assert {"aevb", "wake_sleep", "mcem", "iwae"} <= set(vc.ALGORITHMS)
     source = "".join(path.read_text() for path in VAE_CORE.values())
     for stale in ("one loop for the three algorithms", "train_aevb", "train_wake_sleep", "train_mcem"):
         assert stale not in source

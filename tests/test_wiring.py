@@ -432,8 +432,9 @@ def check_papers_settings(run, rec):
         paper = dict(paper, n_samples=None)
     if run.algorithm == "iwae":
         paper = dict(paper, n_samples=50)
-    if isinstance(paper.get("recognition"), dict):  # each algorithm's own model
-        paper = dict(paper, recognition=paper["recognition"][run.algorithm])
+    if isinstance(paper.get("recognition"), dict):  # each algorithm's own model, unless its sweep names one
+        own = dict(run.extra).get("recognition") or paper["recognition"][run.algorithm]
+        paper = dict(paper, recognition=own)
     wrong = {k: (trained[k], v) for k, v in paper.items() if k in trained and trained[k] != v}
     assert not wrong, (run.name, wrong)
 

@@ -18,7 +18,7 @@ import torch
 torch.set_flush_denormal(True)
 
 from vae_core import algorithms, model, training  # noqa: E402
-from vae_core.algorithms import AEVB, ALGORITHMS, IWAE, MCEM, Algorithm, WakeSleep  # noqa: E402
+from vae_core.algorithms import *  # noqa: E402, F403 (each algorithm's class, ALGORITHMS)
 from vae_core.model import (  # noqa: E402
     ACTIVATIONS, HMC_GLOBAL_INIT_STEP_SIZE, HMC_INIT_STEP_SIZE, INITS, LIKELIHOODS, LOG_2PI,
     RECOGNITION, VAE, bernoulli, global_step_size, hmc, iwae_bound, kl_to_standard_normal,
@@ -30,7 +30,7 @@ from vae_core.training import (  # noqa: E402
 
 __all__ = [
     "algorithms", "model", "training",
-    "AEVB", "ALGORITHMS", "IWAE", "MCEM", "Algorithm", "WakeSleep",
+    *algorithms.__all__,
     "ACTIVATIONS", "HMC_GLOBAL_INIT_STEP_SIZE", "HMC_INIT_STEP_SIZE", "INITS", "LIKELIHOODS",
     "LOG_2PI", "RECOGNITION", "VAE", "bernoulli", "global_step_size", "hmc", "iwae_bound",
     "kl_to_standard_normal", "log_normal", "log_standard_normal", "mlp", "normal_sample",

@@ -1,5 +1,7 @@
 """The algorithms, one step class each: built as cls(model, n_train, **options), a call makes one
-update on a minibatch and returns its running sums; `ALGORITHMS` names them for `train`."""
+update on a minibatch and returns its running sums; `ALGORITHMS` names them for `train`. A new
+algorithm is a class here and its line in `ALGORITHMS`; its label, colour and cost go in
+aevb/declared.py, its runs in aevb/grid.py."""
 import math
 
 import torch
@@ -151,3 +153,5 @@ class MCEM(Algorithm):
 
 
 ALGORITHMS = {cls.name: cls for cls in (AEVB, WakeSleep, MCEM, IWAE)}
+# what `import vae_core as vc` gives of this part: the base class, the table, each algorithm
+__all__ = ["Algorithm", "ALGORITHMS", *(cls.__name__ for cls in ALGORITHMS.values())]
