@@ -103,6 +103,13 @@ def headlines(figures_dir):
     return [f for f in load(figures_dir, order) if f["headline"]]
 
 
+def details(figures_dir, headline):
+    """The findings that detail `headline`: the others of its notebook keyed '<its key>_...', in the
+    order they were said. RESULTS.md sets them under it."""
+    return [f for f in load(figures_dir, [headline["notebook"]])
+            if not f["headline"] and f["key"].startswith(f"{headline['key']}_")]
+
+
 # ---- templates: the sentence by hand, its numbers and their words from the runs ------------------
 
 def sign_word(value, words):

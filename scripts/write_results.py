@@ -34,6 +34,7 @@ from pathlib import Path
 
 from aevb import findings, grid, paths
 from aevb.figures import FIGURES
+from aevb.runs import code_hash
 from aevb.files import atomic_write, atomic_write_text
 from aevb.scorecard import VERDICTS, number_or_nan, ours_cell, verdicts_by_paper
 
@@ -103,9 +104,11 @@ def provenance(profile, runs_dir, make_started=None, jobs=None, previous=None):
     else:
         call = previous_value(previous, MAKE_CALL) if previous else None
     join = lambda values: ", ".join(sorted(set(values))) or "none"
+    hashes = join(c.get("code_hash", "") for c in configs)
+    if configs and hashes != code_hash():  # results rewritten after the code changed: say so
+        hashes += f" (an earlier commit's code: this commit's hashes {code_hash()})"
     return {
-        "profile": profile, "commit": commit,
-        "code hash": join(c.get("code_hash", "") for c in configs), "runs": str(len(metrics)),
+        "profile": profile, "commit": commit, "code hash": hashes, "runs": str(len(metrics)),
         "device": join(m["device"] for m in metrics), "torch": join(m["torch_version"]
                                                                     for m in metrics),
         "training time (sum over runs)": f"{sum(m['wall_time'] for m in metrics) / 60:.0f} min",
@@ -281,7 +284,8 @@ def main(argv=None):
     for f in found:
         lines += [
             f"### {f['title'] or f['key']}", "",
-            one_line(f["text"]) + f" (`notebooks/{f['notebook']}.ipynb`)", ""
+            one_line(f["text"]) + f" (`notebooks/{f['notebook']}.ipynb`)", "",
+            *(line for d in findings.details(figures_dir, f) for line in (one_line(d["text"]), ""))
         ]
         figure = f.get("figure")
         if figure in FIGURES and figure not in shown:

@@ -37,6 +37,7 @@ def figures_dir(tmp_path):
     say("gap", "Wake-sleep {gap:trails/leads} AEVB by **{gap:abs.1f} nats**.", headline=True, title="Wake-sleep",
         figure="report_table1", gap=8.3)
     say("detail", "Not a headline.")
+    say("gap_seeds", "Its detail, keyed after it.")
     return folder
 
 
@@ -53,6 +54,7 @@ def test_results_hold_the_verdicts_per_paper_the_headlines_and_the_provenance(tm
     assert "| Kingma & Welling (2013) | 0 | 0 | 1 | 0 |" in text
     assert "### Wake-sleep\n\nWake-sleep trails AEVB by **8.3 nats**. (`notebooks/scorecard.ipynb`)" in text
     assert "Not a headline" not in text
+    assert "(`notebooks/scorecard.ipynb`)\n\nIts detail, keyed after it.\n\n![Replication" in text  # under it
     assert "![Replication report, Table 1](figures/report_table1.png)" in text  # beside its figure
     head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     assert "| profile | default |" in text and f"| commit | {head.stdout.strip() or 'unknown'}" in text
@@ -122,6 +124,11 @@ def test_the_cost_of_the_make_call_that_trained_the_runs_is_kept_by_a_figure_onl
     text = write(tmp_path, figures_dir, "--make-started", str(started), "--jobs", "2")
     line = f"| {write_results.MAKE_CALL} | 10 min with make -j2 on "
     assert line in text and "it trained 1 of the 1 runs" in text
+    from aevb.runs import code_hash  # runs of other code: said, with this commit's hash
+    assert f"| code hash | abc (an earlier commit's code: this commit's hashes {code_hash()}) |" in text
+    (folder / "config.json").write_text(json.dumps({"code_hash": code_hash()}))
+    assert f"| code hash | {code_hash()} |" in write(tmp_path, figures_dir, "--make-started", str(started),
+                                                       "--jobs", "2")
     later = write(tmp_path, figures_dir, "--make-started", str(time.time() + 1), "--jobs", "2")  # trained nothing
     assert line in later and "it trained 1 of the 1 runs" in later
     (tmp_path / "RESULTS.md").unlink()
