@@ -74,6 +74,9 @@ def previous_value(path, key):
     return None
 
 
+EARLIER = "an earlier commit's code"  # what trained runs whose code hash is not this commit's
+
+
 def provenance(profile, runs_dir, make_started=None, jobs=None, previous=None):
     """What made this build: profile, commit, code hashes, devices, torch versions, training time,
     date; with make_started (the epoch seconds at which `make` started), how long that make call
@@ -106,7 +109,7 @@ def provenance(profile, runs_dir, make_started=None, jobs=None, previous=None):
     join = lambda values: ", ".join(sorted(set(values))) or "none"
     hashes = join(c.get("code_hash", "") for c in configs)
     if configs and hashes != code_hash():  # results rewritten after the code changed: say so
-        hashes += f" (an earlier commit's code: this commit's hashes {code_hash()})"
+        hashes += f" ({EARLIER}: this commit's hashes {code_hash()})"
     return {
         "profile": profile, "commit": commit, "code hash": hashes, "runs": str(len(metrics)),
         "device": join(m["device"] for m in metrics), "torch": join(m["torch_version"]
@@ -224,10 +227,11 @@ def summary_block(by_paper, prov, results_name, figures_link=None, figures_recor
             f"[{figures_link}/]({figures_link}/) ({figures_record['total size']}, from commit "
             f"{figures_record['commit']}, {figures_record['date']}; `provenance.json` says more)."
         ]
+    earlier = f", its runs trained by {EARLIER}" if EARLIER in prov["code hash"] else ""
     return "\n".join([
         BEGIN, "", *([one_line(answer["text"]), ""] if answer else []),
-        f"**Verdicts** ({prov['profile']} profile, commit {prov['commit']}, {prov['date']},"
-        f" on {prov['device']}): {counts}. {cost}", "", *verdict_table(by_paper), *images, "",
+        f"**Verdicts** ({prov['profile']} profile, commit {prov['commit']}{earlier}, "
+        f"{prov['date']}, on {prov['device']}): {counts}. {cost}", "", *verdict_table(by_paper), *images, "",
         f"The headline findings, each beside its figure, every row and its provenance: "
         f"[{results_name}]({results_name}).", "", END
     ])

@@ -126,6 +126,10 @@ def test_the_cost_of_the_make_call_that_trained_the_runs_is_kept_by_a_figure_onl
     assert line in text and "it trained 1 of the 1 runs" in text
     from aevb.runs import code_hash  # runs of other code: said, with this commit's hash
     assert f"| code hash | abc (an earlier commit's code: this commit's hashes {code_hash()}) |" in text
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{write_results.BEGIN}\n{write_results.END}\n")
+    write(tmp_path, figures_dir, "--readme", str(readme))
+    assert f", its runs trained by {write_results.EARLIER}, " in readme.read_text()
     (folder / "config.json").write_text(json.dumps({"code_hash": code_hash()}))
     assert f"| code hash | {code_hash()} |" in write(tmp_path, figures_dir, "--make-started", str(started),
                                                        "--jobs", "2")
