@@ -231,7 +231,8 @@ def summary_block(by_paper, prov, results_name, figures_link=None, figures_recor
     return "\n".join([
         BEGIN, "", *([one_line(answer["text"]), ""] if answer else []),
         f"**Verdicts** ({prov['profile']} profile, commit {prov['commit']}{earlier}, "
-        f"{prov['date']}, on {prov['device']}): {counts}. {cost}", "", *verdict_table(by_paper), *images, "",
+        f"{prov['date']}, on {prov['device']}): {counts}. {cost}", "", *verdict_table(by_paper),
+        *images, "",
         f"The headline findings, each beside its figure, every row and its provenance: "
         f"[{results_name}]({results_name}).", "", END
     ])
