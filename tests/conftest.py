@@ -24,6 +24,19 @@ def pytest_addoption(parser):
                      help="rewrite tests/golden/ from the tiny runs of tests/test_golden.py instead of checking them")
 
 
+def pytest_terminal_summary(terminalreporter):
+    """The CPU the golden values were checked on (their kernels differ between CPUs: test_golden.py),
+    said at the end of every run, -q included."""
+    terminalreporter.write_line(cpu_line())
+
+
+def cpu_line():
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), "unknown") if Path("/proc/cpuinfo").exists() else "unknown"
+    return f"CPU: {model}, {os.cpu_count()} cores; torch {torch.__version__}, CPU capability " \
+           f"{torch.backends.cpu.get_cpu_capability()}"
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
