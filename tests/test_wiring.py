@@ -421,7 +421,9 @@ def logit_of_mean(x):
 
 def check_papers_settings(run, rec):
     trained = what_trained(rec.of("train")[-1], rec.of("load"))
-    paper = PAPERS[run.dataset, run.protocol]
+    # the protocol as this test states it, with what its sweep adds (a sweep's params, aevb/grid.py)
+    protocol = PAPERS[run.dataset, run.protocol]
+    paper = dict(protocol, **{k: v for k, v in run.extra if k in protocol})
     if "lr_choices" in paper:
         assert [c["lr"] for c in trials(rec)] == paper["lr_choices"], run.name
     if run.algorithm == "mcem" and run.protocol != "fig3n1000-online":  # batch MCEM, App. E's 5 M-steps
@@ -432,9 +434,8 @@ def check_papers_settings(run, rec):
         paper = dict(paper, n_samples=None)
     if run.algorithm == "iwae":
         paper = dict(paper, n_samples=50)
-    if isinstance(paper.get("recognition"), dict):  # each algorithm's own model, unless its sweep names one
-        own = dict(run.extra).get("recognition") or paper["recognition"][run.algorithm]
-        paper = dict(paper, recognition=own)
+    if isinstance(paper.get("recognition"), dict):  # each algorithm's own model
+        paper = dict(paper, recognition=paper["recognition"][run.algorithm])
     wrong = {k: (trained[k], v) for k, v in paper.items() if k in trained and trained[k] != v}
     assert not wrong, (run.name, wrong)
 
