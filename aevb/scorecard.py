@@ -84,6 +84,21 @@ def verdicts_by_paper(card_rows):
     return out
 
 
+# A verdict whose difference lies within a quarter of its tolerance of the tolerance's edge (|ours -
+# published| between 0.75 and 1.25 tolerances) is one another seed could turn: RESULTS.md says so.
+NEAR_EDGE = 0.25
+
+
+def near_edge(row):
+    """Whether a judged row's verdict (reproduced or not) sits near its tolerance's edge, in units
+    of its tolerance (`in_tolerances`, as scorecard.csv holds it): see NEAR_EDGE."""
+    try:
+        units = float(row.get("in_tolerances") or "nan")
+    except ValueError:
+        return False
+    return row["verdict"] in ("reproduced", "not reproduced") and abs(abs(units) - 1) <= NEAR_EDGE
+
+
 def published_numbers(path=paths.PUBLISHED_NUMBERS):
     """published_numbers.csv as {id: row}, in file order: `published` a float (None for a claim
     without a number), `samples` a float, every other field its text."""

@@ -36,7 +36,8 @@ from aevb import findings, grid, paths
 from aevb.figures import FIGURES
 from aevb.runs import code_hash
 from aevb.files import atomic_write, atomic_write_text
-from aevb.scorecard import VERDICTS, number_or_nan, ours_cell, verdicts_by_paper
+from aevb.scorecard import (NEAR_EDGE, VERDICTS, near_edge, number_or_nan, ours_cell,
+                            verdicts_by_paper)
 
 BEGIN = "<!-- RESULTS:BEGIN (written by make results from scorecard.csv; do not edit) -->"
 END = "<!-- RESULTS:END -->"
@@ -238,6 +239,17 @@ def summary_block(by_paper, prov, results_name, figures_link=None, figures_recor
     ])
 
 
+def edge_note(card):
+    """A sentence on the verdicts near their tolerance's edge (aevb.scorecard.near_edge), if any."""
+    edge = [row for row in card if near_edge(row)]
+    if not edge:
+        return []
+    flips = sum(row["verdict"] == "reproduced" for row in edge)
+    return [f"{findings.count(len(edge), 'verdict')} ({flips} reproduced, {len(edge) - flips} "
+            f"not) within {NEAR_EDGE:g} of a tolerance of the edge, where another seed could turn "
+            "them: `near the edge` in the table of every row.", ""]
+
+
 def one_line(markdown):
     return re.sub(r"\s+", " ", markdown).strip()
 
@@ -282,6 +294,7 @@ def main(argv=None):
         "`not run at this scale`: our runs trained fewer than half the published samples (the "
         "`paper` "
         "profile runs them). The rules: `notebooks/scorecard.ipynb`.", "",
+        *edge_note(card),
         *([f"The figures: `{link}/`, {figures_record['total size']}.", ""] if figures_record else
           []), "## Headline findings", "", "Each finding beside the figure that shows it.", ""
     ]
@@ -325,7 +338,8 @@ def main(argv=None):
         what = row["what"].replace("|", "\\|")
         count = int(n) if n == n and n else ""
         lines.append(f"| {row['source']} | {what} | {published} | {ours} | {count} | "
-                     f"{tolerance} | {units} | {trained} | {row['verdict']} |")
+                     f"{tolerance} | {units} | {trained} | {row['verdict']}"
+                     f"{' (near the edge)' if near_edge(row) else ''} |")
     atomic_write_text(out, "\n".join(lines) + "\n")
     print(f"wrote {out} ({len(card)} rows, {len(found)} headline findings)")
 

@@ -629,3 +629,11 @@ def test_the_answer_at_paper_scale_is_read_from_the_published_paper_scale_runs(t
     [row] = scorecard.aevb_minus_ws(tmp_path / "published", protocols=("kingma",)).to_dict("records")
     assert (row["dataset"], row["Nz"], row["n"], row["samples"]) == ("mnist", 20, 1, 100_000_000)
     assert row["gap"] == pytest.approx(4.5)
+
+
+def test_a_verdict_near_its_tolerances_edge_is_told_from_one_far_from_it():
+    row = lambda units, verdict="reproduced": {"in_tolerances": units, "verdict": verdict}
+    assert [scorecard.near_edge(row(u)) for u in ("0.74", "0.75", "-1.0", "1.25", "-1.26", "0.1", "")] == \
+        [False, True, True, True, False, False, False]
+    assert scorecard.near_edge(row("1.1", "not reproduced"))
+    assert not scorecard.near_edge(row("1.1", "not run at this scale"))  # not judged: no verdict to turn
