@@ -1,0 +1,130 @@
+"""Paper-scale runs across machines (aevb/paper_scale.py): an unfinished run parked in the repository goes
+on in a fresh clone to the numbers of an uninterrupted run, its segments (machine, commit, samples, hours)
+end in the published provenance, and a checkpoint of other training code is never resumed."""
+import json
+import shutil
+
+import pytest
+import torch
+
+from aevb import grid, paper_scale, runs
+from aevb.experiment import RunConfig, train_run
+
+NAME = "mnist/aevb_z20_kingma_s1"  # a run of Figure 2, at a tiny budget
+SAMPLES, EVERY = 3000, 1000
+
+
+def tiny_config():
+    return RunConfig(**dict(grid.run(NAME).params("smoke"), samples=SAMPLES, checkpoint_every=EVERY,
+                            train_size=1000, hidden=[50], lr_choices=[0.02], eval_points=3,
+                            is_points=20, is_k=10, refit_samples=0, appd_points=0))
+
+
+def train(run_dir):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train_run(tiny_config(), run_dir, progress="none")
+    finally:
+        torch.set_num_threads(threads)
+
+
+class Killed(Exception):
+    pass
+
+
+def train_until_first_checkpoint(run_dir, monkeypatch):
+    """Train until the first checkpoint is written, then stop as a killed process would."""
+    save = runs.Checkpoint.save
+
+    def save_then_die(self, *args):
+        save(self, *args)
+        raise Killed
+    with monkeypatch.context() as m:
+        m.setattr(runs.Checkpoint, "save", save_then_die)
+        with pytest.raises(Killed):
+            train(run_dir)
+    assert not (run_dir / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_a_parked_run_goes_on_in_a_fresh_clone_to_the_uninterrupted_numbers(tmp_path, monkeypatch):
+    reference = train(tmp_path / "reference" / NAME)
+
+    first, second = tmp_path / "machine-a" / "runs", tmp_path / "machine-b" / "runs"
+    parked, published = tmp_path / "repo" / "unfinished", tmp_path / "repo" / "paper-scale"
+    monkeypatch.setattr(paper_scale, "cpu_model", lambda: "CPU A")
+    train_until_first_checkpoint(first / NAME, monkeypatch)
+    with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
+        paper_scale.park(first, NAME + "_other", parked)
+    folder, progress = paper_scale.park(first, NAME, parked)
+    [checkpoint] = (first / NAME).glob("checkpoint-*.pt")
+    assert sorted(f.name for f in folder.iterdir()) == sorted([checkpoint.name, "progress.json"])
+    assert progress["samples_seen"] == EVERY and progress["code_hash"] == runs.code_hash()
+    [segment] = progress["segments"]
+    assert (segment["machine"], segment["samples_from"], segment["samples_to"]) == ("CPU A", 0, EVERY)
+    # parking again on the same machine at the same place changes nothing
+    assert paper_scale.park(first, NAME, parked)[1]["segments"] == progress["segments"]
+    assert "this checkout goes on from it" in paper_scale.status(parked)[0]
+
+    # a fresh clone on another machine: the runs folder is gone, the parked checkpoint is in the repository
+    shutil.rmtree(first)
+    monkeypatch.setattr(paper_scale, "cpu_model", lambda: "CPU B")
+    done = paper_scale.restore(second, parked=parked)
+    assert done == {NAME: f"restored at {EVERY:,} samples into {second / NAME}"}
+    assert "not restored" in paper_scale.restore(second, parked=parked)[NAME]  # already there
+    resumed = train(second / NAME)
+    assert len(resumed["history"]) == len(reference["history"])
+    for key in ("train_elbo", "test_elbo", "test_recon", "test_kl", "test_log_px_is", "samples"):
+        assert resumed["metrics"][key] == reference["metrics"][key], key
+    with pytest.raises(ValueError, match="is finished: publish it"):
+        paper_scale.park(second, NAME, parked)
+
+    target = paper_scale.publish(second, NAME, published, parked=parked)
+    record = json.loads((target / "provenance.json").read_text())
+    assert record["machine"] == "CPU A; CPU B"
+    assert [(s["machine"], s["samples_from"], s["samples_to"]) for s in record["segments"]] == \
+        [("CPU A", 0, EVERY), ("CPU B", EVERY, SAMPLES)]
+    assert sum(s["hours"] for s in record["segments"]) == pytest.approx(record["training_hours"], abs=0.02)
+    assert list(parked.iterdir()) == []  # the parked checkpoint went with the publication
+    assert paper_scale.status(parked) == []
+
+
+def test_a_parked_checkpoint_of_other_training_code_is_not_restored(tmp_path, monkeypatch):
+    train_until_first_checkpoint(tmp_path / "runs" / NAME, monkeypatch)
+    parked = tmp_path / "unfinished"
+    folder, progress = paper_scale.park(tmp_path / "runs", NAME, parked)
+    (folder / "progress.json").write_text(json.dumps({**progress, "code_hash": "0123456789ab"}))
+    done = paper_scale.restore(tmp_path / "elsewhere", parked=parked)
+    assert done[NAME].startswith("not restored: parked by training code 0123456789ab")
+    assert not (tmp_path / "elsewhere").exists()
+    assert "made by training code 0123456789ab" in paper_scale.status(parked)[0]
+    monkeypatch.setattr(paper_scale, "UNFINISHED", parked)
+    with pytest.raises(SystemExit) as exit_:  # the command says so, and fails
+        paper_scale.main(["restore", str(tmp_path / "elsewhere")])
+    assert exit_.value.code == 1
+    with pytest.raises(FileNotFoundError, match="nothing parked"):
+        paper_scale.restore(tmp_path / "elsewhere", ["mnist/unknown"], parked=parked)
+
+
+def test_a_parked_run_further_on_is_never_replaced_by_one_behind():
+    a = {"machine": "A", "cpus": 2, "commit": "c1", "clean": True}
+    segments = paper_scale.joined([], {**a, "samples_from": 0, "samples_to": 5, "hours": 1.0})
+    # going on from there on the same machine and commit: one segment
+    same = paper_scale.joined(segments, {**a, "samples_from": 5, "samples_to": 9, "hours": 0.5})
+    assert same == [{**a, "samples_from": 0, "samples_to": 9, "hours": 1.5}]
+    # another commit: a segment of its own
+    other = paper_scale.joined(same, {**a, "commit": "c2", "samples_from": 9, "samples_to": 12, "hours": 0.4})
+    assert [s["commit"] for s in other] == ["c1", "c2"]
+    assert paper_scale.joined(other, {**a, "commit": "c3", "samples_from": 12, "samples_to": 12,
+                                      "hours": 0.0}) == other  # nothing trained: no segment
+
+
+def test_park_refuses_to_replace_a_checkpoint_further_on(tmp_path, monkeypatch):
+    run_dir = tmp_path / "runs" / NAME
+    train_until_first_checkpoint(run_dir, monkeypatch)
+    parked = tmp_path / "unfinished"
+    folder, progress = paper_scale.park(tmp_path / "runs", NAME, parked)
+    (folder / "progress.json").write_text(json.dumps({**progress, "samples_seen": 10 * EVERY}))
+    with pytest.raises(ValueError, match="further than"):
+        paper_scale.park(tmp_path / "runs", NAME, parked)
