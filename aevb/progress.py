@@ -119,6 +119,28 @@ def run_cost(params):
 NOTEBOOK_DEFAULTS = run_parameters()
 
 
+def checkpoint_samples(folder):
+    """The training samples seen by the checkpoint in a run folder, which make's next call on the
+    run goes on from (0: none). Read with PyTorch, where it is installed (make's venv); without
+    it, 0: the whole run is counted."""
+    found = sorted(Path(folder).glob("checkpoint-*.pt"))
+    if not found:
+        return 0
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return int(torch.load(found[-1], map_location="cpu", weights_only=False)["samples_seen"])
+
+
+def remaining_cost(params, seen):
+    """run_cost of what is left of a run whose checkpoint has seen `seen` training samples: the
+    samples after it, with the step-size trial (made again on resuming) and every estimate."""
+    if 0 < seen < params["samples"]:
+        params = {**params, "samples": params["samples"] - seen}
+    return run_cost(params)
+
+
 def step_seconds(cost, rates):
     """Seconds of one run: its notebook's start-up, its steps and gradient evaluations, and its
     arithmetic, at the rates measured here."""
@@ -220,8 +242,11 @@ def make_plan(profile, runs_dir, figures_dir, build_dir, jobs, threads, rates, g
     steps = []
     for r in wanted:
         if r.name in to_train:
-            cost = run_cost(r.params(profile, g))
+            # a run interrupted (or restored: aevb.paper_scale) goes on from its checkpoint
+            seen = checkpoint_samples(Path(runs_dir) / r.name)
+            cost = remaining_cost(r.params(profile, g), seen)
             steps.append({"name": r.name, "kind": "run", "cost": cost, "deps": [],
+                          "resumes_at": seen,
                           "estimate_s": step_seconds(cost, rates) * slow if rates else None})
     if notebooks:
         history = load_history(build_dir)
@@ -259,8 +284,11 @@ def duration(seconds):
 def plan_text(plan):
     runs = [s for s in plan["steps"] if s["kind"] == "run"]
     notebooks = [s for s in plan["steps"] if s["kind"] == "figures"]
+    resumed = sum(1 for s in runs if s.get("resumes_at"))
     text = (
-        f"Plan: {len(runs)} run(s) to train, {len(plan['reused'])} finished run(s) reused, "
+        f"Plan: {len(runs)} run(s) to train"
+        f"{f' ({resumed} from a checkpoint)' if resumed else ''}, "
+        f"{len(plan['reused'])} finished run(s) reused, "
         f"{len(notebooks)} figure notebook(s) to run ({plan['profile']} profile, -j{plan['jobs']}, "
         f"{plan['threads']} thread(s) a job)")
     if not plan["steps"]:

@@ -247,3 +247,24 @@ def test_make_prints_the_plan_and_a_progress_line_per_step(tmp_path):
     assert "mnist: 200 training and 100 test points" in log  # the run's own lines are in its log
     again = subprocess.run(cmd, capture_output=True, text=True)  # nothing to do: the plan says so, nothing runs
     assert "Plan: 0 run(s) to train, 2 finished run(s) reused" in again.stdout and " done" not in again.stdout
+
+
+def test_a_run_that_goes_on_from_its_checkpoint_is_planned_for_what_is_left(tmp_path):
+    """A run interrupted (or restored from results/unfinished) goes on from its checkpoint: the plan counts the
+    samples after it, the step-size trial and every estimate, and says how many runs resume."""
+    import torch
+    full = plan_of(tmp_path)
+    run = grid.runs(profile="smoke")[0]
+    params = run.params("smoke")
+    folder = run.folder(tmp_path / "runs")
+    folder.mkdir(parents=True)
+    torch.save({"samples_seen": params["samples"] // 2}, folder / "checkpoint-0123456789ab.pt")
+    plan = plan_of(tmp_path)
+    [step] = [s for s in plan["steps"] if s["name"] == run.name]
+    [before] = [s for s in full["steps"] if s["name"] == run.name]
+    assert step["resumes_at"] == params["samples"] // 2 and before["resumes_at"] == 0
+    left = progress.run_cost({**params, "samples": params["samples"] - params["samples"] // 2})
+    assert step["cost"] == left and left["flops"] < before["cost"]["flops"]
+    assert step["estimate_s"] == pytest.approx(progress.step_seconds(left, RATES))
+    assert "run(s) to train (1 from a checkpoint)," in progress.plan_text(plan)
+    assert "from a checkpoint" not in progress.plan_text(full)
