@@ -38,8 +38,9 @@ from aevb import paths
 from aevb.files import atomic_write, atomic_write_text
 
 FILES = ("config.json", "history.csv", "metrics.json")
-# unfinished paper-scale runs' checkpoints, committed so that a later clone goes on from them
-UNFINISHED = paths.ROOT / "results" / "unfinished"
+# unfinished paper-scale runs' checkpoints, committed so that a later clone goes on from them;
+# beside the published runs (`unfinished_beside`)
+UNFINISHED = paths.PAPER_SCALE.parent / "unfinished"
 PROGRESS = "progress.json"
 
 
@@ -82,11 +83,17 @@ def provenance(run_dir):
     }
 
 
-def publish(runs_dir, name, dest=paths.PAPER_SCALE, parked=UNFINISHED):
+def unfinished_beside(published):
+    """The folder of the parked runs that belong with the published runs in `published`."""
+    return Path(published).parent / UNFINISHED.name
+
+
+def publish(runs_dir, name, dest=paths.PAPER_SCALE, parked=None):
     """Copy the finished run `name` ('<dataset>/<run>') of runs_dir into dest with its provenance;
     return the new folder. A folder without metrics.json holds no finished run: refused. A run that
-    was parked in `parked` gets its segments in the provenance, and its parked checkpoint is
-    removed."""
+    was parked in `parked` (None: the folder beside dest, `unfinished_beside`) by the code that
+    finished it gets its segments in the provenance, and its parked checkpoint is removed."""
+    parked = unfinished_beside(dest) if parked is None else parked
     source, target = Path(runs_dir) / name, Path(dest) / name
     if not (source / "metrics.json").exists():
         raise FileNotFoundError(
@@ -94,6 +101,8 @@ def publish(runs_dir, name, dest=paths.PAPER_SCALE, parked=UNFINISHED):
     record = provenance(source)
     parked_folder = Path(parked) / name
     progress = read_progress(parked_folder)
+    if progress is not None and progress["code_hash"] != record["code_hash"]:
+        progress = None  # parked by other code: not this run's past, and left where it is
     if progress is not None:  # trained in segments: those parked, then this machine's
         last = segment(source, progress["samples_seen"], record["samples"],
                        record["training_hours"] - progress["training_hours"])

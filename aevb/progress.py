@@ -127,10 +127,11 @@ def checkpoint_samples(folder):
     if not found:
         return 0
     try:
-        import torch
+        import torch  # noqa: F401
     except ImportError:
         return 0
-    return int(torch.load(found[-1], map_location="cpu", weights_only=False)["samples_seen"])
+    from aevb.paper_scale import checkpoint_position
+    return checkpoint_position(found[-1])[0]
 
 
 def remaining_cost(params, seen):

@@ -80,7 +80,7 @@ def test_a_parked_run_goes_on_in_a_fresh_clone_to_the_uninterrupted_numbers(tmp_
     with pytest.raises(ValueError, match="is finished: publish it"):
         paper_scale.park(second, NAME, parked)
 
-    target = paper_scale.publish(second, NAME, published, parked=parked)
+    target = paper_scale.publish(second, NAME, published)  # its parked runs: the folder beside it
     record = json.loads((target / "provenance.json").read_text())
     assert record["machine"] == "CPU A; CPU B"
     assert [(s["machine"], s["samples_from"], s["samples_to"]) for s in record["segments"]] == \
@@ -105,6 +105,12 @@ def test_a_parked_checkpoint_of_other_training_code_is_not_restored(tmp_path, mo
     assert exit_.value.code == 1
     with pytest.raises(FileNotFoundError, match="nothing parked"):
         paper_scale.restore(tmp_path / "elsewhere", ["mnist/unknown"], parked=parked)
+    # the run finished here by this code: the checkpoint parked by other code is not its past
+    train(tmp_path / "runs" / NAME)
+    target = paper_scale.publish(tmp_path / "runs", NAME, tmp_path / "published", parked=parked)
+    record = json.loads((target / "provenance.json").read_text())
+    assert "segments" not in record and record["code_hash"] == runs.code_hash()
+    assert (folder / "progress.json").exists()  # left where it is
 
 
 def test_a_parked_run_further_on_is_never_replaced_by_one_behind():

@@ -258,7 +258,7 @@ def test_a_run_that_goes_on_from_its_checkpoint_is_planned_for_what_is_left(tmp_
     params = run.params("smoke")
     folder = run.folder(tmp_path / "runs")
     folder.mkdir(parents=True)
-    torch.save({"samples_seen": params["samples"] // 2}, folder / "checkpoint-0123456789ab.pt")
+    torch.save({"samples_seen": params["samples"] // 2, "wall_time": 60.0}, folder / "checkpoint-0123456789ab.pt")
     plan = plan_of(tmp_path)
     [step] = [s for s in plan["steps"] if s["name"] == run.name]
     [before] = [s for s in full["steps"] if s["name"] == run.name]
