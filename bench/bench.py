@@ -15,7 +15,9 @@ batch 100, L = 1) it times, median of REPEATS after a warm-up:
   5. log_likelihood  aevb.estimators.log_likelihood (importance sampling), in datapoint-samples/s
                      (N * k per s)
 For 3, 3b and 4 on the report's model it also profiles where a step's time goes: GEMMs (beside what
-they would take at their rate alone), optimizer, everything else.
+they would take at their rate alone), optimizer, everything else; and what a faster step could gain
+at most (`headroom`: with no GEMM time, with the GEMMs at their bfloat16 rate alone, and the time
+outside the GEMMs that TARGET times today's step needs).
 Loops 1-3 make the same step (aevb_loss below, vae_core.make_optimizer's Adam): they differ only in
 how batches are made. Writes results.json and results.md next to --out, atomically; CPU only.
 """
@@ -58,6 +60,7 @@ REPEATS = 5  # the median of these is reported
 IS_POINTS = 100  # datapoints for the log-likelihood timing
 IS_K = 1000  # importance samples per datapoint (the papers use 5000; the chunk shapes are the same)
 GEMM_MIN_TIME = 0.05  # seconds per timing block of one GEMM shape in the ceiling
+TARGET = 3  # the speed-up over today's step that `headroom` asks what it would take to reach
 PAPER_SAMPLES = 10**8  # PROFILE=paper: Kingma & Welling's 10^8 training samples per run
 QUICK = dict(SAMPLES=300, WARMUP=100, REPEATS=1, IS_POINTS=10, IS_K=20, GEMM_MIN_TIME=0.001)
 QUICK_MODE = False
@@ -239,17 +242,18 @@ def gemm_flops(gemms):
 
 # ---- the matmul ceiling: each GEMM shape alone, same threads ------------------------------------
 
-def gemm_gflops(op, m, k, n, min_time, repeats):
+def gemm_gflops(op, m, k, n, min_time, repeats, dtype=torch.float32):
     """GFLOP/s of one GEMM shape: torch.mm into a preallocated output, median of `repeats`
-    blocks."""
-    w = torch.randn(n, k)
+    blocks; `dtype`: its inputs' and output's (bfloat16: what a lower-precision step's GEMMs could
+    reach, its casts not counted)."""
+    w = torch.randn(n, k, dtype=dtype)
     if op == "fwd":
-        a, b = torch.randn(m, k), w.t()
+        a, b = torch.randn(m, k, dtype=dtype), w.t()
     elif op == "dX":
-        a, b = torch.randn(m, n), w
+        a, b = torch.randn(m, n, dtype=dtype), w
     else:
-        a, b = torch.randn(m, n).t(), torch.randn(m, k)
-    out = torch.empty(a.shape[0], b.shape[1])
+        a, b = torch.randn(m, n, dtype=dtype).t(), torch.randn(m, k, dtype=dtype)
+    out = torch.empty(a.shape[0], b.shape[1], dtype=dtype)
     torch.mm(a, b, out=out)  # warm-up
     start = time.perf_counter()
     torch.mm(a, b, out=out)
@@ -300,6 +304,34 @@ def step_breakdown(run, units, warmup_units, gemms, rates, repeats):
     return sorted(profiles, key=lambda p: p["ms_per_step"])[len(profiles) // 2]
 
 
+def headroom(breakdown, gemms, rates_bf16, target=TARGET):
+    """What a faster step can gain at most (Amdahl's law on a `step_breakdown`): the speed-up if
+    its GEMMs took no time; its GEMMs' time at the bfloat16 rate of their shapes alone
+    (`rates_bf16`, casts not counted) and the speed-up with them so and the rest as it is; and
+    what the rest (optimizer, elementwise work, autograd, Python) must come down to for `target`
+    times today's step with bfloat16 GEMMs (negative: out of reach even with no rest)."""
+    ms, gemm_ms = breakdown["ms_per_step"], breakdown["gemm_ms"]
+    rest = ms - gemm_ms
+    # the step's GEMMs at the bfloat16 rate alone, scaled like the float32 ones are in the step
+    bf16_ms = breakdown["gemm_ms_alone"] * breakdown["gemm_gflops_alone"] / ceiling(gemms,
+                                                                                  rates_bf16)
+    return {"rest_ms": rest, "speedup_if_gemms_free": ms / rest, "gemm_ms_bf16_alone": bf16_ms,
+            "speedup_with_bf16_gemms": ms / (rest + bf16_ms), "target": target,
+            "rest_ms_for_target": ms / target - bf16_ms}
+
+
+def bf16_hardware():
+    """The CPU's bfloat16 matrix instructions, from /proc/cpuinfo's flags ([] where none or
+    unknown)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return sorted({f for f in line.split() if f in ("amx_bf16", "avx512_bf16")})
+    except OSError:
+        pass
+    return []
+
+
 # ---- report -------------------------------------------------------------------------------------
 
 def machine_info():
@@ -314,7 +346,7 @@ def machine_info():
     return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "threads": torch.get_num_threads(),
             "mkl": torch.backends.mkl.is_available(), "python": platform.python_version(),
-            "platform": platform.platform(),
+            "platform": platform.platform(), "bf16_hardware": bf16_hardware(),
             "loadavg_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None}
 
 
@@ -374,6 +406,30 @@ def markdown(results):
             f"{b['gemm_ms_alone']:.2f} | "
             f"{b['optimizer_ms']:.2f} | {b['other_ms']:.2f} | "
             f"{b['gemm_gflops_in_step']:.0f} / {b['gemm_gflops_alone']:.0f} |")
+    bf16 = [c for c in results["ceiling"] if c["gflops_bf16"]]
+    flop = sum(2 * c["M"] * c["K"] * c["N"] for c in bf16)
+    seconds = [sum(2 * c["M"] * c["K"] * c["N"] / c[key] for c in bf16)
+               for key in ("gflops", "gflops_bf16")]
+    hardware = ", ".join(m["bf16_hardware"]) or "none of amx_bf16, avx512_bf16"
+    lines += [
+        "",
+        f"What a faster step can gain at most (Amdahl's law on the profile above). The same "
+        f"GEMMs alone in bfloat16 run at {flop / seconds[1]:,.0f} GFLOP/s, "
+        f"{seconds[0] / seconds[1]:.2f}x float32's {flop / seconds[0]:,.0f} (this CPU's bfloat16 "
+        f"instructions: {hardware}); casts are not counted, so these are upper bounds. The last "
+        f"column is what the time outside the GEMMs must come down to for {TARGET}x today's "
+        "step with bfloat16 GEMMs (a negative value: out of reach even with nothing else).",
+        "",
+        "| loop | ms per step | outside the GEMMs | x if the GEMMs took no time | bfloat16 GEMMs "
+        f"alone | x with them, the rest as now | outside the GEMMs for {TARGET}x |",
+        "|---|---:|---:|---:|---:|---:|---:|"
+    ]
+    for key, b in results["step_breakdown"].items():
+        h = b["headroom"]
+        lines.append(
+            f"| {LOOPS[key]} | {b['ms_per_step']:.2f} | {h['rest_ms']:.2f} | "
+            f"{h['speedup_if_gemms_free']:.2f} | {h['gemm_ms_bf16_alone']:.2f} | "
+            f"{h['speedup_with_bf16_gemms']:.2f} | {h['rest_ms_for_target']:.2f} |")
     lines += ["", f"PROFILE=paper ({PAPER_SAMPLES:.0e} training samples per run), training only, "
               "evaluation not included:"]
     for name, model in results["models"].items():
@@ -462,6 +518,7 @@ def main():
         }, "models": {}
     }
     rates = {}  # (op, M, K, N) -> GFLOP/s, shared by the models
+    rates_bf16 = {}  # the same in bfloat16, for the report's model's steps
     for name, hidden in MODELS.items():
         def fresh():  # every loop starts from the same initial model
             torch.manual_seed(0)
@@ -512,15 +569,21 @@ def main():
                   flush=True)
         for r in rows.values():
             r["ratio_to_reference"] = r["samples_per_s"] / rows["reference"]["samples_per_s"]
-        if name == "784-500-20":  # the report's model: where its steps' time goes
-            results["step_breakdown"] = {
-                key: step_breakdown(vae_core_loop(fresh(), x, algorithm, **options), SAMPLES,
-                                    WARMUP, gemms, rates, REPEATS)
-                for key, algorithm, options, gemms in (("aevb", "aevb", {}, aevb_gemms(enc, dec)), (
-                    "aevb_kingma", "aevb", dict(optimizer="adagrad", lr=0.02, weight_prior=True),
-                    aevb_gemms(enc, dec)), ("wake_sleep", "wake_sleep", {},
-                                            wake_sleep_gemms(enc, dec)))
-            }
+        if name == "784-500-20":  # the report's model: where its steps' time goes, and what a
+            # faster step could gain at most
+            results["step_breakdown"] = {}
+            for key, algorithm, options, gemms in (
+                    ("aevb", "aevb", {}, aevb_gemms(enc, dec)),
+                    ("aevb_kingma", "aevb", dict(optimizer="adagrad", lr=0.02, weight_prior=True),
+                     aevb_gemms(enc, dec)),
+                    ("wake_sleep", "wake_sleep", {}, wake_sleep_gemms(enc, dec))):
+                for _, op, m, k, n, _ in gemms:
+                    if (op, m, k, n) not in rates_bf16:
+                        rates_bf16[(op, m, k, n)] = gemm_gflops(op, m, k, n, GEMM_MIN_TIME,
+                                                                REPEATS, torch.bfloat16)
+                b = step_breakdown(vae_core_loop(fresh(), x, algorithm, **options), SAMPLES,
+                                   WARMUP, gemms, rates, REPEATS)
+                results["step_breakdown"][key] = {**b, "headroom": headroom(b, gemms, rates_bf16)}
         results["models"][name] = {
             "hidden": list(hidden), "loops": rows, "compile_seconds": compile_seconds,
             "paper_profile_hours": {
@@ -529,7 +592,8 @@ def main():
             }
         }
 
-    results["ceiling"] = [{"op": op, "M": m, "K": k, "N": n, "gflops": g}
+    results["ceiling"] = [{"op": op, "M": m, "K": k, "N": n, "gflops": g,
+                           "gflops_bf16": rates_bf16.get((op, m, k, n))}
                           for (op, m, k, n), g in rates.items()]
     results["parallel_jobs"] = parallel_jobs(os.cpu_count())
     assert all(

@@ -56,5 +56,17 @@ def test_quick_bench_writes_every_loop_and_the_table(tmp_path):
         # both GEMM times are of the same FLOPs, at the rate in the step and at the rate alone
         assert math.isclose(b["gemm_ms_alone"] * b["gemm_gflops_alone"], b["gemm_ms"] * b["gemm_gflops_in_step"],
                             rel_tol=1e-6), (key, b)
-    assert sum(line.startswith("| 3 vae_core.train aevb |") for line in table.splitlines()) == 1
+        # Amdahl's law on the profile: what no GEMM time, or the GEMMs at their bfloat16 rate alone,
+        # would make of the step, and what the rest must come down to for 3x
+        h = b["headroom"]
+        rest = b["ms_per_step"] - b["gemm_ms"]
+        assert math.isclose(h["rest_ms"], rest) and h["speedup_if_gemms_free"] > 1
+        assert math.isclose(h["speedup_with_bf16_gemms"], b["ms_per_step"] / (rest + h["gemm_ms_bf16_alone"]))
+        assert math.isclose(h["rest_ms_for_target"], b["ms_per_step"] / h["target"] - h["gemm_ms_bf16_alone"])
+        assert h["gemm_ms_bf16_alone"] > 0 and h["target"] == 3
+    bf16 = [c for c in results["ceiling"] if c["gflops_bf16"]]
+    assert bf16 and all(c["gflops_bf16"] > 0 for c in bf16)
+    assert isinstance(results["machine"]["bf16_hardware"], list)
+    assert "What a faster step can gain at most" in table and "outside the GEMMs for 3x |" in table
+    assert sum(line.startswith("| 3 vae_core.train aevb |") for line in table.splitlines()) == 2
     assert not list(tmp_path.glob("*.tmp"))  # written atomically: no leftovers
