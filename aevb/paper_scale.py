@@ -19,8 +19,9 @@ parked in the repository and goes on in any later clone, on any machine:
     python -m aevb.paper_scale status                                     # how far each has come
 
 `park` copies the run's latest checkpoint into results/unfinished/<dataset>/<run>/ with
-progress.json: samples seen, training hours, the code hash that trains it, and its segments (which
-machine, at which commit, trained which samples). A checkpoint resumes only under the code that
+progress.json: samples seen, training hours, its steady samples per second (`steady_rate`: a pause
+does not count), the code hash that trains it, and its segments (which machine, at which commit,
+trained which samples). A checkpoint resumes only under the code that
 wrote it (its name holds the config's hash, code hash included): `restore` refuses one of other
 code and names the commit to check out. `publish` folds the segments into the provenance and
 removes the parked checkpoint. A finished run is judged on its own numbers wherever it trained: a
@@ -42,6 +43,8 @@ FILES = ("config.json", "history.csv", "metrics.json")
 # beside the published runs (`unfinished_beside`)
 UNFINISHED = paths.PAPER_SCALE.parent / "unfinished"
 PROGRESS = "progress.json"
+# the shortest interval between history rows that steady_rate counts (training samples)
+STEADY_INTERVAL = 10**6
 
 
 def cpu_model():
@@ -72,7 +75,8 @@ def where(run_dir):
 
 def provenance(run_dir):
     """What trained the finished run in run_dir: commit (and whether its tree had other changes to
-    tracked files), machine, precision, torch, device and training time."""
+    tracked files), machine, precision, torch, device, training time (wall time, pauses included)
+    and its steady samples per second (`steady_rate`)."""
     metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
     config = json.loads((Path(run_dir) / "config.json").read_text())
     return {
@@ -80,7 +84,12 @@ def provenance(run_dir):
         "precision": "float32", "torch": metrics.get("torch_version"),
         "device": metrics.get("device"), "samples": metrics["samples"],
         "training_hours": round(metrics["wall_time"] / 3600, 2),
+        "samples_per_second": rounded(steady_rate(history_rows(run_dir))),
     }
+
+
+def rounded(rate):
+    return None if rate is None else round(rate)
 
 
 def unfinished_beside(published):
@@ -129,11 +138,42 @@ def checkpoint_of(run_dir):
     return found[0] if found else None
 
 
-def checkpoint_position(path):
-    """(samples seen, training seconds) where a checkpoint stands."""
+def read_checkpoint(path):
+    """What a checkpoint says of where its run stands: samples_seen, wall_time (training seconds)
+    and the history so far."""
     import torch
     state = torch.load(path, map_location="cpu", weights_only=False)
-    return int(state["samples_seen"]), float(state["wall_time"])
+    return {"samples_seen": int(state["samples_seen"]), "wall_time": float(state["wall_time"]),
+            "history": state.get("history", [])}
+
+
+def checkpoint_position(path):
+    """(samples seen, training seconds) where a checkpoint stands."""
+    state = read_checkpoint(path)
+    return state["samples_seen"], state["wall_time"]
+
+
+def steady_rate(history, at_least=STEADY_INTERVAL):
+    """Training samples per second as a run goes when it runs: the median over the intervals
+    between its history's rows of at least `at_least` samples (the short early ones are mostly
+    evaluation). A pause (a stopped process, a machine asleep) falls in one interval and barely
+    moves the median, where the samples over the whole wall time count it in full. None without
+    such an interval. history: rows with samples and wall_time."""
+    rates = sorted((b["samples"] - a["samples"]) / (b["wall_time"] - a["wall_time"])
+                   for a, b in zip(history, history[1:])
+                   if b["samples"] - a["samples"] >= at_least and b["wall_time"] > a["wall_time"])
+    if not rates:
+        return None
+    middle = len(rates) // 2
+    return rates[middle] if len(rates) % 2 else (rates[middle - 1] + rates[middle]) / 2
+
+
+def history_rows(run_dir):
+    """A finished run's history.csv as rows of floats (only the columns steady_rate reads)."""
+    import csv
+    with open(Path(run_dir) / "history.csv", newline="") as f:
+        return [{key: float(row[key]) for key in ("samples", "wall_time")}
+                for row in csv.DictReader(f) if row.get("wall_time")]
 
 
 def read_progress(folder):
@@ -184,7 +224,8 @@ def park(runs_dir, name, dest=UNFINISHED):
     checkpoint = checkpoint_of(source)
     if checkpoint is None:
         raise FileNotFoundError(f"{source} holds no checkpoint: nothing to park")
-    seen, seconds = checkpoint_position(checkpoint)
+    state = read_checkpoint(checkpoint)
+    seen, seconds = state["samples_seen"], state["wall_time"]
     before = read_progress(target)
     if before is not None and before["checkpoint"] != checkpoint.name:
         before = None  # another config's (other code, say): this run started afresh
@@ -196,6 +237,7 @@ def park(runs_dir, name, dest=UNFINISHED):
         "run": name, "checkpoint": checkpoint.name, "code_hash": training_code_hash(source),
         "samples_seen": seen, "samples": run_params(source).get("parameters", {}).get("samples"),
         "training_hours": round(seconds / 3600, 2),
+        "samples_per_second": rounded(steady_rate(state["history"])),
         "segments": joined(before["segments"] if before else [],
                            segment(source, start, seen, seconds / 3600 - hours_before)),
     }
@@ -254,15 +296,18 @@ def remove_parked(folder, root):
 
 
 def status(parked=UNFINISHED):
-    """A line per parked run: how far it has come, what is left at its own rate so far, and whether
-    this checkout's code goes on from it."""
+    """A line per parked run: how far it has come, what is left at its steady rate (`steady_rate`;
+    else its samples over its training hours, pauses included), and whether this checkout's code
+    goes on from it."""
     from aevb.runs import code_hash
     here, lines = code_hash(), []
     for file in sorted(Path(parked).glob(f"*/*/{PROGRESS}")):
         p = json.loads(file.read_text())
-        rate = p["samples_seen"] / (p["training_hours"] * 3600) if p["training_hours"] else None
-        left = (f"about {(p['samples'] - p['samples_seen']) / rate / 3600:.1f} h left at its rate "
-                f"so far ({rate:,.0f} samples/s)" if rate and p["samples"] else "rate unknown")
+        rate, which = p.get("samples_per_second"), "steady rate"
+        if not rate and p["training_hours"]:
+            rate, which = p["samples_seen"] / (p["training_hours"] * 3600), "rate so far"
+        left = (f"about {(p['samples'] - p['samples_seen']) / rate / 3600:.1f} h left at its "
+                f"{which} ({rate:,.0f} samples/s)" if rate and p["samples"] else "rate unknown")
         machines = "; ".join(dict.fromkeys(s["machine"] for s in p["segments"]))
         resumable = ("this checkout goes on from it" if p["code_hash"] == here else
                      f"made by training code {p['code_hash']}, not this checkout's ({here})")

@@ -61,6 +61,7 @@ def test_a_parked_run_goes_on_in_a_fresh_clone_to_the_uninterrupted_numbers(tmp_
     [checkpoint] = (first / NAME).glob("checkpoint-*.pt")
     assert sorted(f.name for f in folder.iterdir()) == sorted([checkpoint.name, "progress.json"])
     assert progress["samples_seen"] == EVERY and progress["code_hash"] == runs.code_hash()
+    assert progress["samples_per_second"] is None  # no interval of 10^6 samples in so tiny a run
     [segment] = progress["segments"]
     assert (segment["machine"], segment["samples_from"], segment["samples_to"]) == ("CPU A", 0, EVERY)
     # parking again on the same machine at the same place changes nothing
@@ -134,3 +135,42 @@ def test_park_refuses_to_replace_a_checkpoint_further_on(tmp_path, monkeypatch):
     (folder / "progress.json").write_text(json.dumps({**progress, "samples_seen": 10 * EVERY}))
     with pytest.raises(ValueError, match="further than"):
         paper_scale.park(tmp_path / "runs", NAME, parked)
+
+
+def test_the_steady_rate_leaves_a_pause_out_and_status_reads_it(tmp_path):
+    """A run at 10,000 samples/s, stopped for half an hour once: its steady rate is 10,000, where samples over
+    wall time say less; status plans with it, and says which rate it used where a progress.json has none."""
+    rows, wall = [{"samples": 0, "wall_time": 0.0}], 0.0
+    for samples in (10_000, 30_000, 100_000):  # the early rows: short intervals, mostly evaluation
+        wall += 5.0
+        rows.append({"samples": samples, "wall_time": wall})
+    for i in range(1, 10):  # then 2 x 10^6 samples a row, at 10,000 samples/s
+        wall += 200.0 + (1800.0 if i == 4 else 0.0)
+        rows.append({"samples": 100_000 + i * 2_000_000, "wall_time": wall})
+    assert paper_scale.steady_rate(rows) == pytest.approx(10_000)
+    assert rows[-1]["samples"] / rows[-1]["wall_time"] < 8_000  # the pause, counted in full
+    assert paper_scale.steady_rate(rows[:4]) is None  # no interval of 10^6 samples
+    two = [{"samples": 0, "wall_time": 0.0}, {"samples": 10**6, "wall_time": 100.0}, {"samples": 2 * 10**6,
+                                                                                  "wall_time": 300.0}]
+    assert paper_scale.steady_rate(two) == pytest.approx(7_500)  # an even count: the mean of the middle two
+
+    # a finished run's history.csv, as save_run writes it: the same rate
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    lines = ["samples,epoch,running_elbo,wall_time"] + [f"{r['samples']},0,-100,{r['wall_time']}" for r in rows]
+    (run_dir / "history.csv").write_text("\n".join(lines) + "\n")
+    assert paper_scale.steady_rate(paper_scale.history_rows(run_dir)) == pytest.approx(10_000)
+
+    parked = tmp_path / "unfinished"
+    folder = parked / NAME
+    folder.mkdir(parents=True)
+    progress = {"run": NAME, "checkpoint": "checkpoint-0.pt", "code_hash": runs.code_hash(), "samples": 10**8,
+                "samples_seen": 2 * 10**7, "training_hours": 1.0, "samples_per_second": 10_000,
+                "segments": [{"machine": "CPU A", "cpus": 2, "commit": "c1", "clean": True, "samples_from": 0,
+                              "samples_to": 2 * 10**7, "hours": 1.0}]}
+    (folder / "progress.json").write_text(json.dumps(progress))
+    [line] = paper_scale.status(parked)
+    assert "about 2.2 h left at its steady rate (10,000 samples/s)" in line, line
+    (folder / "progress.json").write_text(json.dumps({**progress, "samples_per_second": None}))
+    [line] = paper_scale.status(parked)  # parked before the steady rate was recorded: samples over hours
+    assert "about 4.0 h left at its rate so far (5,556 samples/s)" in line, line
