@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -77,14 +78,15 @@ def provenance(run_dir):
     """What trained the finished run in run_dir: commit (and whether its tree had other changes to
     tracked files), machine, precision, torch, device, training time (wall time, pauses included)
     and its steady samples per second (`steady_rate`)."""
-    metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
-    config = json.loads((Path(run_dir) / "config.json").read_text())
+    from aevb.runs import load_summary
+    summary = load_summary(run_dir)
+    metrics, config = summary["metrics"], summary["config"]
     return {
         **where(run_dir), "code_hash": config.get("code_hash"),
         "precision": "float32", "torch": metrics.get("torch_version"),
         "device": metrics.get("device"), "samples": metrics["samples"],
         "training_hours": round(metrics["wall_time"] / 3600, 2),
-        "samples_per_second": rounded(steady_rate(history_rows(run_dir))),
+        "samples_per_second": rounded(steady_rate(summary["history"])),
     }
 
 
@@ -159,21 +161,11 @@ def steady_rate(history, at_least=STEADY_INTERVAL):
     evaluation). A pause (a stopped process, a machine asleep) falls in one interval and barely
     moves the median, where the samples over the whole wall time count it in full. None without
     such an interval. history: rows with samples and wall_time."""
-    rates = sorted((b["samples"] - a["samples"]) / (b["wall_time"] - a["wall_time"])
-                   for a, b in zip(history, history[1:])
-                   if b["samples"] - a["samples"] >= at_least and b["wall_time"] > a["wall_time"])
-    if not rates:
-        return None
-    middle = len(rates) // 2
-    return rates[middle] if len(rates) % 2 else (rates[middle - 1] + rates[middle]) / 2
-
-
-def history_rows(run_dir):
-    """A finished run's history.csv as rows of floats (only the columns steady_rate reads)."""
-    import csv
-    with open(Path(run_dir) / "history.csv", newline="") as f:
-        return [{key: float(row[key]) for key in ("samples", "wall_time")}
-                for row in csv.DictReader(f) if row.get("wall_time")]
+    timed = [row for row in history if "wall_time" in row]
+    rates = [(b["samples"] - a["samples"]) / (b["wall_time"] - a["wall_time"])
+             for a, b in zip(timed, timed[1:])
+             if b["samples"] - a["samples"] >= at_least and b["wall_time"] > a["wall_time"]]
+    return statistics.median(rates) if rates else None
 
 
 def read_progress(folder):

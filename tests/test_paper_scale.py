@@ -159,7 +159,10 @@ def test_the_steady_rate_leaves_a_pause_out_and_status_reads_it(tmp_path):
     run_dir.mkdir()
     lines = ["samples,epoch,running_elbo,wall_time"] + [f"{r['samples']},0,-100,{r['wall_time']}" for r in rows]
     (run_dir / "history.csv").write_text("\n".join(lines) + "\n")
-    assert paper_scale.steady_rate(paper_scale.history_rows(run_dir)) == pytest.approx(10_000)
+    (run_dir / "config.json").write_text("{}")
+    (run_dir / "metrics.json").write_text("{}")
+    assert paper_scale.steady_rate(runs.load_summary(run_dir)["history"]) == pytest.approx(10_000)
+    assert paper_scale.steady_rate([{k: v for k, v in r.items() if k != "wall_time"} for r in rows]) is None
 
     parked = tmp_path / "unfinished"
     folder = parked / NAME
