@@ -21,11 +21,12 @@ parked in the repository and goes on in any later clone, on any machine:
 `park` copies the run's latest checkpoint into results/unfinished/<dataset>/<run>/ with
 progress.json: samples seen, training hours, its steady samples per second (`steady_rate`: a pause
 does not count), the code hash that trains it, and its segments (which machine, at which commit,
-trained which samples). A checkpoint resumes only under the code that
-wrote it (its name holds the config's hash, code hash included): `restore` refuses one of other
-code and names the commit to check out. `publish` folds the segments into the provenance and
-removes the parked checkpoint. A finished run is judged on its own numbers wherever it trained: a
-run resumed on another CPU ends within rounding of an uninterrupted one, not bit for bit.
+trained which samples). A checkpoint resumes only under the code that wrote it (its name holds the
+config's hash, code hash included): `restore` refuses one of other code and names the commit to
+check out (the newest with that code: `newest_commit_with_code`). `publish` folds the segments into
+the provenance and removes the parked checkpoint. A finished run is judged on its own numbers
+wherever it trained: a run resumed on another CPU ends within rounding of an uninterrupted one, not
+bit for bit.
 """
 import argparse
 import json
@@ -179,6 +180,21 @@ def run_params(run_dir):
     return json.loads(file.read_text()) if file.exists() else {}
 
 
+def newest_commit_with_code(commit, root=paths.ROOT, files=None):
+    """The newest commit of root's history whose training code (`files`: aevb.runs.TRAINING_CODE)
+    is `commit`'s: the one before the first later commit that changed one of those files (HEAD if
+    none did), so that a parked run goes on with this project's newest tools around its code.
+    None where root holds no history with `commit` in it."""
+    from aevb.runs import TRAINING_CODE
+    if not commit or git(root, "merge-base", "--is-ancestor", commit, "HEAD") is None:
+        return None
+    changed = git(root, "log", "--format=%H", "--reverse", f"{commit}..HEAD", "--",
+                  *(files or TRAINING_CODE))
+    if changed is None:
+        return None
+    return git(root, "rev-parse", f"{changed.split()[0]}^" if changed else "HEAD")
+
+
 def training_code_hash(run_dir):
     """The hash of the code that trains the run in run_dir: make's .params records it; else the
     code of the checkout that holds run_dir (this one's outside any)."""
@@ -259,9 +275,12 @@ def restore(runs_dir, names=None, parked=UNFINISHED):
         target = Path(runs_dir) / name
         existing = checkpoint_of(target)
         if progress["code_hash"] != here:
-            commit = (progress["segments"][-1]["commit"] or "?")[:7]
+            commit = progress["segments"][-1]["commit"]
+            newest = newest_commit_with_code(commit)
             done[name] = (f"not restored: parked by training code {progress['code_hash']} (commit "
-                          f"{commit}), this checkout's is {here}; check out {commit} to go on")
+                          f"{(commit or '?')[:7]}), this checkout's is {here}; check out "
+                          f"{(newest or commit or '?')[:7]} to go on"
+                          + (" (the newest commit with that training code)" if newest else ""))
         elif (target / "metrics.json").exists():
             done[name] = f"not restored: {target} is finished"
         elif (existing is not None and existing.name == progress["checkpoint"]

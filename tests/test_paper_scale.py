@@ -3,6 +3,7 @@ on in a fresh clone to the numbers of an uninterrupted run, its segments (machin
 end in the published provenance, and a checkpoint of other training code is never resumed."""
 import json
 import shutil
+import subprocess
 
 import pytest
 import torch
@@ -112,6 +113,27 @@ def test_a_parked_checkpoint_of_other_training_code_is_not_restored(tmp_path, mo
     record = json.loads((target / "provenance.json").read_text())
     assert "segments" not in record and record["code_hash"] == runs.code_hash()
     assert (folder / "progress.json").exists()  # left where it is
+
+
+def test_restore_names_the_newest_commit_with_the_parked_training_code(tmp_path):
+    def commit(path, text, message):
+        (tmp_path / path).write_text(text)
+        subprocess.run(["git", "-C", str(tmp_path), "add", path], check=True)
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t",
+                        "commit", "-qm", message], check=True)
+        return paper_scale.git(tmp_path, "rev-parse", "HEAD")
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    parked = commit("train.py", "x = 1\n", "the code that parked the run")
+    tools = commit("tools.py", "y = 2\n", "newer tools, the same training code")
+    assert paper_scale.newest_commit_with_code(parked, tmp_path, ["train.py"]) == tools
+    other = commit("train.py", "x = 2\n", "other training code")
+    head = commit("tools.py", "y = 3\n", "newer tools again")
+    assert paper_scale.newest_commit_with_code(parked, tmp_path, ["train.py"]) == tools
+    assert paper_scale.newest_commit_with_code(other, tmp_path, ["train.py"]) == head
+    assert paper_scale.newest_commit_with_code("0" * 40, tmp_path, ["train.py"]) is None
+    assert paper_scale.newest_commit_with_code(None, tmp_path, ["train.py"]) is None
+    assert paper_scale.newest_commit_with_code(parked, tmp_path / "nowhere", ["train.py"]) is None
 
 
 def test_a_parked_run_further_on_is_never_replaced_by_one_behind():
